@@ -1,0 +1,23 @@
+# Two commands for users: `make demo` (set up, synthesise data, run the demo sweep) and `make test`.
+VENV ?= .venv
+BIN = $(VENV)/bin
+
+.PHONY: setup demo test lint report twin
+
+setup:
+	@scripts/setup.sh
+
+demo: setup
+	$(BIN)/harness demo-data
+	$(BIN)/harness sweep canary-tiny
+
+report: setup
+	$(BIN)/harness report canary-tiny
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+# Rebuild the packaged canary-tiny twin from its recipe (about 10 minutes on 2 CPU cores).
+twin: setup
+	$(BIN)/python -m harness.twins --name canary-tiny --out harness/assets/canary-tiny.nemo

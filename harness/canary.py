@@ -1,0 +1,185 @@
+"""Canary config surgery (Approach A): copy the pretrained config, override only what a trial sets.
+
+All NeMo Canary knowledge about configs lives here: how a `.nemo` stores its config, which
+tokenizer kind and prompt format a checkpoint uses, and how each sampled parameter is written
+into the copied config so that it really takes effect (see shared/DESIGN.md, "Approach A").
+"""
+
+from __future__ import annotations
+
+import copy
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from harness.errors import HarnessError
+from harness.spec import BudgetSpec, DataSpec, TrainingSpec
+
+# WER on ASR samples, BLEU on translation samples. No spaces inside a constraint: NeMo's
+# constraint parser splits on whitespace and raises on `.a == .b`.
+MULTITASK_METRICS = {
+    "log_predictions": False,
+    "metrics": {
+        "wer": {
+            "_target_": "nemo.collections.asr.metrics.WER",
+            "constraint": ".source_lang==.target_lang",
+            "log_prediction": False,
+        },
+        "bleu": {
+            "_target_": "nemo.collections.asr.metrics.BLEU",
+            "constraint": ".source_lang!=.target_lang",
+            "bleu_tokenizer": "13a",
+            "check_cuts_for_bleu_tokenizers": False,
+            "log_prediction": False,
+        },
+    },
+}
+DEFAULT_BATCH_DURATION = 60.0
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What preflight and surgery need to know about a pretrained checkpoint."""
+
+    path: Path
+    tokenizer_kind: str  # "aggregate" | "unified"
+    prompt_format: str  # "canary" | "canary2"
+    languages: tuple[str, ...]  # empty for unified tokenizers (languages live in one vocabulary)
+    config: DictConfig
+
+
+def read_config(nemo_path: Path) -> DictConfig:
+    """The model config stored in a `.nemo` tar, read without importing NeMo (fast, no restore)."""
+    try:
+        with tarfile.open(nemo_path, "r:*") as archive:
+            member = next(m for m in archive.getmembers() if Path(m.name).name == "model_config.yaml")
+            text = archive.extractfile(member).read().decode()
+    except (tarfile.TarError, StopIteration, OSError) as exc:
+        raise HarnessError(f"{nemo_path} is not a readable .nemo checkpoint ({exc}); pass a .nemo file.") from None
+    return OmegaConf.create(text)
+
+
+def inspect_checkpoint(nemo_path: Path) -> CheckpointInfo:
+    """Detect tokenizer kind and prompt format; refuse configs that mix tokenizer kinds."""
+    cfg = read_config(nemo_path)
+    tok = cfg.get("tokenizer") or {}
+    kind = tok.get("type")
+    langs = dict(tok.get("langs") or {})
+    if kind == "agg":
+        if "spl_tokens" not in langs:
+            raise HarnessError(f"{nemo_path}: aggregate tokenizer without `spl_tokens`; not a Canary checkpoint.")
+        bad = [lang for lang, entry in langs.items() if (entry or {}).get("type", "bpe") not in ("bpe", "wpe")]
+        if bad:
+            raise HarnessError(
+                f"{nemo_path}: `tokenizer.langs.{bad[0]}` is not a SentencePiece sub-tokenizer; "
+                "aggregate and unified tokenizers cannot be mixed in one config."
+            )
+        tokenizer_kind, languages = "aggregate", tuple(sorted(set(langs) - {"spl_tokens"}))
+    elif kind in ("bpe", "wpe"):
+        if langs:
+            raise HarnessError(
+                f"{nemo_path}: `tokenizer.type` is {kind} (unified) but `tokenizer.langs` is set (aggregate); "
+                "a config must use one tokenizer kind."
+            )
+        tokenizer_kind, languages = "unified", ()
+    else:
+        raise HarnessError(f"{nemo_path}: unknown `tokenizer.type` {kind!r}; expected agg or bpe.")
+    prompt_format = cfg.get("prompt_format")
+    if prompt_format not in ("canary", "canary2"):
+        raise HarnessError(f"{nemo_path}: `prompt_format` is {prompt_format!r}; the harness supports canary, canary2.")
+    return CheckpointInfo(nemo_path, tokenizer_kind, prompt_format, languages, cfg)
+
+
+def trial_config(
+    base: DictConfig,
+    params: dict[str, Any],
+    *,
+    data: DataSpec,
+    training: TrainingSpec,
+    budget: BudgetSpec,
+    seed: int,
+) -> DictConfig:
+    """A full copy of the pretrained config with the trial's parameters applied and verified."""
+    cfg = copy.deepcopy(base)
+    with open_dict(cfg):
+        _apply_data(cfg, data, training, seed)
+        _apply_batch_duration(cfg.train_ds, float(params.get("batch_duration", _base_batch_duration(base))), training)
+        _apply_optim(cfg, params, budget)
+        if "use_loss_mask_for_prompt" in params:
+            cfg.use_loss_mask_for_prompt = bool(params["use_loss_mask_for_prompt"])
+        if "multitask_metrics_cfg" not in cfg or cfg.multitask_metrics_cfg is None:
+            cfg.multitask_metrics_cfg = copy.deepcopy(MULTITASK_METRICS)
+        cfg.restore_timestamps_model = False  # NeMo 3.0 crashes building a model after a restore otherwise
+        cfg.log_prediction = False
+    return cfg
+
+
+def _base_batch_duration(base: DictConfig) -> float:
+    value = base.get("train_ds", {}).get("batch_duration")
+    return float(value) if isinstance(value, int | float) else DEFAULT_BATCH_DURATION
+
+
+def _apply_data(cfg: DictConfig, data: DataSpec, training: TrainingSpec, seed: int) -> None:
+    """Point the loaders at the user's manifests with explicit text/lang fields.
+
+    Released configs say `text_field: answer`; a manifest with `text` would then train on empty
+    transcripts without any error, so both fields are always set.
+    """
+    common = {
+        "use_lhotse": True,
+        "text_field": data.text_field,
+        "lang_field": data.lang_field,
+        "num_workers": training.num_workers,
+        "pin_memory": False,
+        "tarred_audio_filepaths": None,
+    }
+    cfg.train_ds = cfg.get("train_ds") or {}
+    cfg.train_ds.update({**common, "manifest_filepath": data.train, "shuffle": True, "seed": seed})
+    cfg.validation_ds = cfg.get("validation_ds") or {}
+    cfg.validation_ds.update(
+        {
+            **common,
+            "manifest_filepath": data.validation,
+            "shuffle": False,
+            "use_bucketing": False,
+            "batch_size": training.validation_batch_size,
+        }
+    )
+    cfg.test_ds = None  # a null manifest makes the model constructor raise; tests run separately
+
+
+def _apply_batch_duration(train_ds: DictConfig, seconds: float, training: TrainingSpec) -> None:
+    """Make `batch_duration` govern the batch.
+
+    Lhotse ignores `batch_duration` while `bucket_batch_size` is set, and 2-D bins without it
+    crash, so both are cleared, bucketing is off and utterance length is bounded.
+    """
+    train_ds.update(
+        {
+            "batch_duration": seconds,
+            "batch_size": None,
+            "bucket_batch_size": None,
+            "bucket_duration_bins": None,
+            "use_bucketing": False,
+            "max_duration": training.max_duration,
+            "min_duration": training.min_duration,
+        }
+    )
+
+
+def _apply_optim(cfg: DictConfig, params: dict[str, Any], budget: BudgetSpec) -> None:
+    """Learning rate and warmup scaled to the trial budget (2500 warmup steps never peak in 200)."""
+    if "lr" in params:
+        cfg.optim.lr = float(params["lr"])
+    if "weight_decay" in params:
+        cfg.optim.weight_decay = float(params["weight_decay"])
+    sched = cfg.optim.get("sched")
+    if sched is not None:
+        fraction = float(params.get("warmup_fraction", budget.warmup_fraction))
+        sched.warmup_steps = max(1, round(fraction * budget.max_steps))
+        sched.warmup_ratio = None  # NeMo asserts when both are set
+        if sched.get("min_lr") is not None:
+            sched.min_lr = min(float(sched.min_lr), cfg.optim.lr / 10)

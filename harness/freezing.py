@@ -1,0 +1,77 @@
+"""Freezing modes and `enable_bn_se`: the only module that touches `requires_grad`.
+
+Modes (search-space param `freeze`):
+- `none`: full fine-tune.
+- `encoder`: the encoder is frozen (no gradients, eval mode: dropout off, BatchNorm statistics fixed).
+- `encoder_bn_se`: encoder frozen, then its BatchNorm (and SqueezeExcite) layers re-enabled: trainable
+  parameters, train mode so running statistics adapt to the new domain (NeMo CTC tutorials' recipe).
+- `all_but_bn_se`: everything frozen except those BatchNorm/SE layers.
+
+`transcribe()` and Lightning's evaluation loop reset train/eval modes, so `FreezeCallback`
+re-applies the mode whenever training (re)starts.
+"""
+
+from __future__ import annotations
+
+from lightning.pytorch import Callback
+from lightning.pytorch.trainer.states import TrainerFn
+from torch import nn
+
+from harness.search_space import FREEZE_MODES
+
+
+def is_bn_or_se(module: nn.Module) -> bool:
+    """BatchNorm of any flavour (incl. NeMo's fused one) and SqueezeExcite blocks."""
+    name = type(module).__name__
+    return isinstance(module, nn.modules.batchnorm._BatchNorm) or "BatchNorm" in name or "SqueezeExcite" in name
+
+
+def enable_bn_se(root: nn.Module) -> None:
+    """Put BatchNorm/SE layers under `root` back in train mode with trainable parameters."""
+    for module in root.modules():
+        if is_bn_or_se(module):
+            module.train()
+            for param in module.parameters():
+                param.requires_grad_(True)
+
+
+def _freeze(module: nn.Module) -> None:
+    for param in module.parameters():
+        param.requires_grad_(False)
+    module.eval()
+
+
+def apply_freeze(model: nn.Module, mode: str) -> None:
+    """Set requires_grad and train/eval modes on a Canary model for one freezing mode."""
+    if mode not in FREEZE_MODES:
+        raise ValueError(f"unknown freeze mode {mode!r}; use one of {FREEZE_MODES}")
+    model.train()
+    for param in model.parameters():
+        param.requires_grad_(True)
+    if mode == "none":
+        return
+    if mode == "all_but_bn_se":
+        _freeze(model)
+        enable_bn_se(model)
+        return
+    _freeze(model.encoder)
+    if mode == "encoder_bn_se":
+        enable_bn_se(model.encoder)
+
+
+def trainable_parameter_names(model: nn.Module) -> set[str]:
+    return {name for name, p in model.named_parameters() if p.requires_grad}
+
+
+class FreezeCallback(Callback):
+    """Re-apply the freezing mode at the start of training and after every validation."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        apply_freeze(pl_module, self.mode)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            apply_freeze(pl_module, self.mode)

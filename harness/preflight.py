@@ -1,0 +1,157 @@
+"""Preflight: check the sweep's input against the model before any training (or GPU time).
+
+Every problem is collected, located (`file:line` or spec key) and reported at once; nothing
+trains while any remains. What is checked is what would otherwise fail late or, worse, train
+silently on garbage: unreadable manifests, missing or undecodable audio, zero durations, empty
+transcripts, a text field that is not there, languages the tokenizer cannot produce, prompt
+fields the prompt format requires, and a validation set with no samples for the objective.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import soundfile
+
+from harness.canary import CheckpointInfo
+from harness.errors import HarnessError
+from harness.manifest import Entry, Problem, read_manifest, resolve_audio
+from harness.spec import SweepSpec
+
+SHOWN = 25
+TEXT_FIELD_CANDIDATES = ("text", "answer", "transcript", "sentence", "pred_text")
+DURATION_SLACK = 0.25  # seconds a manifest duration may exceed the audio file
+
+
+def check_spec(spec: SweepSpec) -> list[Problem]:
+    """Budget settings that would make a trial never validate at its last step."""
+    problems = []
+    budget = spec.budget
+    where = spec.source or spec.name
+    if budget.trials < 1:
+        problems.append(Problem(where, "`budget.trials` must be at least 1"))
+    if budget.val_check_interval < 1 or budget.max_steps < budget.val_check_interval:
+        problems.append(Problem(where, "`budget.val_check_interval` must be between 1 and `budget.max_steps`"))
+    elif budget.max_steps % budget.val_check_interval:
+        problems.append(
+            Problem(where, "`budget.max_steps` must be a multiple of `budget.val_check_interval` "
+                    "so that every trial is validated at its final step")
+        )
+    return problems
+
+
+def check_manifest(path: Path, spec: SweepSpec, info: CheckpointInfo, *, split: str) -> tuple[list[Entry], list[Problem]]:
+    """Check one manifest; returns its entries (for set-level checks) and the problems found."""
+    if not path.is_file():
+        return [], [Problem(str(path), f"manifest does not exist; set `data.{split}` in {spec.source} to a NeMo manifest")]
+    entries, problems = read_manifest(path)
+    for entry in entries:
+        problems += _check_entry(path, entry, spec, info, split)
+    text_field = spec.data.text_field
+    texts = [e.data.get(text_field) for e in entries]
+    if entries and all(isinstance(t, str) and not t.strip() for t in texts):
+        problems.append(Problem(str(path), f"every `{text_field}` is empty; nothing to learn from"))
+    if not entries and not problems:
+        problems.append(Problem(str(path), "manifest is empty"))
+    return entries, problems
+
+
+def _check_entry(path: Path, entry: Entry, spec: SweepSpec, info: CheckpointInfo, split: str) -> list[Problem]:
+    where = f"{path}:{entry.line}"
+    data = entry.data
+    problems = []
+    audio = data.get("audio_filepath")
+    duration = data.get("duration")
+    if not isinstance(audio, str):
+        problems.append(Problem(where, "missing `audio_filepath`"))
+    else:
+        problems += _check_audio(where, resolve_audio(path, audio), duration)
+    if not isinstance(duration, int | float) or duration <= 0:
+        problems.append(Problem(where, f"`duration` must be a positive number of seconds, not {duration!r}"))
+    elif split == "train" and duration > spec.training.max_duration:
+        problems.append(
+            Problem(where, f"duration {duration:.1f}s exceeds `training.max_duration` ({spec.training.max_duration}s); "
+                    "it would be dropped from training: raise the limit or cut the audio")
+        )
+    problems += _check_text(where, data, spec.data.text_field)
+    problems += _check_languages(where, data, spec, info)
+    return problems
+
+
+def _check_audio(where: str, audio: Path, duration) -> list[Problem]:
+    if not audio.is_file():
+        return [Problem(where, f"audio file {audio} does not exist")]
+    try:
+        header = soundfile.info(str(audio))
+    except Exception as exc:  # noqa: BLE001 - any decoder error means "cannot train on this"
+        return [Problem(where, f"audio file {audio} cannot be decoded ({exc})")]
+    actual = header.frames / header.samplerate
+    if isinstance(duration, int | float) and duration > actual + DURATION_SLACK:
+        return [Problem(where, f"`duration` {duration:.2f}s is longer than the audio ({actual:.2f}s)")]
+    return []
+
+
+def _check_text(where: str, data: dict, text_field: str) -> list[Problem]:
+    """The text field must exist and hold a string; suggest the field the manifest does use."""
+    if text_field not in data:
+        present = [f for f in TEXT_FIELD_CANDIDATES if isinstance(data.get(f), str)]
+        hint = f"; it has `{present[0]}`: set `data.text_field: {present[0]}`" if present else ""
+        return [Problem(where, f"no `{text_field}` field{hint}")]
+    if not isinstance(data[text_field], str):
+        return [Problem(where, f"`{text_field}` must be a string, not {type(data[text_field]).__name__}")]
+    return []
+
+
+def _check_languages(where: str, data: dict, spec: SweepSpec, info: CheckpointInfo) -> list[Problem]:
+    """Languages the prompt needs, known to the tokenizer; canary (v1) also needs task and pnc."""
+    problems = []
+    required = ["source_lang", "target_lang"]
+    if spec.data.lang_field not in required:
+        required.append(spec.data.lang_field)
+    if info.prompt_format == "canary":
+        required += ["pnc"]
+        if "taskname" not in data and "task" not in data:
+            problems.append(Problem(where, "missing `taskname` (asr or ast), required by the canary prompt format"))
+    for key in required:
+        if key not in data:
+            problems.append(Problem(where, f"missing `{key}`, required by the {info.prompt_format} prompt format"))
+    if info.languages:
+        for key in ("source_lang", "target_lang"):
+            lang = data.get(key)
+            if isinstance(lang, str) and lang not in info.languages:
+                problems.append(
+                    Problem(where, f"`{key}` is {lang!r}, which the model's tokenizer does not cover "
+                            f"(it has {', '.join(info.languages)})")
+                )
+    return problems
+
+
+def _check_objective_samples(path: Path, entries: list[Entry], spec: SweepSpec) -> list[Problem]:
+    """WER needs same-language samples and BLEU translation samples in the validation set."""
+    same = sum(1 for e in entries if e.data.get("source_lang") == e.data.get("target_lang"))
+    needs = {"wer": ("ASR (source_lang == target_lang)", same), "bleu": ("translation", len(entries) - same)}
+    metrics = ["wer", "bleu"] if spec.objective.metric == "mix" else [spec.objective.metric]
+    return [
+        Problem(str(path), f"no {kind} samples, so the objective `{spec.objective.metric}` cannot be computed")
+        for kind, count in (needs[m] for m in metrics)
+        if entries and count == 0
+    ]
+
+
+def preflight(spec: SweepSpec, info: CheckpointInfo) -> dict[str, list[Entry]]:
+    """Run every check; raise one HarnessError listing all problems, or return the parsed manifests."""
+    problems = check_spec(spec)
+    manifests = {}
+    splits = {"train": spec.data.train, "validation": spec.data.validation, "test": spec.data.test}
+    for split, value in splits.items():
+        if value is None:
+            continue
+        entries, found = check_manifest(Path(value), spec, info, split=split)
+        manifests[split] = entries
+        problems += found
+    problems += _check_objective_samples(Path(spec.data.validation), manifests.get("validation", []), spec)
+    if problems:
+        shown = "\n".join(f"  {p}" for p in problems[:SHOWN])
+        more = f"\n  ... and {len(problems) - SHOWN} more" if len(problems) > SHOWN else ""
+        raise HarnessError(f"Preflight found {len(problems)} problem(s); nothing was trained:\n{shown}{more}")
+    return manifests

@@ -1,0 +1,213 @@
+"""Sweep specs: `sweeps/<name>.yaml`, validated into typed dataclasses.
+
+Every key is checked against the dataclass that owns it, so a typo (`max_step`) or a wrong type
+(`trials: six`) is an error naming the file and the dotted key instead of a silently ignored
+setting in a sweep that runs for days.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from harness.errors import HarnessError
+
+SWEEPS_DIR = Path("sweeps")
+STATE_DIR = Path("mlruns")
+ENV_STORAGE = "HARNESS_STORAGE"
+ENV_TRACKING_URI = "HARNESS_TRACKING_URI"
+
+
+@dataclass
+class DataSpec:
+    """The user's NeMo manifests and which fields hold the target text and language."""
+
+    train: str
+    validation: str
+    test: str | None = None
+    text_field: str = "text"
+    lang_field: str = "target_lang"
+
+
+@dataclass
+class BudgetSpec:
+    """How much compute the sweep may spend: trials in total and steps per trial."""
+
+    trials: int = 6
+    max_steps: int = 200
+    val_check_interval: int = 50
+    timeout_minutes: float | None = None
+    warmup_fraction: float = 0.1
+    max_retries: int = 1
+
+
+@dataclass
+class ObjectiveSpec:
+    """What Optuna optimises: WER (minimise), BLEU (maximise) or `wer - bleu_weight * bleu`."""
+
+    metric: Literal["wer", "bleu", "mix"] = "wer"
+    bleu_weight: float = 1.0
+
+
+@dataclass
+class PrunerSpec:
+    """Median pruning on validations reported at `global_step`; `none` turns pruning off."""
+
+    type: Literal["median", "none"] = "median"
+    n_startup_trials: int = 2
+    n_warmup_steps: int = 0
+
+
+@dataclass
+class SamplerSpec:
+    """TPE with a study seed; each worker derives its own seed from it."""
+
+    type: Literal["tpe", "random"] = "tpe"
+    seed: int = 0
+
+
+@dataclass
+class TrainingSpec:
+    """Trainer settings shared by all trials: one code path for CPU and GPU (`accelerator: auto`)."""
+
+    accelerator: str = "auto"
+    devices: int = 1
+    precision: str = "auto"
+    num_workers: int = 0
+    validation_batch_size: int = 16
+    max_duration: float = 40.0
+    min_duration: float = 0.1
+    seed: int = 0
+
+
+@dataclass
+class TrackingSpec:
+    """Where MLflow runs go; `uri: null` means `sqlite:///mlruns/mlflow.db` next to the sweep."""
+
+    uri: str | None = None
+    experiment: str | None = None
+
+
+@dataclass
+class SweepSpec:
+    """One sweep: the model, the data, the search space and the budget."""
+
+    name: str
+    model: str
+    data: DataSpec
+    search_space: str
+    budget: BudgetSpec = field(default_factory=BudgetSpec)
+    objective: ObjectiveSpec = field(default_factory=ObjectiveSpec)
+    pruner: PrunerSpec = field(default_factory=PrunerSpec)
+    sampler: SamplerSpec = field(default_factory=SamplerSpec)
+    training: TrainingSpec = field(default_factory=TrainingSpec)
+    tracking: TrackingSpec = field(default_factory=TrackingSpec)
+    storage: str | None = None
+    source: str = ""
+
+    @property
+    def state_dir(self) -> Path:
+        """Runtime state (databases, trial work dirs) lives under `mlruns/`, git-ignored."""
+        return STATE_DIR.resolve()
+
+    @property
+    def trials_dir(self) -> Path:
+        return self.state_dir / "trials" / self.name
+
+    @property
+    def storage_url(self) -> str:
+        """Optuna storage: the spec's, else $HARNESS_STORAGE, else one SQLite file for all sweeps."""
+        url = self.storage or os.environ.get(ENV_STORAGE)
+        return url or f"sqlite:///{self.state_dir / 'optuna.db'}"
+
+    @property
+    def tracking_uri(self) -> str:
+        """MLflow tracking URI, always explicit (MLflow 3 refuses the plain ./mlruns file store)."""
+        uri = self.tracking.uri or os.environ.get(ENV_TRACKING_URI)
+        return uri or f"sqlite:///{self.state_dir / 'mlflow.db'}"
+
+    @property
+    def experiment_name(self) -> str:
+        return self.tracking.experiment or self.name
+
+    @property
+    def direction(self) -> str:
+        return "maximize" if self.objective.metric == "bleu" else "minimize"
+
+
+def find_spec_file(name_or_path: str) -> Path:
+    """`canary-tiny` -> `sweeps/canary-tiny.yaml`; an explicit YAML path is taken as is."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        candidates = [path]
+    else:
+        candidates = [SWEEPS_DIR / f"{name_or_path}.yaml", SWEEPS_DIR / f"{name_or_path}.yml"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    known = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml")) if SWEEPS_DIR.is_dir() else []
+    raise HarnessError(
+        f"No sweep spec {candidates[0]} (run from the project root; known sweeps: {', '.join(known) or 'none'})."
+    )
+
+
+def load_spec(name_or_path: str) -> SweepSpec:
+    """Read and validate a sweep spec; the sweep's name is the file's stem."""
+    path = find_spec_file(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise HarnessError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise HarnessError(f"{path} must be a mapping of keys (model, data, search_space, ...).")
+    raw = {"name": path.stem, **raw, "source": str(path)}
+    return build(SweepSpec, raw, where=str(path), prefix="")
+
+
+def build(cls: type, raw: Any, *, where: str, prefix: str) -> Any:
+    """Build dataclass `cls` from `raw`, naming `where:key` on any unknown key or wrong type."""
+    if not isinstance(raw, dict):
+        raise HarnessError(f"{where}: `{prefix.rstrip('.') or 'top level'}` must be a mapping.")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        key = prefix + unknown[0]
+        raise HarnessError(f"{where}: unknown key `{key}` (allowed here: {', '.join(sorted(fields))}).")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, f in fields.items():
+        if name in raw:
+            values[name] = _coerce(hints[name], raw[name], where=where, key=prefix + name)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise HarnessError(f"{where}: missing required key `{prefix + name}`.")
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, *, where: str, key: str) -> Any:
+    """Check `value` against a type hint (dataclass, Literal, Optional, scalars)."""
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, where=where, prefix=key + ".")
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(inner, value, where=where, key=key)
+    if origin is Literal:
+        allowed = typing.get_args(hint)
+        if value not in allowed:
+            raise HarnessError(f"{where}: `{key}` is {value!r}; use one of {', '.join(map(str, allowed))}.")
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and (not isinstance(value, hint) or (hint is int and isinstance(value, bool))):
+        raise HarnessError(f"{where}: `{key}` must be {hint.__name__}, not {value!r}.")
+    return value

@@ -1,0 +1,166 @@
+"""Synthetic speech corpora as NeMo manifests: pretraining data for the twins and the demo data.
+
+Every utterance is English speech; a seeded share of them carries the German sentence as the
+target (en->de translation, `taskname: ast`), the rest the English one (`taskname: asr`).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from harness.speech.corpora import Pair, split_pairs
+from harness.speech.synth import require_programs, synthesize
+
+# The demo voices and rates are disjoint from the pretraining ones: fine-tuning meets new speakers.
+PRETRAIN_VOICES = ["en-us+m3", "en-us+f2", "en-gb+m1", "en-gb+f3", "en-us+m7", "en-gb-x-rp+f1"]
+PRETRAIN_RATES = [140, 160, 180]
+DEMO_VOICES = ["en-gb-scotland+m1", "en-029+f4", "en-us-nyc+m5"]
+DEMO_RATES = [150, 170]
+
+DEMO_SPLITS = {"train": 400, "validation": 48, "test": 48}
+PRETRAIN_SPLITS = {"train": 3000, "validation": 64, "test": 200}
+
+STAMP_NAME = "corpus-stamp.json"
+_FORMAT_VERSION = 1  # bump when the layout of the output changes, to invalidate old caches
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    """Everything that determines a corpus; stored as the cache stamp."""
+
+    domain: str
+    splits: dict[str, int]
+    voices: list[str]
+    rates: list[int]
+    translate_fraction: float
+    seed: int
+    version: int = _FORMAT_VERSION
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One planned manifest line, before its audio exists."""
+
+    pair: Pair
+    voice: str
+    rate: int
+    translate: bool
+    audio_path: Path
+
+
+def build_corpus(
+    domain: str,
+    out_dir: Path,
+    *,
+    splits: dict[str, int],
+    voices: list[str],
+    rates: list[int],
+    translate_fraction: float,
+    seed: int,
+) -> dict[str, Path]:
+    """Synthesise a corpus into `out_dir` and return {split: manifest path}.
+
+    Cached: when `out_dir` already holds a corpus built with the same arguments, nothing is
+    rewritten. Sentences of different splits never overlap.
+    """
+    out_dir = Path(out_dir).resolve()
+    spec = CorpusSpec(domain, dict(splits), list(voices), list(rates), float(translate_fraction), int(seed))
+    manifests = {split: out_dir / f"{split}.json" for split in splits}
+    if _is_cached(out_dir, spec, manifests):
+        return manifests
+    require_programs()
+    _clear(out_dir, manifests)
+    for split, pairs in split_pairs(domain, spec.splits, seed).items():
+        plan = _plan_split(split, pairs, spec, out_dir)
+        _write_manifest(manifests[split], plan, _synthesize_all(plan))
+    (out_dir / STAMP_NAME).write_text(json.dumps(asdict(spec), indent=2, sort_keys=True))
+    return manifests
+
+
+def build_demo_data(out_dir: Path) -> dict[str, Path]:
+    """The fine-tuning demo: the `home` domain spoken by voices the pretrained twin never heard."""
+    return build_corpus(
+        "home", out_dir, splits=DEMO_SPLITS, voices=DEMO_VOICES, rates=DEMO_RATES,
+        translate_fraction=0.3, seed=0,
+    )
+
+
+def build_pretrain_data(out_dir: Path, *, splits: dict[str, int] | None = None, seed: int = 0) -> dict[str, Path]:
+    """The twins' pretraining corpus: `commands`, half transcription and half translation."""
+    return build_corpus(
+        "commands", out_dir, splits=splits or PRETRAIN_SPLITS, voices=PRETRAIN_VOICES,
+        rates=PRETRAIN_RATES, translate_fraction=0.5, seed=seed,
+    )
+
+
+def read_manifest(path: Path) -> list[dict]:
+    """Load a JSON-lines manifest."""
+    with Path(path).open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def _is_cached(out_dir: Path, spec: CorpusSpec, manifests: dict[str, Path]) -> bool:
+    stamp = out_dir / STAMP_NAME
+    if not stamp.is_file() or not all(path.is_file() for path in manifests.values()):
+        return False
+    try:
+        return json.loads(stamp.read_text()) == asdict(spec)
+    except json.JSONDecodeError:
+        return False
+
+
+def _clear(out_dir: Path, manifests: dict[str, Path]) -> None:
+    """Remove a stale build; the stamp goes first so an interrupted rebuild is never trusted."""
+    (out_dir / STAMP_NAME).unlink(missing_ok=True)
+    shutil.rmtree(out_dir / "audio", ignore_errors=True)
+    for path in manifests.values():
+        path.unlink(missing_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _plan_split(split: str, pairs: list[Pair], spec: CorpusSpec, out_dir: Path) -> list[Utterance]:
+    """Pick voice, rate and task per sentence from a split-specific seeded generator."""
+    rng = random.Random(f"{spec.domain}:{split}:{spec.seed}")
+    audio_dir = out_dir / "audio" / split
+    return [
+        Utterance(
+            pair=pair,
+            voice=rng.choice(spec.voices),
+            rate=rng.choice(spec.rates),
+            translate=rng.random() < spec.translate_fraction,
+            audio_path=audio_dir / f"{split}-{index:05d}.wav",
+        )
+        for index, pair in enumerate(pairs)
+    ]
+
+
+def _synthesize_all(plan: list[Utterance]) -> list[float]:
+    """Run espeak-ng in a few threads: each call is a subprocess, so threads are enough."""
+    def speak(utterance: Utterance) -> float:
+        return synthesize(utterance.pair.english, utterance.audio_path, voice=utterance.voice, rate=utterance.rate)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(pool.map(speak, plan))
+
+
+def _manifest_entry(utterance: Utterance, duration: float) -> dict:
+    target_lang = "de" if utterance.translate else "en"
+    return {
+        "audio_filepath": str(utterance.audio_path),
+        "duration": round(duration, 4),
+        "text": utterance.pair.german if utterance.translate else utterance.pair.english,
+        "source_lang": "en",
+        "target_lang": target_lang,
+        "pnc": "no",
+        "taskname": "ast" if utterance.translate else "asr",
+    }
+
+
+def _write_manifest(path: Path, plan: list[Utterance], durations: list[float]) -> None:
+    lines = [json.dumps(_manifest_entry(u, d), ensure_ascii=False) for u, d in zip(plan, durations, strict=True)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")

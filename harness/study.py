@@ -1,0 +1,96 @@
+"""Optuna: storage, study, sampler seeds, pruner and the pruning report at `global_step`.
+
+All Optuna knowledge lives here. Trials run in their own processes; a trial process reopens
+the study from the same storage and reports to its own trial id, so the pruner sees every
+validation, not one per epoch like optuna-integration's Lightning callback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Mapping
+
+import optuna
+from lightning.pytorch import Callback
+from optuna.storages import RDBStorage
+from optuna.trial import TrialState
+
+from harness.spec import SweepSpec
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def open_storage(url: str) -> RDBStorage:
+    """An RDB storage; SQLite waits for locks instead of failing when several processes write."""
+    if url.startswith("sqlite:"):
+        kwargs = {"connect_args": {"timeout": 120}}
+    else:
+        kwargs = {"pool_pre_ping": True}
+    return RDBStorage(url, engine_kwargs=kwargs)
+
+
+def worker_seed(study_seed: int, worker: str, n_existing: int) -> int:
+    """A sampler seed per process: a fixed seed would re-propose the same params on every resume."""
+    digest = hashlib.sha256(f"{study_seed}:{worker}:{n_existing}".encode()).hexdigest()
+    return int(digest[:8], 16)
+
+
+def make_pruner(spec: SweepSpec) -> optuna.pruners.BasePruner:
+    if spec.pruner.type == "none":
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(
+        n_startup_trials=spec.pruner.n_startup_trials, n_warmup_steps=spec.pruner.n_warmup_steps
+    )
+
+
+def make_sampler(spec: SweepSpec, seed: int) -> optuna.samplers.BaseSampler:
+    if spec.sampler.type == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(4, spec.budget.trials))
+
+
+def open_study(spec: SweepSpec, *, worker: str = "main") -> optuna.Study:
+    """Create the sweep's study or load it (resume); the sampler seed depends on the worker."""
+    storage = open_storage(spec.storage_url)
+    study = optuna.create_study(
+        study_name=spec.name, storage=storage, direction=spec.direction, load_if_exists=True,
+        pruner=make_pruner(spec),
+    )
+    study.sampler = make_sampler(spec, worker_seed(spec.sampler.seed, worker, len(study.get_trials(deepcopy=False))))
+    return study
+
+
+def count_finished(study: optuna.Study) -> int:
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.state in FINISHED)
+
+
+def trial_handle(study: optuna.Study, trial_id: int) -> optuna.Trial:
+    """The running trial as seen from the trial process (report / should_prune)."""
+    return optuna.trial.Trial(study, trial_id)
+
+
+class PruningReporter(Callback):
+    """Report the objective after each validation at `global_step`; stop training when pruned.
+
+    Stopping via `trainer.should_stop` (not by raising TrialPruned) lets Lightning end cleanly,
+    so the trial's MLflow run can be marked KILLED rather than FAILED.
+    """
+
+    def __init__(self, trial: optuna.Trial, objective: Callable[[Mapping], float]) -> None:
+        self.trial = trial
+        self.objective = objective
+        self.pruned_at: int | None = None
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or trainer.global_step == 0:
+            return
+        value = self.objective(trainer.callback_metrics)
+        if math.isnan(value):
+            return
+        self.trial.report(value, step=trainer.global_step)
+        if self.trial.should_prune():
+            self.pruned_at = trainer.global_step
+            trainer.should_stop = True

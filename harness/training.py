@@ -1,0 +1,89 @@
+"""Lightning training of one trial: trainer, model restore with the trial config, fit.
+
+One code path for CPU and GPU: `accelerator: auto` picks the device, and `precision: auto`
+means bf16-mixed where the GPU supports it and 32-bit everywhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Callback, Trainer
+from omegaconf import DictConfig
+
+from harness.spec import TrainingSpec
+
+log = logging.getLogger(__name__)
+
+
+def resolve_precision(training: TrainingSpec) -> str:
+    """bf16-mixed on a bf16-capable GPU, 32-bit on CPU (where bf16 autocast is slow)."""
+    if training.precision != "auto":
+        return training.precision
+    uses_cuda = training.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return "bf16-mixed" if uses_cuda and torch.cuda.is_bf16_supported() else "32-true"
+
+
+def build_trainer(training: TrainingSpec, *, max_steps: int, val_check_interval: int, callbacks: list[Callback]) -> Trainer:
+    """A Trainer that validates every `val_check_interval` steps regardless of epoch length.
+
+    `max_steps` must be an int (NeMo's LR scheduler needs it with Lhotse loaders, which have no
+    length), and `check_val_every_n_epoch=None` makes an integer interval count global steps.
+    """
+    return Trainer(
+        accelerator=training.accelerator,
+        devices=training.devices,
+        precision=resolve_precision(training),
+        max_steps=max_steps,
+        val_check_interval=val_check_interval,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        log_every_n_steps=max_steps + 1,  # NeMo decodes a training batch at each log step: costly
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        callbacks=callbacks,
+    )
+
+
+def restore_model(nemo_path: Path, cfg: DictConfig, trainer: Trainer | None):
+    """Restore the pretrained weights under the trial config and build its dataloaders.
+
+    Restoring with the archive keeps `nemo:` tokenizer paths resolvable, so the copied config
+    needs no path surgery and the embedding is never re-initialised.
+    """
+    from nemo.collections.asr.models import EncDecMultiTaskModel
+
+    model = EncDecMultiTaskModel.restore_from(
+        str(nemo_path), override_config_path=cfg, trainer=trainer, map_location="cpu"
+    )
+    if cfg.get("train_ds") and cfg.train_ds.get("manifest_filepath"):
+        model.setup_training_data(model.cfg.train_ds)
+    model.setup_validation_data(model.cfg.validation_ds)
+    return model
+
+
+class BatchStats(Callback):
+    """Count cuts and audio seconds per training batch: proof that batch_duration took effect."""
+
+    def __init__(self) -> None:
+        self.cuts: list[int] = []
+        self.seconds: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        sample_rate = pl_module.cfg.get("sample_rate", 16000)
+        self.cuts.append(int(batch.audio.shape[0]))
+        self.seconds.append(float(batch.audio_lens.sum()) / sample_rate)
+
+    def summary(self) -> dict[str, float]:
+        if not self.cuts:
+            return {}
+        return {
+            "train_batch_cuts_mean": sum(self.cuts) / len(self.cuts),
+            "train_batch_seconds_max": max(self.seconds),
+            "train_audio_seconds": sum(self.seconds),
+        }

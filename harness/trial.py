@@ -1,0 +1,168 @@
+"""One trial in its own process: `python -m harness.trial <trial_dir>`.
+
+The supervisor writes `job.json` and the trial's resolved `config.yaml` into the trial dir,
+starts this process, and reads `result.json` when it exits. A process per trial frees all GPU
+memory on exit and turns a crash or OOM into one failed trial instead of a dead sweep.
+Exit codes: 0 finished (complete or pruned, see result.json), 3 out of memory, other = crash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Callback
+
+EXIT_OOM = 3
+FAULT_ENV = "HARNESS_INJECT_FAULT"  # tests: "oom" raises torch.cuda.OutOfMemoryError at the first step
+
+
+@dataclass
+class Job:
+    """What the supervisor asks of one trial process."""
+
+    spec: str
+    nemo: str
+    freeze: str
+    seed: int
+    run_id: str
+    max_steps: int  # 0: evaluate the pretrained model only (the zero-shot baseline)
+    trial_id: int | None = None
+    number: int | None = None
+
+    def write(self, trial_dir: Path) -> None:
+        (trial_dir / "job.json").write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def read(cls, trial_dir: Path) -> Job:
+        return cls(**json.loads((trial_dir / "job.json").read_text()))
+
+
+@dataclass
+class Result:
+    """What a trial process reports back; `state` is complete, pruned or fail."""
+
+    state: str
+    objective: float | None = None
+    final: dict = field(default_factory=dict)
+    best: dict = field(default_factory=dict)
+    history: list = field(default_factory=list)
+    batches: dict = field(default_factory=dict)
+    steps: int = 0
+    pruned_at: int | None = None
+    reason: str | None = None
+    wall_seconds: float = 0.0
+
+    def write(self, trial_dir: Path) -> None:
+        (trial_dir / "result.json").write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def read(cls, trial_dir: Path) -> Result | None:
+        path = trial_dir / "result.json"
+        return cls(**json.loads(path.read_text())) if path.is_file() else None
+
+
+def run(trial_dir: Path) -> Result:
+    """Restore, fine-tune with the trial config, report to Optuna and MLflow, return the result."""
+    started = time.monotonic()
+    # Heavy imports happen here, inside the trial process only.
+    from lightning.pytorch import seed_everything
+    from omegaconf import OmegaConf
+
+    from harness.freezing import FreezeCallback
+    from harness.metrics import ValidationHistory, objective_value, scalar_metrics
+    from harness.spec import load_spec
+    from harness.study import PruningReporter, open_study, trial_handle
+    from harness.tracking import MetricsLogger, Tracker
+    from harness.training import BatchStats, build_trainer, restore_model
+
+    job = Job.read(trial_dir)
+    spec = load_spec(job.spec)
+    seed_everything(job.seed, workers=True)
+    cfg = OmegaConf.load(trial_dir / "config.yaml")
+    tracker = Tracker(spec.tracking_uri, spec.experiment_name)
+
+    history = ValidationHistory(spec.objective, spec.direction)
+    batches = BatchStats()
+    callbacks = [history, batches, FreezeCallback(job.freeze), MetricsLogger(tracker, job.run_id, scalar_metrics)]
+    pruning = None
+    if job.trial_id is not None:
+        study = open_study(spec, worker=f"trial-{job.number}")
+        pruning = PruningReporter(
+            trial_handle(study, job.trial_id), lambda m: objective_value(scalar_metrics(m), spec.objective)
+        )
+        callbacks.append(pruning)
+    if os.environ.get(FAULT_ENV):
+        callbacks.append(FaultInjector(os.environ[FAULT_ENV]))
+
+    steps = max(job.max_steps, 1)
+    trainer = build_trainer(
+        spec.training, max_steps=steps, val_check_interval=min(spec.budget.val_check_interval, steps),
+        callbacks=callbacks,
+    )
+    model = restore_model(Path(job.nemo), cfg, trainer)
+    if job.max_steps == 0:
+        trainer.validate(model, verbose=False)
+        history.on_validation_end(trainer, model)
+    else:
+        trainer.fit(model)
+    final = history.final
+    objective = objective_value(final, spec.objective)
+    summary = {f"final_{k}": v for k, v in final.items() if k != "step"}
+    summary |= {f"best_{k}": v for k, v in history.best.items() if k != "step"}
+    summary |= {"objective": objective, "steps_trained": trainer.global_step, **batches.summary()}
+    tracker.log_metrics(job.run_id, summary, step=trainer.global_step)
+    return Result(
+        state="pruned" if pruning and pruning.pruned_at is not None else "complete",
+        objective=objective,
+        final=final,
+        best=history.best,
+        history=history.history,
+        batches=batches.summary(),
+        steps=trainer.global_step,
+        pruned_at=pruning.pruned_at if pruning else None,
+        wall_seconds=time.monotonic() - started,
+    )
+
+
+class FaultInjector(Callback):
+    """Test hook: fail the way a real GPU trial can (only when HARNESS_INJECT_FAULT is set)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.kind == "oom":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+        raise RuntimeError(f"injected fault {self.kind!r}")
+
+
+def classify_failure(exc: BaseException) -> tuple[str, int]:
+    """(reason, exit code): OOM is named as such so users lower batch_duration, not debug."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
+        return "oom", EXIT_OOM
+    return f"error: {type(exc).__name__}: {exc}"[:500], 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    trial_dir = Path(argv[0])
+    try:
+        result = run(trial_dir)
+    except Exception as exc:
+        traceback.print_exc()
+        reason, code = classify_failure(exc)
+        Result(state="fail", reason=reason).write(trial_dir)
+        return code
+    result.write(trial_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

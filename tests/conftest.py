@@ -1,0 +1,101 @@
+"""Shared fixtures: real synthetic speech, the packaged canary-tiny twin, a project dir per test."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.model_source import packaged_model
+from harness.speech import DEMO_RATES, DEMO_VOICES, build_corpus
+
+REPO = Path(__file__).resolve().parent.parent
+TEST_SPLITS = {"train": 48, "validation": 12, "test": 8}
+
+
+@pytest.fixture(scope="session")
+def speech_data(tmp_path_factory) -> dict[str, Path]:
+    """A small demo-domain corpus (espeak-ng voices unseen in pretraining, ~30% en->de)."""
+    out = tmp_path_factory.mktemp("speech")
+    return build_corpus(
+        "home", out, splits=TEST_SPLITS, voices=DEMO_VOICES, rates=DEMO_RATES, translate_fraction=0.3, seed=7
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_nemo() -> Path:
+    path = packaged_model("canary-tiny")
+    assert path.is_file(), "harness/assets/canary-tiny.nemo is missing; run `make twin`"
+    return path
+
+
+def spec_dict(data: dict[str, Path], **overrides) -> dict:
+    """A short sweep spec over `data`; nested overrides merge one level deep."""
+    spec = {
+        "model": "canary-tiny",
+        "data": {k: str(v) for k, v in data.items()},
+        "search_space": "search_spaces/test.yaml",
+        "budget": {"trials": 3, "max_steps": 20, "val_check_interval": 10, "max_retries": 1},
+        "objective": {"metric": "wer"},
+        "pruner": {"type": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
+        "sampler": {"type": "tpe", "seed": 0},
+        "training": {"accelerator": "cpu", "validation_batch_size": 16},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(spec.get(key), dict):
+            spec[key] = {**spec[key], **value}
+        else:
+            spec[key] = value
+    return spec
+
+
+SEARCH_SPACE = {
+    "lr": {"type": "float", "low": 5e-4, "high": 3e-3, "log": True},
+    "batch_duration": {"type": "categorical", "choices": [10, 20]},
+    "freeze": {"type": "categorical", "choices": ["none", "encoder_bn_se"]},
+    "use_loss_mask_for_prompt": {"type": "categorical", "choices": [True, False]},
+}
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """An empty project dir as CWD: sweeps/, search_spaces/ and mlruns/ live here."""
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "search_spaces").mkdir()
+    (tmp_path / "search_spaces" / "test.yaml").write_text(yaml.safe_dump(SEARCH_SPACE))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HARNESS_STORAGE", raising=False)
+    monkeypatch.delenv("HARNESS_TRACKING_URI", raising=False)
+    return tmp_path
+
+
+def write_spec(project: Path, name: str, spec: dict) -> str:
+    (project / "sweeps" / f"{name}.yaml").write_text(yaml.safe_dump(spec))
+    return name
+
+
+def copy_manifest(src: Path, dst: Path, edit=None) -> Path:
+    """Copy a manifest, optionally editing each entry (`edit(index, entry) -> entry | str`)."""
+    lines = []
+    for index, line in enumerate(src.read_text().splitlines()):
+        entry = json.loads(line)
+        new = edit(index, entry) if edit else entry
+        lines.append(new if isinstance(new, str) else json.dumps(new))
+    dst.write_text("\n".join(lines) + "\n")
+    return dst
+
+
+@pytest.fixture
+def repo_file():
+    """Files of the repo itself (shipped sweeps and search spaces)."""
+    return lambda rel: REPO / rel
+
+
+def copy_into(project: Path, rel: str) -> Path:
+    dst = project / rel
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / rel, dst)
+    return dst

@@ -1,0 +1,59 @@
+"""Sweep specs: shipped specs load; typos and wrong types name the file and the key."""
+
+import pytest
+import yaml
+
+from harness.errors import HarnessError
+from harness.spec import load_spec
+from tests.conftest import REPO, spec_dict, write_spec
+
+
+def test_shipped_specs_load(monkeypatch):
+    monkeypatch.chdir(REPO)
+    tiny = load_spec("canary-tiny")
+    big = load_spec("canary-180m")
+    assert tiny.model == "canary-tiny" and tiny.budget.trials >= 6
+    assert big.model == "canary-180m" and big.budget.max_steps > tiny.budget.max_steps
+    assert tiny.direction == "minimize"
+    assert tiny.tracking_uri.startswith("sqlite:///") and tiny.tracking_uri.endswith("mlruns/mlflow.db")
+
+
+def test_unknown_key_names_file_and_key(project):
+    spec = spec_dict({"train": "t.json", "validation": "v.json"})
+    spec["budget"]["max_step"] = 10
+    write_spec(project, "typo", spec)
+    with pytest.raises(HarnessError, match=r"sweeps/typo.yaml: unknown key `budget.max_step`"):
+        load_spec("typo")
+
+
+def test_wrong_type_and_literal(project):
+    spec = spec_dict({"train": "t.json", "validation": "v.json"}, budget={"trials": "six"})
+    write_spec(project, "bad", spec)
+    with pytest.raises(HarnessError, match=r"`budget.trials` must be int"):
+        load_spec("bad")
+    spec = spec_dict({"train": "t.json", "validation": "v.json"}, objective={"metric": "cer"})
+    write_spec(project, "bad", spec)
+    with pytest.raises(HarnessError, match=r"`objective.metric` is 'cer'; use one of wer, bleu, mix"):
+        load_spec("bad")
+
+
+def test_missing_required_key_and_missing_file(project):
+    spec = spec_dict({"train": "t.json", "validation": "v.json"})
+    del spec["data"]["validation"]
+    write_spec(project, "nodata", spec)
+    with pytest.raises(HarnessError, match=r"missing required key `data.validation`"):
+        load_spec("nodata")
+    with pytest.raises(HarnessError, match=r"No sweep spec sweeps/nope.yaml"):
+        load_spec("nope")
+
+
+def test_environment_supplies_storage_and_tracking(project, monkeypatch):
+    write_spec(project, "env", spec_dict({"train": "t.json", "validation": "v.json"}))
+    monkeypatch.setenv("HARNESS_STORAGE", "postgresql://u@db/optuna")
+    monkeypatch.setenv("HARNESS_TRACKING_URI", "http://127.0.0.1:5000")
+    spec = load_spec("env")
+    assert spec.storage_url == "postgresql://u@db/optuna"
+    assert spec.tracking_uri == "http://127.0.0.1:5000"
+    (project / "sweeps" / "env.yaml").write_text(yaml.safe_dump({**spec_dict({"train": "t", "validation": "v"}),
+                                                                 "storage": "sqlite:///x.db"}))
+    assert load_spec("env").storage_url == "sqlite:///x.db"

@@ -1,0 +1,116 @@
+"""Synthetic speech: espeak-ng synthesis, seeded grammars and cached NeMo manifests."""
+
+from __future__ import annotations
+
+import shutil
+import string
+import wave
+from pathlib import Path
+
+import pytest
+
+from harness.speech import (
+    COMMANDS,
+    HOME,
+    all_text,
+    build_corpus,
+    read_manifest,
+    shuffled_pairs,
+    split_pairs,
+    synthesize,
+)
+from harness.speech import synth as synth_module
+
+needs_espeak = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None or shutil.which("sox") is None,
+    reason="espeak-ng and sox are not installed (apt-get install espeak-ng sox)",
+)
+
+TINY = dict(voices=["en-us+m3", "en-gb+f2"], rates=[160], translate_fraction=0.5, seed=0)
+
+
+def content_words(grammar) -> set[str]:
+    return {word for pair in grammar.pairs() for word in pair.english.split()} - {"the", "a", "an"}
+
+
+@needs_espeak
+def test_synthesize_writes_16k_mono_wav(tmp_path: Path) -> None:
+    path = tmp_path / "utt.wav"
+    duration = synthesize("open the back gate now", path, voice="en-us+m3", rate=160)
+    with wave.open(str(path), "rb") as wav:
+        assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (16000, 1, 2)
+        assert wav.getnframes() / 16000 == pytest.approx(duration)
+    assert 0.5 < duration < 5.0
+
+
+def test_missing_program_names_it_and_the_fix(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(synth_module.shutil, "which", lambda name: None if name == "sox" else "/usr/bin/" + name)
+    with pytest.raises(RuntimeError, match=r"'sox'.*apt-get install espeak-ng sox"):
+        synthesize("hello", tmp_path / "x.wav", voice="en-us", rate=160)
+
+
+def test_mbrola_voices_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="mbrola"):
+        synthesize("hello", tmp_path / "x.wav", voice="mb-us1", rate=160)
+
+
+def test_grammars_are_large_lowercase_and_unpunctuated() -> None:
+    allowed = set(string.ascii_lowercase + " äöüß")
+    for grammar in (COMMANDS, HOME):
+        pairs = grammar.pairs()
+        assert len(pairs) == len(grammar) >= 5000
+        assert len({pair.english for pair in pairs}) == len(pairs)
+        assert all(set(pair.english + pair.german) <= allowed for pair in pairs)
+
+
+def test_demo_domain_shares_few_content_words_with_pretraining() -> None:
+    assert len(content_words(COMMANDS) & content_words(HOME)) <= 2
+
+
+def test_shuffling_is_seeded() -> None:
+    assert shuffled_pairs("commands", seed=3) == shuffled_pairs("commands", seed=3)
+    assert shuffled_pairs("commands", seed=3)[:20] != shuffled_pairs("commands", seed=4)[:20]
+
+
+def test_splits_are_disjoint_and_sized() -> None:
+    splits = split_pairs("home", {"train": 400, "validation": 48, "test": 48}, seed=0)
+    assert {name: len(pairs) for name, pairs in splits.items()} == {"train": 400, "validation": 48, "test": 48}
+    seen = [set(pairs) for pairs in splits.values()]
+    assert not (seen[0] & seen[1] or seen[0] & seen[2] or seen[1] & seen[2])
+
+
+def test_too_large_splits_are_refused() -> None:
+    with pytest.raises(ValueError, match="has only"):
+        split_pairs("home", {"train": len(HOME) + 1}, seed=0)
+
+
+def test_tokenizer_text_covers_both_domains() -> None:
+    german = all_text("de")
+    assert len(german) == len(COMMANDS) + len(HOME)
+    assert HOME.pairs()[0].german in german and COMMANDS.pairs()[0].german in german
+
+
+@needs_espeak
+def test_build_corpus_writes_nemo_manifests(tmp_path: Path) -> None:
+    manifests = build_corpus("commands", tmp_path, splits={"train": 4, "test": 2}, **TINY)
+    train, test = read_manifest(manifests["train"]), read_manifest(manifests["test"])
+    assert len(train) == 4 and len(test) == 2
+    assert not {row["audio_filepath"] for row in train} & {row["audio_filepath"] for row in test}
+    for row in train + test:
+        assert Path(row["audio_filepath"]).is_absolute() and Path(row["audio_filepath"]).is_file()
+        assert row["duration"] > 0 and row["source_lang"] == "en" and row["pnc"] == "no"
+        assert (row["target_lang"], row["taskname"]) in {("en", "asr"), ("de", "ast")}
+
+
+@needs_espeak
+def test_build_corpus_is_cached_and_rebuilt_when_arguments_change(tmp_path: Path) -> None:
+    splits = {"train": 3, "validation": 2}
+    manifests = build_corpus("home", tmp_path, splits=splits, **TINY)
+    files = sorted(tmp_path.rglob("*.wav")) + list(manifests.values())
+    before = {path: path.stat().st_mtime_ns for path in files}
+
+    assert build_corpus("home", tmp_path, splits=splits, **TINY) == manifests
+    assert {path: path.stat().st_mtime_ns for path in files} == before
+
+    build_corpus("home", tmp_path, splits=splits, **{**TINY, "seed": 1})
+    assert manifests["train"].stat().st_mtime_ns != before[manifests["train"]]

@@ -1,0 +1,97 @@
+"""End-to-end sweeps on canary-tiny: real trial processes, real Optuna storage, real MLflow store."""
+
+import io
+import json
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+from rich.console import Console
+
+from harness.search_space import format_param, load_search_space
+from harness.spec import load_spec
+from harness.study import open_storage
+from harness.sweep import Supervisor
+from harness.trial import FAULT_ENV
+from tests.conftest import SEARCH_SPACE, spec_dict, write_spec
+
+STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED", TrialState.FAIL: "FAILED"}
+
+
+def _run(spec):
+    Supervisor(spec, console=Console(file=io.StringIO(), width=200)).run()
+    study = optuna.load_study(study_name=spec.name, storage=open_storage(spec.storage_url))
+    client = MlflowClient(spec.tracking_uri)
+    experiment = client.get_experiment_by_name(spec.experiment_name)
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    parents = [r for r in runs if r.data.tags.get("harness.role") == "sweep"]
+    assert len(parents) == 1
+    children = {r.data.tags["mlflow.runName"]: r for r in runs if r.data.tags.get("mlflow.parentRunId")}
+    return study, client, parents[0], children
+
+
+def test_sweep_records_every_trial_in_optuna_and_mlflow(project, speech_data):
+    spec = load_spec(write_spec(project, "e2e", spec_dict(speech_data, pruner={"type": "none"})))
+    study, client, parent, children = _run(spec)
+
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    assert parent.info.status == "FINISHED"
+    assert set(children) == {"baseline", "trial-0000", "trial-0001", "trial-0002"}
+    assert "baseline_val_wer" in parent.data.metrics
+    for trial in trials:
+        run = children[f"trial-{trial.number:04d}"]
+        assert run.info.status == "FINISHED"
+        assert set(trial.params) == set(SEARCH_SPACE)
+        assert {k: run.data.params[k] for k in trial.params} == {k: format_param(v) for k, v in trial.params.items()}
+        assert run.data.params["trial_number"] == str(trial.number)
+        for metric in ("val_wer", "val_bleu"):
+            history = client.get_metric_history(run.info.run_id, metric)
+            assert [m.step for m in history] == [10, 20], metric
+        assert run.data.metrics["objective"] == pytest.approx(trial.value)
+        assert run.data.metrics["best_val_wer"] <= run.data.metrics["final_val_wer"]
+        # The sampled batch_duration bounded every batch the trial trained on.
+        assert run.data.metrics["train_batch_seconds_max"] <= trial.params["batch_duration"]
+        artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "config")]
+        assert artifacts == ["config/config.yaml"]
+        config = (spec.trials_dir / f"trial-{trial.number:04d}" / "config.yaml").read_text()
+        assert f"use_loss_mask_for_prompt: {str(trial.params['use_loss_mask_for_prompt']).lower()}" in config
+
+
+def test_pruned_trial_is_killed_in_mlflow_and_stops_early(project, speech_data):
+    spec = load_spec(write_spec(project, "prune", spec_dict(speech_data, budget={"trials": 2})))
+    # A previous perfect trial (WER 0 at every step): any real trial is worse than the median.
+    study = optuna.create_study(study_name="prune", storage=open_storage(spec.storage_url), direction="minimize")
+    space = load_search_space(spec.search_space)
+    params = {"lr": 1e-3, "batch_duration": 10, "freeze": "none", "use_loss_mask_for_prompt": True}
+    study.add_trial(optuna.trial.create_trial(params=params, distributions=space, value=0.0,
+                                              intermediate_values={10: 0.0, 20: 0.0}))
+    study, client, parent, children = _run(spec)
+
+    real = study.get_trials()[1]
+    assert real.state == TrialState.PRUNED
+    assert real.user_attrs["pruned_at"] == 10
+    run = children["trial-0001"]
+    assert run.info.status == "KILLED"
+    assert run.data.metrics["steps_trained"] == 10
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_wer")] == [10]
+
+
+def test_out_of_memory_is_recorded_as_oom_and_retried_with_same_params(project, speech_data, monkeypatch):
+    monkeypatch.setenv(FAULT_ENV, "oom")
+    spec = load_spec(write_spec(project, "oom", spec_dict(speech_data, budget={"trials": 2, "max_retries": 1})))
+    study, client, parent, children = _run(spec)
+
+    first, retry = study.get_trials()
+    assert first.state == retry.state == TrialState.FAIL
+    assert first.user_attrs["fail_reason"] == retry.user_attrs["fail_reason"] == "oom"
+    assert retry.params == first.params and retry.user_attrs["retry_of"] == 0
+    for name in ("trial-0000", "trial-0001"):
+        run = children[name]
+        assert run.info.status == STATUS[TrialState.FAIL]
+        assert run.data.tags["harness.fail_reason"] == "oom"
+        tail = client.download_artifacts(run.info.run_id, "logs/trial-log-tail.txt", str(project))
+        assert "OutOfMemoryError" in open(tail).read()
+    result = json.loads((spec.trials_dir / "trial-0000" / "result.json").read_text())
+    assert result == {**result, "state": "fail", "reason": "oom"}
