@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import math
+import random
+import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import optuna
 from lightning.pytorch import Callback
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
+from sqlalchemy.exc import SQLAlchemyError
 
 from harness.spec import SweepSpec
 
@@ -23,13 +27,25 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def open_storage(url: str) -> RDBStorage:
-    """An RDB storage; SQLite waits for locks instead of failing when several processes write."""
-    if url.startswith("sqlite:"):
+def open_storage(url: str, *, attempts: int = 5) -> RDBStorage:
+    """An RDB storage; SQLite waits for locks instead of failing when several processes write.
+
+    Workers on several hosts may meet a fresh database together; creating its schema races, so
+    a failed creation is retried once the other worker has finished it.
+    """
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         kwargs = {"connect_args": {"timeout": 120}}
     else:
         kwargs = {"pool_pre_ping": True}
-    return RDBStorage(url, engine_kwargs=kwargs)
+    for attempt in range(attempts):
+        try:
+            return RDBStorage(url, engine_kwargs=kwargs)
+        except SQLAlchemyError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(1 + attempt + random.random())
+    raise AssertionError("unreachable")
 
 
 def worker_seed(study_seed: int, worker: str, n_existing: int) -> int:
@@ -55,10 +71,11 @@ def make_sampler(spec: SweepSpec, seed: int) -> optuna.samplers.BaseSampler:
 def open_study(spec: SweepSpec, *, worker: str = "main") -> optuna.Study:
     """Create the sweep's study or load it (resume); the sampler seed depends on the worker."""
     storage = open_storage(spec.storage_url)
-    study = optuna.create_study(
-        study_name=spec.name, storage=storage, direction=spec.direction, load_if_exists=True,
-        pruner=make_pruner(spec),
-    )
+    try:
+        study = optuna.create_study(study_name=spec.name, storage=storage, direction=spec.direction,
+                                    load_if_exists=True, pruner=make_pruner(spec))
+    except SQLAlchemyError:  # another worker created it at the same instant
+        study = optuna.load_study(study_name=spec.name, storage=storage, pruner=make_pruner(spec))
     study.sampler = make_sampler(spec, worker_seed(spec.sampler.seed, worker, len(study.get_trials(deepcopy=False))))
     return study
 

@@ -1,37 +1,46 @@
 """The sweep supervisor: ask Optuna, run each trial in its own process, record the outcome.
 
 Data flow: spec -> model source -> preflight -> study + parent run -> baseline -> trials ->
-summary. The supervisor never imports NeMo; it only moves configs, processes and records.
-Outcomes map one to one: COMPLETE/FINISHED, PRUNED/KILLED, FAIL/FAILED (with a reason).
+summary. The supervisor never imports NeMo; it moves configs, processes and records. It runs
+up to `slots` trials at once (one per GPU, or N CPU workers), keeps a heartbeat on each, and on
+start fails and re-queues trials whose supervisor died. Outcomes map one to one:
+COMPLETE/FINISHED, PRUNED/KILLED, FAIL/FAILED (with a reason).
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import optuna
 from omegaconf import OmegaConf
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 
 from harness.canary import CheckpointInfo, inspect_checkpoint, trial_config
 from harness.model_source import resolve_model
 from harness.preflight import preflight
+from harness.progress import SweepView
 from harness.search_space import format_param, load_search_space
 from harness.spec import SweepSpec
-from harness.study import count_finished, open_study
+from harness.study import open_study
 from harness.tracking import BASELINE_ROLE, TRIAL_ROLE, Tracker, run_name
-from harness.trial import Job, Result
+from harness.trial import EXIT_OOM, Job, Result
 
 LOG_TAIL_LINES = 200
 PARENT_ATTR = "mlflow_parent_run_id"
 BASELINE_ATTR = "baseline"
+POLL_SECONDS = 1.0
+HEARTBEAT_SECONDS = 30.0
+STALE_SECONDS = 600.0  # a RUNNING trial on another host with no heartbeat for this long is dead
 
 
 @dataclass
@@ -45,28 +54,58 @@ class Outcome:
     result: Result | None
 
 
+@dataclass
+class Running:
+    """A trial process in flight."""
+
+    trial: optuna.Trial
+    proc: subprocess.Popen
+    trial_dir: Path
+    run_id: str
+    attempt: int
+    slot: int
+    log: IO
+    started: float = field(default_factory=time.monotonic)
+    beat: float = 0.0
+
+
+def default_slots(workers: int | None) -> list[dict[str, str]]:
+    """Environment per slot: one per visible GPU (pinned), else `workers` CPU slots sharing the cores."""
+    import torch
+
+    gpus = torch.cuda.device_count()
+    count = workers or max(1, gpus)
+    if gpus:
+        return [{"CUDA_VISIBLE_DEVICES": str(i % gpus)} for i in range(count)]
+    threads = str(max(1, (os.cpu_count() or 1) // count))
+    return [{"OMP_NUM_THREADS": threads} for _ in range(count)]
+
+
 class Supervisor:
     """Runs one sweep's trials on this machine until the budget is met."""
 
-    def __init__(self, spec: SweepSpec, *, console: Console | None = None, worker: str = "main") -> None:
+    def __init__(self, spec: SweepSpec, *, console: Console | None = None, worker: str | None = None,
+                 slots: list[dict[str, str]] | None = None) -> None:
         self.spec = spec
         self.console = console or Console()
-        self.worker = worker
+        self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
+        self.slots = slots if slots is not None else default_slots(None)
         self.nemo = resolve_model(spec.model)
         self.info: CheckpointInfo = inspect_checkpoint(self.nemo)
         self.space = load_search_space(spec.search_space)
         preflight(spec, self.info)
         spec.state_dir.mkdir(parents=True, exist_ok=True)
         # Both databases exist before any trial process touches them (fresh SQLite schemas race).
-        self.study = open_study(spec, worker=worker)
+        self.study = open_study(spec, worker=self.worker)
         self.tracker = Tracker(spec.tracking_uri, spec.experiment_name, artifact_root=spec.state_dir / "artifacts")
         self.parent_run = self.tracker.parent_run(
-            self.study.user_attrs.get(PARENT_ATTR),
             sweep=spec.name,
+            study_key=f"{_redact(spec.storage_url)}#{spec.name}#{self.study._study_id}",
             params=self._sweep_params(),
             tags={"optuna.study_name": spec.name, "optuna.storage": _redact(spec.storage_url)},
         )
         self.study.set_user_attr(PARENT_ATTR, self.parent_run)
+        self.view = SweepView(self.console, name=spec.name, budget=spec.budget.trials)
 
     def _sweep_params(self) -> dict:
         b = self.spec.budget
@@ -81,53 +120,91 @@ class Supervisor:
     # -- the loop ---------------------------------------------------------------------------
 
     def run(self) -> list[Outcome]:
-        """Evaluate the baseline once, then run trials until the budget (trials or time) is met."""
+        """Reconcile dead trials, evaluate the baseline once, then fill the slots until the budget is met."""
         self.spec.trials_dir.mkdir(parents=True, exist_ok=True)
+        self.reconcile()
         self.baseline()
         deadline = None
         if self.spec.budget.timeout_minutes:
             deadline = time.monotonic() + 60 * self.spec.budget.timeout_minutes
-        outcomes = []
-        try:
-            while count_finished(self.study) < self.spec.budget.trials:
-                if deadline is not None and time.monotonic() > deadline:
-                    self.console.print("[yellow]Wall-clock budget reached; stopping.[/]")
-                    break
-                outcomes.append(self.run_trial(self.study.ask(self.space)))
-        except KeyboardInterrupt:
-            self.tracker.end_run(self.parent_run, "KILLED")
-            raise
+        outcomes: list[Outcome] = []
+        running: dict[int, Running] = {}
+        with self.view:
+            try:
+                while True:
+                    out_of_time = deadline is not None and time.monotonic() > deadline
+                    for slot in range(len(self.slots)):
+                        if slot in running or out_of_time or self.budget_used() >= self.spec.budget.trials:
+                            continue
+                        running[slot] = self._start(self.study.ask(self.space), slot)
+                    if not running:
+                        break
+                    time.sleep(POLL_SECONDS)
+                    for slot, job in list(running.items()):
+                        if job.proc.poll() is None:
+                            self._heartbeat(job)
+                            continue
+                        del running[slot]
+                        outcomes.append(self._finish(job))
+                    self._refresh(running)
+            except KeyboardInterrupt:
+                for job in running.values():
+                    self._abandon(job, "interrupted")
+                self.tracker.end_run(self.parent_run, "KILLED")
+                raise
+        if deadline is not None and time.monotonic() > deadline:
+            self.view.log("[yellow]Wall-clock budget reached; stopped starting trials.[/]")
         self._summarise()
         self.tracker.end_run(self.parent_run, "FINISHED")
         return outcomes
+
+    def budget_used(self) -> int:
+        """Trials that count against the budget: decided ones (a re-queued failure does not) and running ones."""
+        used = 0
+        for t in self.study.get_trials(deepcopy=False):
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING):
+                used += 1
+            elif t.state == TrialState.FAIL and not t.user_attrs.get("requeued"):
+                used += 1
+        return used
 
     def baseline(self) -> dict | None:
         """The pretrained model on the validation set, once per sweep, logged on the parent run."""
         if BASELINE_ATTR in self.study.user_attrs:
             return self.study.user_attrs[BASELINE_ATTR]
-        self.console.print("Evaluating the pretrained model (zero-shot baseline)...")
+        owner = self.study.user_attrs.get(BASELINE_ATTR + "_by")
+        if owner not in (None, self.worker) and _worker_alive(owner):
+            return None  # another worker of this sweep is evaluating it
+        self.study.set_user_attr(BASELINE_ATTR + "_by", self.worker)
+        self.view.log("Evaluating the pretrained model (zero-shot baseline)...")
         trial_dir = self.spec.trials_dir / "baseline"
         run_id = self.tracker.child_run(
             self.parent_run, name="baseline", role=BASELINE_ROLE, params={"model": self.spec.model}, tags={}
         )
-        result, _ = self._launch(trial_dir, {}, run_id=run_id, seed=self.spec.training.seed, max_steps=0)
-        if result is None or result.state != "complete":
+        proc, log = self._spawn(trial_dir, {}, run_id=run_id, seed=self.spec.training.seed, max_steps=0, slot=0)
+        try:
+            code = proc.wait()
+        finally:
+            log.close()
+        result = Result.read(trial_dir) or Result(state="fail", reason=_exit_reason(code))
+        if result.state != "complete":
             self.tracker.end_run(run_id, "FAILED")
-            self.console.print(f"[red]Baseline evaluation failed; see {trial_dir / 'trial.log'}[/]")
+            self.view.log(f"[red]Baseline evaluation failed ({result.reason}); see {trial_dir / 'trial.log'}[/]")
             return None
         self.tracker.end_run(run_id, "FINISHED")
         metrics = {k: v for k, v in result.final.items() if k != "step"}
         self.tracker.log_metrics(self.parent_run, {f"baseline_{k}": v for k, v in metrics.items()})
         self.study.set_user_attr(BASELINE_ATTR, metrics)
-        self.console.print(f"Baseline: {_fmt_metrics(metrics)}")
+        self.view.log(f"Baseline (zero-shot): {_fmt_metrics(metrics)}")
         return metrics
 
-    def run_trial(self, trial: optuna.Trial) -> Outcome:
-        """Launch one trial process and record its outcome in Optuna and MLflow."""
+    def _start(self, trial: optuna.Trial, slot: int) -> Running:
+        """Create the trial's MLflow run and start its process."""
         number, params = trial.number, dict(trial.params)
-        attempt = int(trial.user_attrs.get("attempt", 0))
         seed = self.spec.training.seed * 100_003 + number
-        for key, value in {"seed": seed, "host": socket.gethostname(), "pid": os.getpid(), "worker": self.worker}.items():
+        owner = {"seed": seed, "host": socket.gethostname(), "pid": os.getpid(), "worker": self.worker,
+                 "heartbeat": time.time()}
+        for key, value in owner.items():
             trial.set_user_attr(key, value)
         tags = {"optuna.study_name": self.spec.name, "optuna.trial_number": str(number)}
         if "retry_of" in trial.user_attrs:
@@ -138,45 +215,48 @@ class Supervisor:
         )
         trial.set_user_attr("mlflow_run_id", run_id)
         trial_dir = self.spec.trials_dir / run_name(number)
-        self.console.print(f"[bold]{run_name(number)}[/] {_fmt_params(params)}")
-        result, log = self._launch(trial_dir, params, run_id=run_id, seed=seed, max_steps=self.spec.budget.max_steps,
-                                   trial_id=trial._trial_id, number=number)
-        outcome = self._record(trial, result, log, run_id, attempt)
-        self._print_outcome(outcome)
-        return outcome
+        self.view.log(f"[bold]{run_name(number)}[/] started: {_fmt_params(params)}")
+        proc, log = self._spawn(trial_dir, params, run_id=run_id, seed=seed, max_steps=self.spec.budget.max_steps,
+                                slot=slot, trial_id=trial._trial_id, number=number)
+        trial.set_user_attr("trial_pid", proc.pid)
+        return Running(trial, proc, trial_dir, run_id, int(trial.user_attrs.get("attempt", 0)), slot, log)
 
-    def _launch(self, trial_dir: Path, params: dict, *, run_id: str, seed: int, max_steps: int,
-                trial_id: int | None = None, number: int | None = None) -> tuple[Result | None, Path]:
-        """Write the trial config and job, run the trial process, wait, and read its result."""
+    def _spawn(self, trial_dir: Path, params: dict, *, run_id: str, seed: int, max_steps: int, slot: int,
+               trial_id: int | None = None, number: int | None = None) -> tuple[subprocess.Popen, IO]:
+        """Write the trial config and job, and start `python -m harness.trial` on its slot."""
         trial_dir.mkdir(parents=True, exist_ok=True)
-        (trial_dir / "result.json").unlink(missing_ok=True)
+        for stale in ("result.json", "progress.json"):
+            (trial_dir / stale).unlink(missing_ok=True)
         cfg = trial_config(self.info.config, params, data=self.spec.data, training=self.spec.training,
                            budget=self.spec.budget, seed=seed)
         config_path = trial_dir / "config.yaml"
         OmegaConf.save(cfg, config_path)
         self.tracker.log_artifact(run_id, config_path, "config")
         Job(spec=self.spec.source, nemo=str(self.nemo), freeze=str(params.get("freeze", "none")), seed=seed,
-            run_id=run_id, max_steps=max_steps, trial_id=trial_id, number=number).write(trial_dir)
-        log = trial_dir / "trial.log"
-        with log.open("w") as handle:
-            proc = subprocess.Popen([sys.executable, "-m", "harness.trial", str(trial_dir)],
-                                    stdout=handle, stderr=subprocess.STDOUT, env=self._trial_env())
-            try:
-                code = proc.wait()
-            except KeyboardInterrupt:
-                proc.terminate()
-                proc.wait()
-                self._abandon(trial_id, run_id, "interrupted")
-                raise
-        result = Result.read(trial_dir)
-        if result is None:
-            result = Result(state="fail", reason=_exit_reason(code))
-        return result, log
+            run_id=run_id, max_steps=max_steps, trial_id=trial_id, number=number,
+            storage=self.spec.storage_url, tracking_uri=self.spec.tracking_uri).write(trial_dir)
+        log = (trial_dir / "trial.log").open("w")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.slots[slot % len(self.slots)]}
+        proc = subprocess.Popen([sys.executable, "-m", "harness.trial", str(trial_dir)], stdout=log,
+                                stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
+        return proc, log
 
-    def _trial_env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        return env
+    def _heartbeat(self, job: Running) -> None:
+        now = time.monotonic()
+        if now - job.beat >= HEARTBEAT_SECONDS:
+            job.trial.set_user_attr("heartbeat", time.time())
+            job.beat = now
+
+    def _finish(self, job: Running) -> Outcome:
+        job.log.close()
+        code = job.proc.returncode
+        result = Result.read(job.trial_dir) or Result(state="fail", reason=_exit_reason(code))
+        if result.state == "fail" and code < 0:
+            result.reason = _exit_reason(code)  # killed mid-write: the signal is the truth
+        self.view.trial_finished(time.monotonic() - job.started)
+        outcome = self._record(job.trial, result, job.trial_dir / "trial.log", job.run_id, job.attempt)
+        self._print_outcome(outcome)
+        return outcome
 
     def _record(self, trial: optuna.Trial, result: Result, log: Path, run_id: str, attempt: int) -> Outcome:
         """Tell Optuna and close the MLflow run with the matching status; re-queue failures."""
@@ -193,24 +273,56 @@ class Supervisor:
             self.study.tell(trial, state=TrialState.PRUNED)
             self.tracker.end_run(run_id, "KILLED")
             return Outcome(number, TrialState.PRUNED, result.objective, f"pruned at step {result.pruned_at}", result)
-        trial.set_user_attr("fail_reason", result.reason)
-        self.tracker.set_tags(run_id, {"harness.fail_reason": str(result.reason)[:250]})
-        self.tracker.log_artifact(run_id, _write_tail(log), "logs")
-        self.study.tell(trial, state=TrialState.FAIL)
-        self.tracker.end_run(run_id, "FAILED")
-        if attempt < self.spec.budget.max_retries:
-            self.study.enqueue_trial(trial.params, user_attrs={"retry_of": number, "attempt": attempt + 1})
+        self._fail(trial, run_id, str(result.reason), next_attempt=self._next_attempt(attempt), log=log)
         return Outcome(number, TrialState.FAIL, None, result.reason, result)
 
-    def _abandon(self, trial_id: int | None, run_id: str, reason: str) -> None:
-        """Ctrl-C: nothing stays RUNNING; the trial is FAIL (retried next time) and its run KILLED."""
-        self.tracker.end_run(run_id, "KILLED")
-        if trial_id is None:
-            return
-        trial = optuna.Trial(self.study, trial_id)
-        trial.set_user_attr("fail_reason", reason)
-        self.study.tell(trial, state=TrialState.FAIL)
-        self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, "attempt": 0})
+    def _fail(self, trial: optuna.Trial | FrozenTrial, run_id: str | None, reason: str, *,
+              next_attempt: int | None, log: Path | None, status: str = "FAILED") -> None:
+        """FAIL in Optuna with a reason, FAILED/KILLED in MLflow, and a retry with the same params."""
+        handle = trial if isinstance(trial, optuna.Trial) else optuna.Trial(self.study, trial._trial_id)
+        handle.set_user_attr("fail_reason", reason)
+        handle.set_user_attr("requeued", next_attempt is not None)
+        if run_id is not None:
+            self.tracker.set_tags(run_id, {"harness.fail_reason": reason[:250]})
+            if log is not None:
+                self.tracker.log_artifact(run_id, _write_tail(log), "logs")
+            self.tracker.end_run(run_id, status)
+        self.study.tell(handle, state=TrialState.FAIL)
+        if next_attempt is not None:
+            self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, "attempt": next_attempt})
+
+    def _next_attempt(self, attempt: int) -> int | None:
+        """A failed trial is retried with the same params up to `budget.max_retries` times."""
+        return attempt + 1 if attempt < self.spec.budget.max_retries else None
+
+    def _abandon(self, job: Running, reason: str) -> None:
+        """Ctrl-C: stop the trial process; nothing stays RUNNING, the run is KILLED, the trial re-queued."""
+        job.proc.terminate()
+        try:
+            job.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            job.proc.kill()
+        job.log.close()
+        self._fail(job.trial, job.run_id, reason, next_attempt=job.attempt, log=None, status="KILLED")
+
+    def reconcile(self) -> list[int]:
+        """Fail and re-queue RUNNING trials whose supervisor is gone (dead pid here, stale heartbeat elsewhere)."""
+        host, dead = socket.gethostname(), []
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            here = t.user_attrs.get("host") == host
+            gone = (here and not _alive(t.user_attrs.get("pid"))) or (
+                not here and time.time() - float(t.user_attrs.get("heartbeat", 0)) > STALE_SECONDS
+            )
+            if not gone:
+                continue
+            if here and _alive(t.user_attrs.get("trial_pid")):
+                os.kill(t.user_attrs["trial_pid"], signal.SIGKILL)  # an orphan still training
+            reason = "killed: its supervisor died"
+            attempt = self._next_attempt(int(t.user_attrs.get("attempt", 0)))
+            self._fail(t, t.user_attrs.get("mlflow_run_id"), reason, next_attempt=attempt, log=None)
+            self.view.log(f"[yellow]{run_name(t.number)} was left RUNNING by a dead supervisor: FAIL, re-queued[/]")
+            dead.append(t.number)
+        return dead
 
     # -- output -----------------------------------------------------------------------------
 
@@ -218,17 +330,27 @@ class Supervisor:
         name = run_name(outcome.number)
         if outcome.state == TrialState.COMPLETE:
             metrics = {k: v for k, v in outcome.result.final.items() if k != "step"}
-            self.console.print(f"  {name} [green]COMPLETE[/] objective={outcome.value:.4f} {_fmt_metrics(metrics)}")
+            self.view.log(f"  {name} [green]COMPLETE[/] objective={outcome.value:.4f} {_fmt_metrics(metrics)}")
         elif outcome.state == TrialState.PRUNED:
-            self.console.print(f"  {name} [yellow]PRUNED[/] ({outcome.reason})")
+            self.view.log(f"  {name} [yellow]PRUNED[/] ({outcome.reason})")
         else:
-            self.console.print(f"  {name} [red]FAIL[/] {outcome.reason}")
-        done = count_finished(self.study)
+            self.view.log(f"  {name} [red]FAIL[/] {outcome.reason}")
         best = self.best_trial()
         best_text = f", best so far {run_name(best.number)} = {best.value:.4f}" if best else ""
-        self.console.print(f"  [dim]{done}/{self.spec.budget.trials} trials done{best_text}[/]")
+        self.view.log(f"  [dim]{self.budget_used()}/{self.spec.budget.trials} trials used{best_text}[/]")
 
-    def best_trial(self) -> optuna.trial.FrozenTrial | None:
+    def _refresh(self, running: dict[int, Running]) -> None:
+        if not self.view.live:
+            return
+        states = [t.state for t in self.study.get_trials(deepcopy=False)]
+        counts = {"done": self.budget_used() - len(running), "running": len(running),
+                  "pruned": states.count(TrialState.PRUNED), "failed": states.count(TrialState.FAIL)}
+        best = self.best_trial()
+        best_text = f"{run_name(best.number)} = {best.value:.4f}" if best else "-"
+        jobs = [(run_name(j.trial.number), j.trial_dir) for j in running.values()]
+        self.view.refresh(counts, best_text, jobs, len(self.slots))
+
+    def best_trial(self) -> FrozenTrial | None:
         complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         return self.study.best_trial if complete else None
 
@@ -241,14 +363,38 @@ class Supervisor:
         self.tracker.set_tags(self.parent_run, {"harness.best_trial": run_name(best.number)})
 
 
+def _die_with_parent() -> None:
+    """Linux: the trial process gets SIGKILL when its supervisor dies, so no orphan keeps a GPU."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _worker_alive(worker: str) -> bool:
+    """Workers are `host:pid`; one on another host is assumed alive (no way to look)."""
+    host, _, pid = worker.rpartition(":")
+    return host != socket.gethostname() or (pid.isdigit() and _alive(int(pid)))
+
+
 def _exit_reason(code: int) -> str:
     """Why a trial process died without writing its result (kill -9, segfault, ...)."""
-    from harness.trial import EXIT_OOM
-
     if code == EXIT_OOM:
         return "oom"
     if code < 0:
-        return "killed" if -code == 9 else f"killed by signal {-code}"
+        return "killed" if -code == signal.SIGKILL else f"killed by {signal.Signals(-code).name}"
     return f"error: exit code {code}"
 
 

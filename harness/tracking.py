@@ -57,18 +57,35 @@ class Tracker:
             location = (artifact_root / name).resolve().as_uri()  # next to the DB, not ./mlruns of the CWD
         return self.client.create_experiment(name, artifact_location=location)
 
-    def parent_run(self, run_id: str | None, *, sweep: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
-        """Reuse the sweep's parent run (resume) or create it, RUNNING until the sweep ends."""
-        if run_id is not None:
-            self.client.update_run(run_id, status="RUNNING")
-            return run_id
-        all_tags = {"harness.role": PARENT_ROLE, "harness.sweep": sweep, **tags}
+    def parent_run(self, *, sweep: str, study_key: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
+        """The sweep's parent run: found by its study key (resume, other workers) or created.
+
+        Workers that start together may each create one; all of them then agree on the oldest
+        and delete their own duplicate, so a sweep always has exactly one parent run.
+        """
+        found = self._parents(study_key)
+        if found:
+            self.client.update_run(found[0], status="RUNNING")
+            return found[0]
+        all_tags = {"harness.role": PARENT_ROLE, "harness.sweep": sweep, "harness.study_key": study_key, **tags}
         commit = git_commit()
         if commit:
             all_tags["mlflow.source.git.commit"] = commit
-        run = self.client.create_run(self.experiment_id, run_name=sweep, tags=all_tags)
-        self.log_params(run.info.run_id, params)
-        return run.info.run_id
+        mine = self.client.create_run(self.experiment_id, run_name=sweep, tags=all_tags).info.run_id
+        winner = self._parents(study_key)[0]
+        if winner != mine:
+            self.client.delete_run(mine)
+            return winner
+        self.log_params(mine, params)
+        return mine
+
+    def _parents(self, study_key: str) -> list[str]:
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`harness.study_key` = '{study_key}' and tags.`harness.role` = '{PARENT_ROLE}'",
+            order_by=["attributes.start_time ASC"],
+        )
+        return [r.info.run_id for r in sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))]
 
     def child_run(self, parent_id: str, *, name: str, role: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
         """A trial (or baseline) run nested under the sweep's parent run."""

@@ -35,6 +35,8 @@ class Job:
     max_steps: int  # 0: evaluate the pretrained model only (the zero-shot baseline)
     trial_id: int | None = None
     number: int | None = None
+    storage: str | None = None  # the supervisor's URIs win over the spec's (`harness worker --storage`)
+    tracking_uri: str | None = None
 
     def write(self, trial_dir: Path) -> None:
         (trial_dir / "job.json").write_text(json.dumps(asdict(self), indent=2))
@@ -77,6 +79,7 @@ def run(trial_dir: Path) -> Result:
 
     from harness.freezing import FreezeCallback
     from harness.metrics import ValidationHistory, objective_value, scalar_metrics
+    from harness.progress import ProgressWriter
     from harness.spec import load_spec
     from harness.study import PruningReporter, open_study, trial_handle
     from harness.tracking import MetricsLogger, Tracker
@@ -84,13 +87,16 @@ def run(trial_dir: Path) -> Result:
 
     job = Job.read(trial_dir)
     spec = load_spec(job.spec)
+    spec.storage = job.storage or spec.storage
+    spec.tracking.uri = job.tracking_uri or spec.tracking.uri
     seed_everything(job.seed, workers=True)
     cfg = OmegaConf.load(trial_dir / "config.yaml")
     tracker = Tracker(spec.tracking_uri, spec.experiment_name)
 
     history = ValidationHistory(spec.objective, spec.direction)
     batches = BatchStats()
-    callbacks = [history, batches, FreezeCallback(job.freeze), MetricsLogger(tracker, job.run_id, scalar_metrics)]
+    callbacks = [history, batches, FreezeCallback(job.freeze), MetricsLogger(tracker, job.run_id, scalar_metrics),
+                 ProgressWriter(trial_dir, job.max_steps, scalar_metrics)]
     pruning = None
     if job.trial_id is not None:
         study = open_study(spec, worker=f"trial-{job.number}")

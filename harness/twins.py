@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
 import shutil
 import subprocess
@@ -128,7 +129,7 @@ class TwinSpec:
     dec_hidden: int = 128
     dec_heads: int = 4
     max_sequence_length: int = 256
-    lr: float = 3e-3
+    lr: float = 1e-3
     warmup_steps: int = 300
 
 
@@ -390,17 +391,22 @@ def make_trainer(max_steps: int, val_every: int):
 
 
 class ProgressPrinter(pl.Callback):
-    """Print loss and speed every few hundred steps: pretraining takes minutes and runs unattended."""
+    """Print loss, speed and batch size every few hundred steps: pretraining runs unattended."""
 
     def __init__(self, every: int = 100) -> None:
         self.every = every
-        self.started = time.monotonic()
+        self.last_time = time.monotonic()
+        self.cuts = 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.cuts += len(batch.cuts)
         step = trainer.global_step
-        if step and step % self.every == 0 and isinstance(outputs, dict) and "loss" in outputs:
-            elapsed = time.monotonic() - self.started
-            print(f"step {step:5d}  loss {float(outputs['loss']):.3f}  {elapsed / step:.2f} s/step", flush=True)
+        if step % self.every or not isinstance(outputs, dict) or "loss" not in outputs:
+            return
+        now = time.monotonic()
+        print(f"step {step:5d}  loss {float(outputs['loss']):.3f}  {(now - self.last_time) / self.every:.2f} s/step"
+              f"  {self.cuts / self.every:.1f} utterances/batch", flush=True)
+        self.last_time, self.cuts = now, 0
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
@@ -488,9 +494,11 @@ def check_restored(path: Path) -> None:
 
 def build_twin(name: str = "canary-tiny", *, out: Path, work_dir: Path, steps: int, seed: int = 0) -> Path:
     """Build, pretrain, evaluate, save and verify one twin; returns the `.nemo` path."""
-    spec = twin_spec(name)
-    model, trainer, manifests = pretrain(spec, work_dir=Path(work_dir).resolve(), steps=steps, seed=seed)
-    report_metrics(model, trainer, manifests, build_demo_data(Path(work_dir).resolve() / "corpora" / "home"))
+    spec, work_dir = twin_spec(name), Path(work_dir).resolve()
+    model, trainer, manifests = pretrain(spec, work_dir=work_dir, steps=steps, seed=seed)
+    metrics = report_metrics(model, trainer, manifests, build_demo_data(work_dir / "corpora" / "home"))
+    metrics_path = work_dir / "twins" / name / "metrics.json"
+    metrics_path.write_text(json.dumps({"steps": steps, "seed": seed, **metrics}, indent=2))
     out = save_released(model, name, out)
     print(f"saved {out} ({out.stat().st_size / 1e6:.1f} MB)", flush=True)
     verify_archive(out)

@@ -80,11 +80,12 @@ def test_pruned_trial_is_killed_in_mlflow_and_stops_early(project, speech_data):
 
 def test_out_of_memory_is_recorded_as_oom_and_retried_with_same_params(project, speech_data, monkeypatch):
     monkeypatch.setenv(FAULT_ENV, "oom")
-    spec = load_spec(write_spec(project, "oom", spec_dict(speech_data, budget={"trials": 2, "max_retries": 1})))
+    spec = load_spec(write_spec(project, "oom", spec_dict(speech_data, budget={"trials": 1, "max_retries": 1})))
     study, client, parent, children = _run(spec)
 
-    first, retry = study.get_trials()
+    first, retry = study.get_trials()  # the re-queued failure does not use up the budget of 1
     assert first.state == retry.state == TrialState.FAIL
+    assert first.user_attrs["requeued"] and not retry.user_attrs["requeued"]
     assert first.user_attrs["fail_reason"] == retry.user_attrs["fail_reason"] == "oom"
     assert retry.params == first.params and retry.user_attrs["retry_of"] == 0
     for name in ("trial-0000", "trial-0001"):

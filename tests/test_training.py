@@ -1,21 +1,22 @@
 """Training: the sampled batch_duration really governs the batches of the trial's dataloader."""
 
 import itertools
+import math
 import statistics
+
+import pytest
+import torch
+from lightning.pytorch import Callback
 
 from harness.canary import inspect_checkpoint, trial_config
 from harness.spec import BudgetSpec, DataSpec, TrainingSpec
-from harness.training import restore_model
+from harness.training import build_trainer, restore_model
 
 SAMPLE_RATE = 16000
 
 
 def _batches(tiny_nemo, speech_data, seconds: float, count: int = 6) -> list:
-    info = inspect_checkpoint(tiny_nemo)
-    data = DataSpec(train=str(speech_data["train"]), validation=str(speech_data["validation"]))
-    cfg = trial_config(info.config, {"batch_duration": seconds}, data=data, training=TrainingSpec(accelerator="cpu"),
-                       budget=BudgetSpec(max_steps=4, val_check_interval=2), seed=0)
-    model = restore_model(tiny_nemo, cfg, trainer=None)
+    model = _model(tiny_nemo, speech_data, {"batch_duration": seconds})
     return list(itertools.islice(iter(model._train_dl), count))
 
 
@@ -35,3 +36,58 @@ def test_text_field_is_used_even_though_the_release_says_answer(tiny_nemo, speec
     assert inspect_checkpoint(tiny_nemo).config.train_ds.text_field == "answer"
     batch = _batches(tiny_nemo, speech_data, 10.0, count=1)[0]
     assert int(batch.transcript_lens.min()) > 0, "transcripts are empty: text_field was not applied"
+
+
+def _model(tiny_nemo, speech_data, params: dict, *, max_steps: int = 20, trainer=None):
+    info = inspect_checkpoint(tiny_nemo)
+    data = DataSpec(train=str(speech_data["train"]), validation=str(speech_data["validation"]))
+    cfg = trial_config(info.config, params, data=data, training=TrainingSpec(accelerator="cpu"),
+                       budget=BudgetSpec(max_steps=max_steps, val_check_interval=max_steps, warmup_fraction=0.1),
+                       seed=0)
+    return restore_model(tiny_nemo, cfg, trainer=trainer)
+
+
+class _LearningRates(Callback):
+    def __init__(self):
+        self.seen = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def test_learning_rate_follows_the_sampled_peak_and_scaled_warmup(tiny_nemo, speech_data):
+    lrs = _LearningRates()
+    trainer = build_trainer(TrainingSpec(accelerator="cpu"), max_steps=6, val_check_interval=6, callbacks=[lrs])
+    model = _model(tiny_nemo, speech_data, {"lr": 2e-3, "batch_duration": 10}, max_steps=20, trainer=trainer)
+    trainer.fit(model)
+    warmup = 2  # 10% of the trial's 20 steps, not the released 2500
+    expected = [2e-3 * (s + 1) / (warmup + 1) if s < warmup else 2e-3 / math.sqrt((s + 1) / (warmup + 1))
+                for s in range(6)]
+    assert lrs.seen == pytest.approx(expected, rel=1e-6)
+    assert max(lrs.seen) == pytest.approx(2e-3)
+
+
+def _masked_cross_entropy(model, batch, prompt_only_excluded: bool) -> float:
+    """The loss recomputed independently: mean token NLL over answer tokens (or all tokens)."""
+    inputs, labels = batch.prompted_transcript[:, :-1], batch.prompted_transcript[:, 1:]
+    lengths = batch.prompted_transcript_lens - 1
+    log_probs, *_ = model(input_signal=batch.audio, input_signal_length=batch.audio_lens,
+                          transcript=inputs, transcript_length=lengths)
+    positions = torch.arange(inputs.shape[1])[None, :]
+    mask = positions < lengths[:, None]
+    if prompt_only_excluded:
+        mask &= positions >= (batch.prompt_lens - 1)[:, None]
+    nll = -log_probs.gather(2, labels.unsqueeze(2)).squeeze(2)
+    return float(nll[mask].mean())
+
+
+def test_use_loss_mask_for_prompt_excludes_prompt_tokens_from_the_loss(tiny_nemo, speech_data):
+    losses = {}
+    for flag in (True, False):
+        model = _model(tiny_nemo, speech_data, {"use_loss_mask_for_prompt": flag, "batch_duration": 10}).eval()
+        torch.manual_seed(0)
+        batch = next(iter(model._validation_dl))
+        with torch.no_grad():
+            losses[flag] = float(model.validation_pass(batch, 0)["val_loss"])
+            assert losses[flag] == pytest.approx(_masked_cross_entropy(model, batch, flag), rel=1e-4)
+    assert losses[True] != pytest.approx(losses[False], rel=1e-3)

@@ -1,0 +1,82 @@
+"""Config surgery: each sampled knob lands where NeMo reads it; released quirks are neutralised."""
+
+import io
+import tarfile
+
+import pytest
+from omegaconf import OmegaConf
+
+from harness.canary import inspect_checkpoint, read_config, trial_config
+from harness.errors import HarnessError
+from harness.spec import BudgetSpec, DataSpec, TrainingSpec
+
+DATA = DataSpec(train="/d/train.json", validation="/d/val.json", text_field="text", lang_field="target_lang")
+
+
+def _surgery(base, params, max_steps=200):
+    return trial_config(base, params, data=DATA, training=TrainingSpec(), seed=5,
+                        budget=BudgetSpec(max_steps=max_steps, val_check_interval=50, warmup_fraction=0.1))
+
+
+def test_tiny_twin_is_a_released_style_canary2_checkpoint(tiny_nemo):
+    info = inspect_checkpoint(tiny_nemo)
+    assert (info.tokenizer_kind, info.prompt_format, info.languages) == ("aggregate", "canary2", ("de", "en"))
+    cfg = info.config
+    assert cfg.train_ds.text_field == "answer" and cfg.train_ds.bucket_batch_size
+    assert "multitask_metrics_cfg" not in cfg
+    assert all(str(e.model_path).startswith("nemo:") for e in cfg.tokenizer.langs.values())
+
+
+def test_trial_config_applies_every_knob(tiny_nemo):
+    base = read_config(tiny_nemo)
+    params = {"lr": 2e-3, "batch_duration": 30, "use_loss_mask_for_prompt": False, "weight_decay": 0.01}
+    cfg = _surgery(base, params)
+    train = cfg.train_ds
+    assert train.batch_duration == 30.0 and train.batch_size is None
+    assert train.bucket_batch_size is None and train.bucket_duration_bins is None and train.use_bucketing is False
+    assert train.max_duration == 40.0
+    assert (train.manifest_filepath, train.text_field, train.lang_field) == ("/d/train.json", "text", "target_lang")
+    assert (cfg.validation_ds.manifest_filepath, cfg.validation_ds.text_field) == ("/d/val.json", "text")
+    assert cfg.test_ds is None
+    assert cfg.optim.lr == 2e-3 and cfg.optim.weight_decay == 0.01
+    assert cfg.optim.sched.warmup_steps == 20 and cfg.optim.sched.warmup_ratio is None
+    assert cfg.use_loss_mask_for_prompt is False
+    metrics = cfg.multitask_metrics_cfg.metrics
+    assert metrics.wer.constraint == ".source_lang==.target_lang"
+    assert metrics.bleu.constraint == ".source_lang!=.target_lang"
+    assert cfg.restore_timestamps_model is False
+    # Everything else is the pretrained config, untouched; the base itself is not modified.
+    assert cfg.encoder == base.encoder and cfg.transf_decoder == base.transf_decoder
+    assert cfg.tokenizer == base.tokenizer and cfg.prompt_format == base.prompt_format
+    assert base.train_ds.text_field == "answer" and base.train_ds.bucket_batch_size
+
+
+def test_warmup_scales_with_the_trial_budget(tiny_nemo):
+    base = read_config(tiny_nemo)
+    assert base.optim.sched.warmup_steps == 2500  # released value: never peaks in a short trial
+    assert _surgery(base, {}, max_steps=50).optim.sched.warmup_steps == 5
+    assert _surgery(base, {"warmup_fraction": 0.5}, max_steps=50).optim.sched.warmup_steps == 25
+
+
+def _fake_nemo(path, cfg: dict):
+    with tarfile.open(path, "w") as archive:
+        data = OmegaConf.to_yaml(OmegaConf.create(cfg)).encode()
+        info = tarfile.TarInfo("./model_config.yaml")
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_mixed_tokenizer_kinds_are_refused(tmp_path):
+    mixed = {"prompt_format": "canary2", "tokenizer": {"type": "bpe", "dir": "x", "langs": {"en": {"type": "bpe"}}}}
+    with pytest.raises(HarnessError, match="unified.*but `tokenizer.langs` is set.*one tokenizer kind"):
+        inspect_checkpoint(_fake_nemo(tmp_path / "mixed.nemo", mixed))
+    unified = {"prompt_format": "canary2", "tokenizer": {"type": "bpe", "dir": "x"}}
+    assert inspect_checkpoint(_fake_nemo(tmp_path / "v2.nemo", unified)).tokenizer_kind == "unified"
+
+
+def test_not_a_checkpoint(tmp_path):
+    junk = tmp_path / "junk.nemo"
+    junk.write_text("hello")
+    with pytest.raises(HarnessError, match="junk.nemo is not a readable .nemo checkpoint"):
+        read_config(junk)

@@ -1,0 +1,187 @@
+"""Sweeps that survive: killed trials, a killed supervisor, parallel workers, many hosts.
+
+Each test drives the real `harness` command in subprocesses against real storage: SQLite files
+here, PostgreSQL (127.0.0.1:5432) and an `mlflow server` on a loopback port for many hosts.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from harness.spec import load_spec
+from harness.study import open_storage
+from tests.conftest import spec_dict, write_spec
+
+HARNESS = [sys.executable, "-m", "harness.cli"]
+PG = "postgresql://postgres@127.0.0.1:5432"
+
+
+def _start(args: list[str], cwd: Path, log: Path, **env) -> subprocess.Popen:
+    return subprocess.Popen([*HARNESS, *args], cwd=cwd, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            env={**os.environ, **env}, start_new_session=True)
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _trial_pid(trials_dir: Path, number: int) -> int | None:
+    """The pid of a trial process once it has started training (its first validation is not needed)."""
+    log = trials_dir / f"trial-{number:04d}" / "trial.log"
+    if not log.exists() or "Train config" not in log.read_text(errors="replace"):
+        return None
+    out = subprocess.run(["pgrep", "-f", f"harness.trial {trials_dir / f'trial-{number:04d}'}"],
+                         capture_output=True, text=True).stdout.split()
+    return int(out[0]) if out else None
+
+
+def _study(spec):
+    return optuna.load_study(study_name=spec.name, storage=open_storage(spec.storage_url))
+
+
+def _runs(spec):
+    client = MlflowClient(spec.tracking_uri)
+    experiment = client.get_experiment_by_name(spec.experiment_name)
+    return client.search_runs([experiment.experiment_id], max_results=500)
+
+
+def test_killed_trial_is_failed_retried_and_the_budget_met(project, speech_data):
+    spec = load_spec(write_spec(project, "kill", spec_dict(speech_data, budget={"trials": 2, "max_steps": 40},
+                                                           pruner={"type": "none"})))
+    sweep = _start(["sweep", "kill"], project, project / "sweep.log")
+    pid = _wait_for(lambda: _trial_pid(spec.trials_dir, 0), 240, "trial-0000 to train")
+    os.kill(pid, signal.SIGKILL)
+    assert sweep.wait(timeout=600) == 0, (project / "sweep.log").read_text()[-3000:]
+
+    trials = _study(spec).get_trials()
+    assert trials[0].state == TrialState.FAIL and trials[0].user_attrs["fail_reason"] == "killed"
+    assert trials[1].params == trials[0].params and trials[1].user_attrs["retry_of"] == 0
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 2
+    runs = {r.data.tags["mlflow.runName"]: r for r in _runs(spec)}
+    assert runs["trial-0000"].info.status == "FAILED"
+    assert not [r for r in runs.values() if r.info.status == "RUNNING"]
+
+
+def test_killed_supervisor_resumes_without_losing_trials(project, speech_data):
+    spec = load_spec(write_spec(project, "resume", spec_dict(speech_data, budget={"trials": 3, "max_steps": 20},
+                                                             pruner={"type": "none"})))
+    first = _start(["sweep", "resume"], project, project / "first.log")
+    _wait_for(lambda: _trial_pid(spec.trials_dir, 1), 400, "trial-0001 to train")
+    os.killpg(first.pid, signal.SIGKILL)  # the supervisor dies; its trial process follows it
+    first.wait()
+    before = {t.number: t for t in _study(spec).get_trials() if t.state == TrialState.COMPLETE}
+    assert 0 in before and _study(spec).get_trials()[1].state == TrialState.RUNNING
+
+    second = _start(["sweep", "resume"], project, project / "second.log")
+    assert second.wait(timeout=600) == 0, (project / "second.log").read_text()[-3000:]
+    trials = _study(spec).get_trials()
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert trials[1].state == TrialState.FAIL and "supervisor died" in trials[1].user_attrs["fail_reason"]
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
+    for number, old in before.items():
+        assert trials[number].value == old.value and trials[number].params == old.params
+    statuses = {r.data.tags["mlflow.runName"]: r.info.status for r in _runs(spec)}
+    assert statuses["trial-0001"] == "FAILED" and "RUNNING" not in statuses.values()
+    assert sum(1 for r in _runs(spec) if r.data.tags.get("harness.role") == "sweep") == 1
+
+
+def test_four_local_workers_share_one_study(project, speech_data):
+    spec = load_spec(write_spec(project, "par", spec_dict(
+        speech_data, budget={"trials": 8, "max_steps": 10, "val_check_interval": 10}, pruner={"type": "none"},
+        sampler={"type": "random", "seed": 3})))
+    sweep = _start(["sweep", "par", "--workers", "4"], project, project / "par.log")
+    assert sweep.wait(timeout=900) == 0, (project / "par.log").read_text()[-3000:]
+
+    trials = _study(spec).get_trials()
+    assert len(trials) == 8 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 8
+    starts = sorted((t.datetime_start, t.datetime_complete) for t in trials)
+    assert any(b[0] < a[1] for a, b in zip(starts, starts[1:], strict=False)), "trials never overlapped"
+    logs = "".join(p.read_text(errors="replace") for p in spec.trials_dir.glob("*/trial.log"))
+    logs += (project / "par.log").read_text()
+    assert "database is locked" not in logs and "OperationalError" not in logs
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def _postgres_database():
+    psycopg2 = pytest.importorskip("psycopg2")
+    name = f"harness_{uuid.uuid4().hex[:10]}"
+    conn = psycopg2.connect(f"{PG}/postgres")
+    conn.autocommit = True
+    conn.cursor().execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"{PG}/{name}"
+    finally:
+        conn.cursor().execute(f"DROP DATABASE {name} WITH (FORCE)")
+        conn.close()
+
+
+@contextmanager
+def _mlflow_server(root: Path):
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--default-artifact-root", str(root / "art"),
+         "--workers", "1"],
+        stdout=(root / "mlflow-server.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        import urllib.request
+
+        def up():
+            try:
+                return urllib.request.urlopen(f"{url}/health", timeout=2).status == 200
+            except OSError:
+                return False
+
+        _wait_for(up, 120, "mlflow server")
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def test_two_hosts_share_a_study_on_postgres_and_an_mlflow_server(project, speech_data):
+    spec_path = write_spec(project, "multi", spec_dict(
+        speech_data, budget={"trials": 4, "max_steps": 10, "val_check_interval": 10}, pruner={"type": "none"}))
+    with _postgres_database() as storage, _mlflow_server(project) as tracking:
+        args = ["worker", spec_path, "--storage", storage, "--tracking-uri", tracking]
+        workers = [_start(args, project, project / f"worker{i}.log") for i in range(2)]
+        for i, worker in enumerate(workers):
+            assert worker.wait(timeout=900) == 0, (project / f"worker{i}.log").read_text()[-3000:]
+        spec = load_spec(spec_path)
+        spec.storage, spec.tracking.uri = storage, tracking
+        trials = _study(spec).get_trials()
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        assert len(complete) >= 4 and len({t.user_attrs["worker"] for t in complete}) == 2
+        runs = _runs(spec)
+        parents = [r for r in runs if r.data.tags.get("harness.role") == "sweep"]
+        assert len(parents) == 1
+        children = {r.data.tags["mlflow.runName"] for r in runs
+                    if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
+        assert {f"trial-{t.number:04d}" for t in trials} <= children
