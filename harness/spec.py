@@ -85,6 +85,7 @@ class TrainingSpec:
     max_duration: float = 40.0
     min_duration: float = 0.1
     seed: int = 0
+    keep_checkpoints: Literal["best", "all", "none"] = "best"
 
 
 @dataclass

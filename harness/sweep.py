@@ -33,11 +33,12 @@ from harness.search_space import format_param, load_search_space
 from harness.spec import SweepSpec
 from harness.study import open_study
 from harness.tracking import BASELINE_ROLE, TRIAL_ROLE, Tracker, run_name
-from harness.trial import EXIT_OOM, Job, Result
+from harness.trial import EXIT_OOM, MODEL_FILE, Job, Result
 
 LOG_TAIL_LINES = 200
 PARENT_ATTR = "mlflow_parent_run_id"
 BASELINE_ATTR = "baseline"
+TEST_ATTR = "test"
 POLL_SECONDS = 1.0
 HEARTBEAT_SECONDS = 30.0
 STALE_SECONDS = 600.0  # a RUNNING trial on another host with no heartbeat for this long is dead
@@ -154,6 +155,7 @@ class Supervisor:
                 raise
         if deadline is not None and time.monotonic() > deadline:
             self.view.log("[yellow]Wall-clock budget reached; stopped starting trials.[/]")
+        self.test_best()
         self._summarise()
         self.tracker.end_run(self.parent_run, "FINISHED")
         return outcomes
@@ -177,26 +179,68 @@ class Supervisor:
             return None  # another worker of this sweep is evaluating it
         self.study.set_user_attr(BASELINE_ATTR + "_by", self.worker)
         self.view.log("Evaluating the pretrained model (zero-shot baseline)...")
-        trial_dir = self.spec.trials_dir / "baseline"
         run_id = self.tracker.child_run(
             self.parent_run, name="baseline", role=BASELINE_ROLE, params={"model": self.spec.model}, tags={}
         )
-        proc, log = self._spawn(trial_dir, {}, run_id=run_id, seed=self.spec.training.seed, max_steps=0, slot=0)
+        result = self._run_blocking(self.spec.trials_dir / "baseline", run_id=run_id, mode="baseline", nemo=self.nemo)
+        if result is None:
+            return None
+        metrics = {k: v for k, v in result.final.items() if k != "step"}
+        self.tracker.log_metrics(self.parent_run, {f"baseline_{k}": v for k, v in metrics.items()})
+        self.study.set_user_attr(BASELINE_ATTR, metrics)
+        self.view.log(f"Baseline (zero-shot): {_fmt_metrics(metrics)}")
+        return metrics
+
+    def test_best(self) -> dict | None:
+        """Score the best trial's checkpoint on the test manifest; log `test_*` on its run and the parent."""
+        best = self.best_trial()
+        if best is None or self.spec.data.test is None:
+            return None
+        if self.study.user_attrs.get(TEST_ATTR, {}).get("trial") == best.number:
+            return self.study.user_attrs[TEST_ATTR]["metrics"]
+        checkpoint = self.spec.trials_dir / run_name(best.number) / MODEL_FILE
+        if not checkpoint.is_file():
+            self.view.log(f"[yellow]No checkpoint of {run_name(best.number)} here ({checkpoint}); test set skipped.[/]")
+            return None
+        self.view.log(f"Scoring {run_name(best.number)} on the test set {self.spec.data.test} ...")
+        run_id = best.user_attrs["mlflow_run_id"]
+        result = self._run_blocking(self.spec.trials_dir / "test", run_id=run_id, mode="test", nemo=checkpoint,
+                                    end_status=None)
+        if result is None:
+            return None
+        self.tracker.log_metrics(self.parent_run, {f"best_{k}": v for k, v in result.final.items()})
+        self.study.set_user_attr(TEST_ATTR, {"trial": best.number, "metrics": result.final})
+        self.view.log(f"Test set ({run_name(best.number)}): {_fmt_metrics(result.final)}")
+        return result.final
+
+    def _run_blocking(self, trial_dir: Path, *, run_id: str, mode: str, nemo: Path,
+                      end_status: str | None = "FINISHED") -> Result | None:
+        """One evaluation process on slot 0, waited for; its run is closed unless `end_status` is None."""
+        proc, log = self._spawn(trial_dir, {}, run_id=run_id, seed=self.spec.training.seed, max_steps=0, slot=0,
+                                mode=mode, nemo=nemo)
         try:
             code = proc.wait()
         finally:
             log.close()
         result = Result.read(trial_dir) or Result(state="fail", reason=_exit_reason(code))
         if result.state != "complete":
-            self.tracker.end_run(run_id, "FAILED")
-            self.view.log(f"[red]Baseline evaluation failed ({result.reason}); see {trial_dir / 'trial.log'}[/]")
+            if end_status is not None:
+                self.tracker.end_run(run_id, "FAILED")
+            self.view.log(f"[red]{mode} evaluation failed ({result.reason}); see {trial_dir / 'trial.log'}[/]")
             return None
-        self.tracker.end_run(run_id, "FINISHED")
-        metrics = {k: v for k, v in result.final.items() if k != "step"}
-        self.tracker.log_metrics(self.parent_run, {f"baseline_{k}": v for k, v in metrics.items()})
-        self.study.set_user_attr(BASELINE_ATTR, metrics)
-        self.view.log(f"Baseline (zero-shot): {_fmt_metrics(metrics)}")
-        return metrics
+        if end_status is not None:
+            self.tracker.end_run(run_id, end_status)
+        return result
+
+    def _prune_checkpoints(self) -> None:
+        """Keep only the best trial's fine-tuned checkpoint (`training.keep_checkpoints: best`)."""
+        if self.spec.training.keep_checkpoints == "all":
+            return
+        best = self.best_trial()
+        keep = None if best is None or self.spec.training.keep_checkpoints == "none" else best.number
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if t.number != keep:
+                (self.spec.trials_dir / run_name(t.number) / MODEL_FILE).unlink(missing_ok=True)
 
     def _start(self, trial: optuna.Trial, slot: int) -> Running:
         """Create the trial's MLflow run and start its process."""
@@ -222,7 +266,8 @@ class Supervisor:
         return Running(trial, proc, trial_dir, run_id, int(trial.user_attrs.get("attempt", 0)), slot, log)
 
     def _spawn(self, trial_dir: Path, params: dict, *, run_id: str, seed: int, max_steps: int, slot: int,
-               trial_id: int | None = None, number: int | None = None) -> tuple[subprocess.Popen, IO]:
+               trial_id: int | None = None, number: int | None = None, mode: str = "train",
+               nemo: Path | None = None) -> tuple[subprocess.Popen, IO]:
         """Write the trial config and job, and start `python -m harness.trial` on its slot."""
         trial_dir.mkdir(parents=True, exist_ok=True)
         for stale in ("result.json", "progress.json"):
@@ -232,8 +277,9 @@ class Supervisor:
         config_path = trial_dir / "config.yaml"
         OmegaConf.save(cfg, config_path)
         self.tracker.log_artifact(run_id, config_path, "config")
-        Job(spec=self.spec.source, nemo=str(self.nemo), freeze=str(params.get("freeze", "none")), seed=seed,
-            run_id=run_id, max_steps=max_steps, trial_id=trial_id, number=number,
+        Job(spec=self.spec.source, nemo=str(nemo or self.nemo), freeze=str(params.get("freeze", "none")), seed=seed,
+            run_id=run_id, max_steps=max_steps, trial_id=trial_id, number=number, mode=mode,
+            save_model=self.spec.training.keep_checkpoints != "none",
             storage=self.spec.storage_url, tracking_uri=self.spec.tracking_uri).write(trial_dir)
         log = (trial_dir / "trial.log").open("w")
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.slots[slot % len(self.slots)]}
@@ -255,6 +301,7 @@ class Supervisor:
             result.reason = _exit_reason(code)  # killed mid-write: the signal is the truth
         self.view.trial_finished(time.monotonic() - job.started)
         outcome = self._record(job.trial, result, job.trial_dir / "trial.log", job.run_id, job.attempt)
+        self._prune_checkpoints()
         self._print_outcome(outcome)
         return outcome
 

@@ -20,6 +20,7 @@ import torch
 from lightning.pytorch import Callback
 
 EXIT_OOM = 3
+MODEL_FILE = "model.nemo"
 FAULT_ENV = "HARNESS_INJECT_FAULT"  # tests: "oom" raises torch.cuda.OutOfMemoryError at the first step
 
 
@@ -32,10 +33,12 @@ class Job:
     freeze: str
     seed: int
     run_id: str
-    max_steps: int  # 0: evaluate the pretrained model only (the zero-shot baseline)
+    max_steps: int
     trial_id: int | None = None
     number: int | None = None
     storage: str | None = None  # the supervisor's URIs win over the spec's (`harness worker --storage`)
+    mode: str = "train"  # train | baseline (validate the pretrained model) | test (score `nemo` on data.test)
+    save_model: bool = True
     tracking_uri: str | None = None
 
     def write(self, trial_dir: Path) -> None:
@@ -71,28 +74,35 @@ class Result:
 
 
 def run(trial_dir: Path) -> Result:
-    """Restore, fine-tune with the trial config, report to Optuna and MLflow, return the result."""
-    started = time.monotonic()
-    # Heavy imports happen here, inside the trial process only.
+    """Dispatch on the job's mode: fine-tune (a trial), baseline (zero-shot) or test (best checkpoint)."""
     from lightning.pytorch import seed_everything
-    from omegaconf import OmegaConf
 
-    from harness.freezing import FreezeCallback
-    from harness.metrics import ValidationHistory, objective_value, scalar_metrics
-    from harness.progress import ProgressWriter
     from harness.spec import load_spec
-    from harness.study import PruningReporter, open_study, trial_handle
-    from harness.tracking import MetricsLogger, Tracker
-    from harness.training import BatchStats, build_trainer, restore_model
 
     job = Job.read(trial_dir)
     spec = load_spec(job.spec)
     spec.storage = job.storage or spec.storage
     spec.tracking.uri = job.tracking_uri or spec.tracking.uri
     seed_everything(job.seed, workers=True)
-    cfg = OmegaConf.load(trial_dir / "config.yaml")
-    tracker = Tracker(spec.tracking_uri, spec.experiment_name)
+    started = time.monotonic()
+    result = _test(job, spec) if job.mode == "test" else _train_or_validate(job, spec, trial_dir)
+    result.wall_seconds = time.monotonic() - started
+    return result
 
+
+def _train_or_validate(job: Job, spec, trial_dir: Path) -> Result:
+    """Restore under the trial config; fine-tune (reporting to Optuna and MLflow) or only validate."""
+    from omegaconf import OmegaConf
+
+    from harness.evaluation import evaluate_manifest
+    from harness.freezing import FreezeCallback
+    from harness.metrics import ValidationHistory, objective_value, scalar_metrics
+    from harness.progress import ProgressWriter
+    from harness.study import PruningReporter, open_study, trial_handle
+    from harness.tracking import MetricsLogger, Tracker
+    from harness.training import BatchStats, build_trainer, restore_model
+
+    tracker = Tracker(spec.tracking_uri, spec.experiment_name)
     history = ValidationHistory(spec.objective, spec.direction)
     batches = BatchStats()
     callbacks = [history, batches, FreezeCallback(job.freeze), MetricsLogger(tracker, job.run_id, scalar_metrics),
@@ -108,24 +118,28 @@ def run(trial_dir: Path) -> Result:
         callbacks.append(FaultInjector(os.environ[FAULT_ENV]))
 
     steps = max(job.max_steps, 1)
-    trainer = build_trainer(
-        spec.training, max_steps=steps, val_check_interval=min(spec.budget.val_check_interval, steps),
-        callbacks=callbacks,
-    )
-    model = restore_model(Path(job.nemo), cfg, trainer)
-    if job.max_steps == 0:
+    trainer = build_trainer(spec.training, max_steps=steps, val_check_interval=min(spec.budget.val_check_interval, steps),
+                            callbacks=callbacks)
+    model = restore_model(Path(job.nemo), OmegaConf.load(trial_dir / "config.yaml"), trainer)
+    if job.mode == "baseline":
         trainer.validate(model, verbose=False)
         history.on_validation_end(trainer, model)
     else:
         trainer.fit(model)
-    final = history.final
+    pruned = pruning is not None and pruning.pruned_at is not None
+    final = dict(history.final)
+    if not pruned:  # per language pair, for trials that ran to the end and for the baseline
+        pairs = evaluate_manifest(model, Path(spec.data.validation), spec.data.text_field)
+        final |= {f"val_{k}": v for k, v in pairs.items() if "/" in k}
+        if job.mode == "train" and job.save_model:
+            model.save_to(str(trial_dir / MODEL_FILE))
     objective = objective_value(final, spec.objective)
     summary = {f"final_{k}": v for k, v in final.items() if k != "step"}
     summary |= {f"best_{k}": v for k, v in history.best.items() if k != "step"}
     summary |= {"objective": objective, "steps_trained": trainer.global_step, **batches.summary()}
     tracker.log_metrics(job.run_id, summary, step=trainer.global_step)
     return Result(
-        state="pruned" if pruning and pruning.pruned_at is not None else "complete",
+        state="pruned" if pruned else "complete",
         objective=objective,
         final=final,
         best=history.best,
@@ -133,8 +147,20 @@ def run(trial_dir: Path) -> Result:
         batches=batches.summary(),
         steps=trainer.global_step,
         pruned_at=pruning.pruned_at if pruning else None,
-        wall_seconds=time.monotonic() - started,
     )
+
+
+def _test(job: Job, spec) -> Result:
+    """Score a fine-tuned checkpoint on the test manifest and log `test_*` metrics on its run."""
+    from nemo.collections.asr.models import EncDecMultiTaskModel
+
+    from harness.evaluation import evaluate_manifest
+    from harness.tracking import Tracker
+
+    model = EncDecMultiTaskModel.restore_from(job.nemo, map_location="cpu").eval()
+    metrics = {f"test_{k}": v for k, v in evaluate_manifest(model, Path(spec.data.test), spec.data.text_field).items()}
+    Tracker(spec.tracking_uri, spec.experiment_name).log_metrics(job.run_id, metrics)
+    return Result(state="complete", final=metrics)
 
 
 class FaultInjector(Callback):

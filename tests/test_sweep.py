@@ -39,7 +39,16 @@ def test_sweep_records_every_trial_in_optuna_and_mlflow(project, speech_data):
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
     assert parent.info.status == "FINISHED"
     assert set(children) == {"baseline", "trial-0000", "trial-0001", "trial-0002"}
-    assert "baseline_val_wer" in parent.data.metrics
+    assert {"baseline_val_wer", "baseline_val_bleu", "baseline_val_wer/en-en", "baseline_val_bleu/en-de"} <= set(
+        parent.data.metrics)
+    best = study.best_trial
+    assert parent.data.metrics["best_objective"] == pytest.approx(best.value)
+    # Only the best trial keeps its checkpoint; it was scored on the test manifest.
+    kept = sorted(p.parent.name for p in spec.trials_dir.glob("trial-*/model.nemo"))
+    assert kept == [f"trial-{best.number:04d}"]
+    best_run = children[f"trial-{best.number:04d}"]
+    assert {"test_wer", "test_bleu", "test_wer/en-en", "test_bleu/en-de"} <= set(best_run.data.metrics)
+    assert parent.data.metrics["best_test_wer"] == best_run.data.metrics["test_wer"]
     for trial in trials:
         run = children[f"trial-{trial.number:04d}"]
         assert run.info.status == "FINISHED"
@@ -51,6 +60,7 @@ def test_sweep_records_every_trial_in_optuna_and_mlflow(project, speech_data):
             assert [m.step for m in history] == [10, 20], metric
         assert run.data.metrics["objective"] == pytest.approx(trial.value)
         assert run.data.metrics["best_val_wer"] <= run.data.metrics["final_val_wer"]
+        assert {"final_val_wer/en-en", "final_val_bleu/en-de"} <= set(run.data.metrics)
         # The sampled batch_duration bounded every batch the trial trained on.
         assert run.data.metrics["train_batch_seconds_max"] <= trial.params["batch_duration"]
         artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "config")]
