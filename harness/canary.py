@@ -183,3 +183,47 @@ def _apply_optim(cfg: DictConfig, params: dict[str, Any], budget: BudgetSpec) ->
         sched.warmup_ratio = None  # NeMo asserts when both are set
         if sched.get("min_lr") is not None:
             sched.min_lr = min(float(sched.min_lr), cfg.optim.lr / 10)
+
+
+ARTIFACT_KEYS = {"model_path": "tokenizer.model", "vocab_path": "vocab.txt", "spe_tokenizer_vocab": "tokenizer.vocab"}
+
+
+def extract_tokenizers(nemo_path: Path, cfg: DictConfig, out_dir: Path) -> None:
+    """The second way to make a copied config self-contained: tokenizers as plain local files.
+
+    Each tokenizer entry of a restored config points inside the archive (`model_path: nemo:...`)
+    and its `dir` at the machine that trained it; fixing `dir` alone fails because `model_path`
+    wins. So every entry is replaced by a fresh `{dir, type}` whose folder holds the files that
+    NeMo's `save_tokenizers` would write (tokenizer.model, vocab.txt, tokenizer.vocab).
+    """
+    tokenizer = cfg.tokenizer
+    with tarfile.open(nemo_path, "r:*") as archive:
+        members = {Path(m.name).name: m for m in archive.getmembers()}
+        if tokenizer.get("type") == "agg":
+            fresh = {}
+            for lang, entry in tokenizer.langs.items():
+                fresh[lang] = {"dir": str(_write_artifacts(archive, members, entry, out_dir / lang)),
+                               "type": entry.get("type", "bpe")}
+            with open_dict(cfg):
+                tokenizer.langs = fresh
+        else:
+            folder = _write_artifacts(archive, members, tokenizer, out_dir)
+            with open_dict(cfg):
+                for key in ARTIFACT_KEYS:
+                    tokenizer.pop(key, None)
+                tokenizer.dir = str(folder)
+
+
+def _write_artifacts(archive: tarfile.TarFile, members: dict, entry: DictConfig, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for key, filename in ARTIFACT_KEYS.items():
+        value = str(entry.get(key) or "")
+        if not value.startswith("nemo:"):
+            continue
+        member = members.get(value.removeprefix("nemo:"))
+        if member is None:
+            raise HarnessError(f"The checkpoint lacks the tokenizer file {value} named in its config.")
+        (folder / filename).write_bytes(archive.extractfile(member).read())
+    if not (folder / "tokenizer.model").is_file():
+        raise HarnessError(f"No tokenizer.model for {folder.name} inside the checkpoint; it cannot be extracted.")
+    return folder.resolve()

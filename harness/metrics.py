@@ -26,21 +26,26 @@ def scalar_metrics(callback_metrics: Mapping) -> dict[str, float]:
     return out
 
 
-def objective_value(metrics: Mapping[str, float], objective: ObjectiveSpec) -> float:
-    """The number Optuna sees. NaN WER (no ASR samples) is an error, not a silent zero."""
+def objective_values(metrics: Mapping[str, float], objective: ObjectiveSpec) -> list[float]:
+    """The numbers Optuna sees, one per objective. NaN (no samples for it) is an error, not a silent zero."""
     wer, bleu = metrics.get("val_wer", math.nan), metrics.get("val_bleu", math.nan)
-    if objective.metric == "wer":
-        value = wer
-    elif objective.metric == "bleu":
-        value = bleu
-    else:
-        value = wer - objective.bleu_weight * bleu
-    if math.isnan(value):
+    values = {
+        "wer": [wer],
+        "bleu": [bleu],
+        "mix": [wer - objective.bleu_weight * bleu],
+        "pareto": [wer, bleu],
+    }[objective.metric]
+    if any(math.isnan(v) for v in values):
         raise ValueError(
             f"objective `{objective.metric}` is undefined: the validation manifest has no samples for it "
             "(WER needs source_lang==target_lang samples, BLEU needs translation samples)"
         )
-    return value
+    return values
+
+
+def objective_value(metrics: Mapping[str, float], objective: ObjectiveSpec) -> float:
+    """The primary objective (WER for `pareto`): what pruning reports and what "best" means."""
+    return objective_values(metrics, objective)[0]
 
 
 def is_better(a: float, b: float | None, direction: str) -> bool:

@@ -46,13 +46,15 @@ class BudgetSpec:
     timeout_minutes: float | None = None
     warmup_fraction: float = 0.1
     max_retries: int = 1
+    baseline: bool = True  # evaluate the pretrained model once, so every trial is read against it
 
 
 @dataclass
 class ObjectiveSpec:
-    """What Optuna optimises: WER (minimise), BLEU (maximise) or `wer - bleu_weight * bleu`."""
+    """What Optuna optimises: WER (minimise), BLEU (maximise), `wer - bleu_weight * bleu`, or
+    `pareto`: both at once (a multi-objective study; its trials are not pruned)."""
 
-    metric: Literal["wer", "bleu", "mix"] = "wer"
+    metric: Literal["wer", "bleu", "mix", "pareto"] = "wer"
     bleu_weight: float = 1.0
 
 
@@ -86,6 +88,7 @@ class TrainingSpec:
     min_duration: float = 0.1
     seed: int = 0
     keep_checkpoints: Literal["best", "all", "none"] = "best"
+    tokenizers: Literal["archive", "extract"] = "archive"  # resolve inside the .nemo, or extract to files
 
 
 @dataclass
@@ -139,8 +142,20 @@ class SweepSpec:
         return self.tracking.experiment or self.name
 
     @property
+    def directions(self) -> list[str]:
+        """One direction per objective; `pareto` minimises WER and maximises BLEU."""
+        if self.objective.metric == "pareto":
+            return ["minimize", "maximize"]
+        return ["maximize" if self.objective.metric == "bleu" else "minimize"]
+
+    @property
     def direction(self) -> str:
-        return "maximize" if self.objective.metric == "bleu" else "minimize"
+        """The primary objective's direction (WER's for `pareto`): it orders tables and picks "best"."""
+        return self.directions[0]
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.directions) > 1
 
 
 def find_spec_file(name_or_path: str) -> Path:

@@ -22,8 +22,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from harness.spec import SweepSpec
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
@@ -55,7 +53,8 @@ def worker_seed(study_seed: int, worker: str, n_existing: int) -> int:
 
 
 def make_pruner(spec: SweepSpec) -> optuna.pruners.BasePruner:
-    if spec.pruner.type == "none":
+    """Optuna cannot prune multi-objective trials, so a `pareto` sweep never prunes."""
+    if spec.pruner.type == "none" or spec.multi_objective:
         return optuna.pruners.NopPruner()
     return optuna.pruners.MedianPruner(
         n_startup_trials=spec.pruner.n_startup_trials, n_warmup_steps=spec.pruner.n_warmup_steps
@@ -72,7 +71,7 @@ def open_study(spec: SweepSpec, *, worker: str = "main") -> optuna.Study:
     """Create the sweep's study or load it (resume); the sampler seed depends on the worker."""
     storage = open_storage(spec.storage_url)
     try:
-        study = optuna.create_study(study_name=spec.name, storage=storage, direction=spec.direction,
+        study = optuna.create_study(study_name=spec.name, storage=storage, directions=spec.directions,
                                     load_if_exists=True, pruner=make_pruner(spec))
     except SQLAlchemyError:  # another worker created it at the same instant
         study = optuna.load_study(study_name=spec.name, storage=storage, pruner=make_pruner(spec))
@@ -80,8 +79,19 @@ def open_study(spec: SweepSpec, *, worker: str = "main") -> optuna.Study:
     return study
 
 
-def count_finished(study: optuna.Study) -> int:
-    return sum(1 for t in study.get_trials(deepcopy=False) if t.state in FINISHED)
+def primary_value(trial: optuna.trial.FrozenTrial) -> float | None:
+    """The first objective's value; `FrozenTrial.value` raises on multi-objective studies."""
+    return trial.values[0] if trial.values else None
+
+
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The best complete trial; for a Pareto study, the front's trial with the best first objective."""
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return None
+    if len(study.directions) == 1:
+        return study.best_trial
+    sign = 1 if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1
+    return min(study.best_trials, key=lambda t: (sign * t.values[0], t.number))
 
 
 def trial_handle(study: optuna.Study, trial_id: int) -> optuna.Trial:

@@ -25,14 +25,15 @@ from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 
-from harness.canary import CheckpointInfo, inspect_checkpoint, trial_config
+from harness.canary import CheckpointInfo, extract_tokenizers, inspect_checkpoint, trial_config
 from harness.model_source import resolve_model
 from harness.preflight import preflight
 from harness.progress import SweepView
 from harness.search_space import format_param, load_search_space
 from harness.spec import SweepSpec
-from harness.study import open_study
-from harness.tracking import BASELINE_ROLE, TRIAL_ROLE, Tracker, run_name
+from harness.study import best_trial, open_study, primary_value
+from harness.errors import HarnessError
+from harness.tracking import BASELINE_ROLE, REPRODUCTION_ROLE, TRIAL_ROLE, Tracker, run_name
 from harness.trial import EXIT_OOM, MODEL_FILE, Job, Result
 
 LOG_TAIL_LINES = 200
@@ -123,6 +124,7 @@ class Supervisor:
     def run(self) -> list[Outcome]:
         """Reconcile dead trials, evaluate the baseline once, then fill the slots until the budget is met."""
         self.spec.trials_dir.mkdir(parents=True, exist_ok=True)
+        self.tracker.client.update_run(self.parent_run, status="RUNNING")
         self.reconcile()
         self.baseline()
         deadline = None
@@ -172,8 +174,8 @@ class Supervisor:
 
     def baseline(self) -> dict | None:
         """The pretrained model on the validation set, once per sweep, logged on the parent run."""
-        if BASELINE_ATTR in self.study.user_attrs:
-            return self.study.user_attrs[BASELINE_ATTR]
+        if BASELINE_ATTR in self.study.user_attrs or not self.spec.budget.baseline:
+            return self.study.user_attrs.get(BASELINE_ATTR)
         owner = self.study.user_attrs.get(BASELINE_ATTR + "_by")
         if owner not in (None, self.worker) and _worker_alive(owner):
             return None  # another worker of this sweep is evaluating it
@@ -213,10 +215,11 @@ class Supervisor:
         self.view.log(f"Test set ({run_name(best.number)}): {_fmt_metrics(result.final)}")
         return result.final
 
-    def _run_blocking(self, trial_dir: Path, *, run_id: str, mode: str, nemo: Path,
-                      end_status: str | None = "FINISHED") -> Result | None:
-        """One evaluation process on slot 0, waited for; its run is closed unless `end_status` is None."""
-        proc, log = self._spawn(trial_dir, {}, run_id=run_id, seed=self.spec.training.seed, max_steps=0, slot=0,
+    def _run_blocking(self, trial_dir: Path, *, run_id: str, mode: str, nemo: Path, params: dict | None = None,
+                      seed: int | None = None, max_steps: int = 0, end_status: str | None = "FINISHED") -> Result | None:
+        """One process on slot 0, waited for; its run is closed unless `end_status` is None."""
+        seed = self.spec.training.seed if seed is None else seed
+        proc, log = self._spawn(trial_dir, params or {}, run_id=run_id, seed=seed, max_steps=max_steps, slot=0,
                                 mode=mode, nemo=nemo)
         try:
             code = proc.wait()
@@ -232,14 +235,42 @@ class Supervisor:
             self.tracker.end_run(run_id, end_status)
         return result
 
+    def reproduce(self, number: int | None) -> tuple[FrozenTrial, dict]:
+        """Re-run a recorded trial from its stored params and seed in a new run tagged as a reproduction."""
+        complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if number is None:
+            trial = self.best_trial()
+        else:
+            trial = next((t for t in complete if t.number == number), None)
+        if trial is None:
+            known = ", ".join(str(t.number) for t in complete) or "none yet"
+            raise HarnessError(f"Trial {number} of sweep {self.spec.name} did not complete (complete trials: {known}).")
+        name = run_name(trial.number)
+        seed = int(trial.user_attrs["seed"])
+        run_id = self.tracker.child_run(
+            self.parent_run, name=f"{name}-reproduction", role=REPRODUCTION_ROLE,
+            params={**trial.params, "trial_number": trial.number, "seed": seed},
+            tags={"harness.reproduction_of": name, "optuna.trial_number": str(trial.number),
+                  "mlflow.note.content": f"Reproduction of {name} from its recorded params and seed {seed}."},
+        )
+        self.view.log(f"Reproducing {name}: {_fmt_params(trial.params)} seed={seed}")
+        result = self._run_blocking(self.spec.trials_dir / f"{name}-reproduction", run_id=run_id, mode="train",
+                                    nemo=self.nemo, params=dict(trial.params), seed=seed,
+                                    max_steps=int(trial.user_attrs.get("steps", self.spec.budget.max_steps)))
+        if result is None:
+            raise HarnessError(f"The reproduction of {name} failed; see {self.spec.trials_dir / (name + '-reproduction')}.")
+        return trial, {k: v for k, v in result.final.items() if k != "step"}
+
     def _prune_checkpoints(self) -> None:
-        """Keep only the best trial's fine-tuned checkpoint (`training.keep_checkpoints: best`)."""
+        """Keep only the best trial's checkpoint (the Pareto front's, for `pareto`), per `training.keep_checkpoints`."""
         if self.spec.training.keep_checkpoints == "all":
             return
-        best = self.best_trial()
-        keep = None if best is None or self.spec.training.keep_checkpoints == "none" else best.number
+        keep = set()
+        if self.spec.training.keep_checkpoints == "best" and self.best_trial() is not None:
+            front = self.study.best_trials if self.spec.multi_objective else [self.best_trial()]
+            keep = {t.number for t in front}
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if t.number != keep:
+            if t.number not in keep:
                 (self.spec.trials_dir / run_name(t.number) / MODEL_FILE).unlink(missing_ok=True)
 
     def _start(self, trial: optuna.Trial, slot: int) -> Running:
@@ -274,12 +305,14 @@ class Supervisor:
             (trial_dir / stale).unlink(missing_ok=True)
         cfg = trial_config(self.info.config, params, data=self.spec.data, training=self.spec.training,
                            budget=self.spec.budget, seed=seed)
+        if self.spec.training.tokenizers == "extract":
+            extract_tokenizers(self.nemo, cfg, trial_dir / "tokenizers")
         config_path = trial_dir / "config.yaml"
         OmegaConf.save(cfg, config_path)
         self.tracker.log_artifact(run_id, config_path, "config")
         Job(spec=self.spec.source, nemo=str(nemo or self.nemo), freeze=str(params.get("freeze", "none")), seed=seed,
             run_id=run_id, max_steps=max_steps, trial_id=trial_id, number=number, mode=mode,
-            save_model=self.spec.training.keep_checkpoints != "none",
+            save_model=trial_id is not None and self.spec.training.keep_checkpoints != "none",
             storage=self.spec.storage_url, tracking_uri=self.spec.tracking_uri).write(trial_dir)
         log = (trial_dir / "trial.log").open("w")
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.slots[slot % len(self.slots)]}
@@ -377,13 +410,13 @@ class Supervisor:
         name = run_name(outcome.number)
         if outcome.state == TrialState.COMPLETE:
             metrics = {k: v for k, v in outcome.result.final.items() if k != "step"}
-            self.view.log(f"  {name} [green]COMPLETE[/] objective={outcome.value:.4f} {_fmt_metrics(metrics)}")
+            self.view.log(f"  {name} [green]COMPLETE[/] objective={_fmt_value(outcome.value)} {_fmt_metrics(metrics)}")
         elif outcome.state == TrialState.PRUNED:
             self.view.log(f"  {name} [yellow]PRUNED[/] ({outcome.reason})")
         else:
             self.view.log(f"  {name} [red]FAIL[/] {outcome.reason}")
         best = self.best_trial()
-        best_text = f", best so far {run_name(best.number)} = {best.value:.4f}" if best else ""
+        best_text = f", best so far {run_name(best.number)} = {primary_value(best):.4f}" if best else ""
         self.view.log(f"  [dim]{self.budget_used()}/{self.spec.budget.trials} trials used{best_text}[/]")
 
     def _refresh(self, running: dict[int, Running]) -> None:
@@ -393,20 +426,20 @@ class Supervisor:
         counts = {"done": self.budget_used() - len(running), "running": len(running),
                   "pruned": states.count(TrialState.PRUNED), "failed": states.count(TrialState.FAIL)}
         best = self.best_trial()
-        best_text = f"{run_name(best.number)} = {best.value:.4f}" if best else "-"
+        best_text = f"{run_name(best.number)} = {primary_value(best):.4f}" if best else "-"
         jobs = [(run_name(j.trial.number), j.trial_dir) for j in running.values()]
         self.view.refresh(counts, best_text, jobs, len(self.slots))
 
     def best_trial(self) -> FrozenTrial | None:
-        complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        return self.study.best_trial if complete else None
+        return best_trial(self.study)
 
     def _summarise(self) -> None:
         """Best-trial summary metrics on the parent run (search_runs shows last values, not best)."""
         best = self.best_trial()
         if best is None:
             return
-        self.tracker.log_metrics(self.parent_run, {"best_objective": best.value, "best_trial_number": best.number})
+        self.tracker.log_metrics(self.parent_run, {"best_objective": primary_value(best),
+                                                   "best_trial_number": best.number})
         self.tracker.set_tags(self.parent_run, {"harness.best_trial": run_name(best.number)})
 
 
@@ -464,5 +497,29 @@ def _fmt_params(params: dict) -> str:
     return " ".join(f"{k}={format_param(v)}" for k, v in params.items())
 
 
+def _fmt_value(value: float | list[float] | None) -> str:
+    if isinstance(value, list):
+        return "(" + ", ".join(f"{v:.4f}" for v in value) + ")"
+    return "-" if value is None else f"{value:.4f}"
+
+
 def _fmt_metrics(metrics: dict) -> str:
     return " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+
+
+def reproduce_trial(spec: SweepSpec, number: int | None, console: Console) -> tuple[dict, dict]:
+    """`harness reproduce`: re-run a trial (default: the best) and print both metric sets side by side."""
+    from rich.table import Table
+
+    supervisor = Supervisor(spec, console=console, slots=default_slots(1))
+    trial, again = supervisor.reproduce(number)
+    original = trial.user_attrs.get("final", {})
+    table = Table(title=f"{run_name(trial.number)}: recorded vs reproduced")
+    for column in ("metric", "recorded", "reproduced", "difference"):
+        table.add_column(column)
+    for key in sorted(set(original) | set(again)):
+        a, b = original.get(key), again.get(key)
+        diff = f"{b - a:+.4f}" if a is not None and b is not None else ""
+        table.add_row(key, "" if a is None else f"{a:.4f}", "" if b is None else f"{b:.4f}", diff)
+    console.print(table)
+    return original, again

@@ -23,6 +23,7 @@ from harness.search_space import format_param
 PARENT_ROLE = "sweep"
 TRIAL_ROLE = "trial"
 BASELINE_ROLE = "baseline"
+REPRODUCTION_ROLE = "reproduction"
 
 
 def run_name(number: int) -> str:
@@ -65,7 +66,6 @@ class Tracker:
         """
         found = self._parents(study_key)
         if found:
-            self.client.update_run(found[0], status="RUNNING")
             return found[0]
         all_tags = {"harness.role": PARENT_ROLE, "harness.sweep": sweep, "harness.study_key": study_key, **tags}
         commit = git_commit()

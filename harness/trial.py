@@ -54,7 +54,7 @@ class Result:
     """What a trial process reports back; `state` is complete, pruned or fail."""
 
     state: str
-    objective: float | None = None
+    objective: float | list[float] | None = None  # a list for multi-objective (pareto) sweeps
     final: dict = field(default_factory=dict)
     best: dict = field(default_factory=dict)
     history: list = field(default_factory=list)
@@ -96,7 +96,7 @@ def _train_or_validate(job: Job, spec, trial_dir: Path) -> Result:
 
     from harness.evaluation import evaluate_manifest
     from harness.freezing import FreezeCallback
-    from harness.metrics import ValidationHistory, objective_value, scalar_metrics
+    from harness.metrics import ValidationHistory, objective_value, objective_values, scalar_metrics
     from harness.progress import ProgressWriter
     from harness.study import PruningReporter, open_study, trial_handle
     from harness.tracking import MetricsLogger, Tracker
@@ -108,7 +108,7 @@ def _train_or_validate(job: Job, spec, trial_dir: Path) -> Result:
     callbacks = [history, batches, FreezeCallback(job.freeze), MetricsLogger(tracker, job.run_id, scalar_metrics),
                  ProgressWriter(trial_dir, job.max_steps, scalar_metrics)]
     pruning = None
-    if job.trial_id is not None:
+    if job.trial_id is not None and not spec.multi_objective:
         study = open_study(spec, worker=f"trial-{job.number}")
         pruning = PruningReporter(
             trial_handle(study, job.trial_id), lambda m: objective_value(scalar_metrics(m), spec.objective)
@@ -133,10 +133,11 @@ def _train_or_validate(job: Job, spec, trial_dir: Path) -> Result:
         final |= {f"val_{k}": v for k, v in pairs.items() if "/" in k}
         if job.mode == "train" and job.save_model:
             model.save_to(str(trial_dir / MODEL_FILE))
-    objective = objective_value(final, spec.objective)
+    values = objective_values(final, spec.objective)
+    objective = values if spec.multi_objective else values[0]
     summary = {f"final_{k}": v for k, v in final.items() if k != "step"}
     summary |= {f"best_{k}": v for k, v in history.best.items() if k != "step"}
-    summary |= {"objective": objective, "steps_trained": trainer.global_step, **batches.summary()}
+    summary |= {"objective": values[0], "steps_trained": trainer.global_step, **batches.summary()}
     tracker.log_metrics(job.run_id, summary, step=trainer.global_step)
     return Result(
         state="pruned" if pruned else "complete",

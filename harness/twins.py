@@ -6,6 +6,10 @@ It is pretrained plainly (1-D batches by duration, `text_field: text`), then the
 released checkpoint are written into the saved config so the harness meets them for real.
 
     python -m harness.twins --name canary-tiny --out harness/assets/canary-tiny.nemo
+
+canary-tiny: 2500 steps took 17 min on 2 shared CPU cores (0.34 s/step) and gave 1.8% WER and
+BLEU 94 on held-out commands, 84% WER zero-shot on the demo domain. When other torch processes
+share the cores, run with OMP_WAIT_POLICY=PASSIVE: spinning OpenMP threads made steps 5-10x slower.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
-import pytest
+import psycopg
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -129,16 +129,14 @@ def _free_port() -> int:
 
 @contextmanager
 def _postgres_database():
-    psycopg2 = pytest.importorskip("psycopg2")
+    """A uniquely named database on the machine's PostgreSQL, dropped afterwards."""
     name = f"harness_{uuid.uuid4().hex[:10]}"
-    conn = psycopg2.connect(f"{PG}/postgres")
-    conn.autocommit = True
-    conn.cursor().execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"{PG}/{name}"
-    finally:
-        conn.cursor().execute(f"DROP DATABASE {name} WITH (FORCE)")
-        conn.close()
+    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+        try:
+            yield f"{PG}/{name}"
+        finally:
+            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 @contextmanager

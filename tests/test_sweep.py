@@ -32,7 +32,7 @@ def _run(spec):
 
 
 def test_sweep_records_every_trial_in_optuna_and_mlflow(project, speech_data):
-    spec = load_spec(write_spec(project, "e2e", spec_dict(speech_data, pruner={"type": "none"})))
+    spec = load_spec(write_spec(project, "e2e", spec_dict(speech_data, full=True, pruner={"type": "none"})))
     study, client, parent, children = _run(spec)
 
     trials = study.get_trials()
@@ -106,3 +106,19 @@ def test_out_of_memory_is_recorded_as_oom_and_retried_with_same_params(project, 
         assert "OutOfMemoryError" in open(tail).read()
     result = json.loads((spec.trials_dir / "trial-0000" / "result.json").read_text())
     assert result == {**result, "state": "fail", "reason": "oom"}
+
+
+def test_pareto_sweep_optimises_wer_and_bleu_together(project, speech_data):
+    spec = load_spec(write_spec(project, "pareto", spec_dict(speech_data, budget={"trials": 2},
+                                                             objective={"metric": "pareto"})))
+    study, client, parent, children = _run(spec)
+
+    assert [d.name for d in study.directions] == ["MINIMIZE", "MAXIMIZE"]
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2  # never pruned
+    for trial in trials:
+        run = children[f"trial-{trial.number:04d}"]
+        assert trial.values == pytest.approx([run.data.metrics["final_val_wer"], run.data.metrics["final_val_bleu"]])
+    front = {t.number for t in study.best_trials}
+    kept = {int(p.parent.name.split("-")[1]) for p in spec.trials_dir.glob("trial-*/model.nemo")}
+    assert kept == front

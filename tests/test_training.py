@@ -91,3 +91,23 @@ def test_use_loss_mask_for_prompt_excludes_prompt_tokens_from_the_loss(tiny_nemo
             losses[flag] = float(model.validation_pass(batch, 0)["val_loss"])
             assert losses[flag] == pytest.approx(_masked_cross_entropy(model, batch, flag), rel=1e-4)
     assert losses[True] != pytest.approx(losses[False], rel=1e-3)
+
+
+def test_extracted_tokenizers_give_the_same_model_as_the_archive(tiny_nemo, speech_data, tmp_path):
+    from harness.canary import extract_tokenizers
+
+    info = inspect_checkpoint(tiny_nemo)
+    data = DataSpec(train=str(speech_data["train"]), validation=str(speech_data["validation"]))
+    cfg = trial_config(info.config, {"batch_duration": 10}, data=data, training=TrainingSpec(accelerator="cpu"),
+                       budget=BudgetSpec(max_steps=20, val_check_interval=20), seed=0)
+    extracted = cfg.copy()
+    extract_tokenizers(tiny_nemo, extracted, tmp_path / "tok")
+    assert dict(extracted.tokenizer.langs.en) == {"dir": str((tmp_path / "tok" / "en").resolve()), "type": "bpe"}
+    assert {p.name for p in (tmp_path / "tok" / "spl_tokens").iterdir()} >= {"tokenizer.model", "vocab.txt"}
+    losses = []
+    for config in (cfg, extracted):
+        model = restore_model(tiny_nemo, config, trainer=None).eval()
+        assert model.tokenizer.vocab_size == 1152 + 2 * 128
+        with torch.no_grad():
+            losses.append(float(model.validation_pass(next(iter(model._validation_dl)), 0)["val_loss"]))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
