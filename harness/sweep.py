@@ -390,9 +390,9 @@ class Supervisor:
         host, dead = socket.gethostname(), []
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             here = t.user_attrs.get("host") == host
-            gone = (here and not _alive(t.user_attrs.get("pid"))) or (
-                not here and time.time() - float(t.user_attrs.get("heartbeat", 0)) > STALE_SECONDS
-            )
+            # A trial just asked by another worker has no owner attrs yet: its start time is its heartbeat.
+            beat = float(t.user_attrs.get("heartbeat") or t.datetime_start.timestamp())
+            gone = not _alive(t.user_attrs.get("pid")) if here else time.time() - beat > STALE_SECONDS
             if not gone:
                 continue
             if here and _alive(t.user_attrs.get("trial_pid")):

@@ -16,6 +16,7 @@ from typing import Any
 
 from lightning.pytorch import Callback
 from mlflow.entities import RunStatus
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from harness.search_space import format_param
@@ -56,7 +57,12 @@ class Tracker:
         location = None
         if artifact_root is not None and self.uri.startswith("sqlite:"):
             location = (artifact_root / name).resolve().as_uri()  # next to the DB, not ./mlruns of the CWD
-        return self.client.create_experiment(name, artifact_location=location)
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except MlflowException as exc:  # another worker created it at the same instant
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return self.client.get_experiment_by_name(name).experiment_id
 
     def parent_run(self, *, sweep: str, study_key: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
         """The sweep's parent run: found by its study key (resume, other workers) or created.

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import optuna
 import psycopg
+import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -29,9 +30,25 @@ HARNESS = [sys.executable, "-m", "harness.cli"]
 PG = "postgresql://postgres@127.0.0.1:5432"
 
 
+STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_processes():
+    """A failing test must not leave a sweep (and its trials) running into the next test."""
+    yield
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 def _start(args: list[str], cwd: Path, log: Path, **env) -> subprocess.Popen:
-    return subprocess.Popen([*HARNESS, *args], cwd=cwd, stdout=log.open("w"), stderr=subprocess.STDOUT,
+    proc = subprocess.Popen([*HARNESS, *args], cwd=cwd, stdout=log.open("w"), stderr=subprocess.STDOUT,
                             env={**os.environ, **env}, start_new_session=True)
+    STARTED.append(proc)
+    return proc
 
 
 def _wait_for(predicate, timeout: float, what: str):
