@@ -14,7 +14,8 @@ demo: setup
 report: setup
 	$(BIN)/harness report canary-tiny
 
-test: setup
+test:
+	@scripts/setup.sh test
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

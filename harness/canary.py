@@ -202,8 +202,10 @@ def extract_tokenizers(nemo_path: Path, cfg: DictConfig, out_dir: Path) -> None:
         if tokenizer.get("type") == "agg":
             fresh = {}
             for lang, entry in tokenizer.langs.items():
-                fresh[lang] = {"dir": str(_write_artifacts(archive, members, entry, out_dir / lang)),
-                               "type": entry.get("type", "bpe")}
+                fresh[lang] = {
+                    "dir": str(_write_artifacts(archive, members, entry, out_dir / lang)),
+                    "type": entry.get("type", "bpe"),
+                }
             with open_dict(cfg):
                 tokenizer.langs = fresh
         else:

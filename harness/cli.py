@@ -15,7 +15,6 @@ DEMO_DATA_DIR = Path("data/demo")
 
 def _sweep(args: argparse.Namespace, console: Console) -> int:
     """`sweep` and `worker` are one loop; a worker names shared storage and tracking explicitly."""
-    from harness.report import print_report
     from harness.spec import load_spec
     from harness.sweep import Supervisor, default_slots
 
@@ -25,15 +24,45 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
     spec.storage = getattr(args, "storage", None) or spec.storage
     spec.tracking.uri = getattr(args, "tracking_uri", None) or spec.tracking.uri
     Supervisor(spec, console=console, slots=default_slots(args.workers)).run()
-    print_report(spec, console)
-    return 0
+    return _publish(spec, console, html=True)
 
 
 def _report(args: argparse.Namespace, console: Console) -> int:
-    from harness.report import print_report
     from harness.spec import load_spec
 
-    print_report(load_spec(args.sweep), console)
+    return _publish(load_spec(args.sweep), console, html=not args.no_html)
+
+
+def _publish(spec, console: Console, *, html: bool) -> int:
+    """Print the summary, then write the report page (Markdown, HTML, best.yaml) and log it to MLflow."""
+    from harness.report import print_report, write_report
+
+    print_report(spec, console)
+    files = write_report(spec, html_report=html)
+    for warning in files.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    written = [p for p in (files.markdown, files.html, files.best_config) if p is not None]
+    console.print("Report: " + ", ".join(str(p) for p in written), highlight=False)
+    if files.logged_to:
+        console.print(f"Logged on MLflow run {files.logged_to} under `report/`.", highlight=False)
+    return 0
+
+
+def _export(args: argparse.Namespace, console: Console) -> int:
+    from harness.export import export_model
+    from harness.spec import load_spec
+    from harness.tracking import run_name
+
+    trial, path = export_model(load_spec(args.sweep), args.trial, args.out)
+    console.print(f"Exported {run_name(trial.number)} to {path}", highlight=False)
+    return 0
+
+
+def _reproduce(args: argparse.Namespace, console: Console) -> int:
+    from harness.spec import load_spec
+    from harness.sweep import reproduce_trial
+
+    reproduce_trial(load_spec(args.sweep), args.trial, console)
     return 0
 
 
@@ -57,13 +86,25 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="join a sweep from any machine through shared storage and tracking")
     worker.add_argument("sweep")
     worker.add_argument("--storage", help="Optuna storage URL, e.g. postgresql://user@db/optuna ($HARNESS_STORAGE)")
-    worker.add_argument("--tracking-uri", help="MLflow tracking server, e.g. http://mlflow:5000 ($HARNESS_TRACKING_URI)")
+    worker.add_argument(
+        "--tracking-uri", help="MLflow tracking server, e.g. http://mlflow:5000 ($HARNESS_TRACKING_URI)"
+    )
     worker.add_argument("--trials", type=int, help="override budget.trials")
     worker.add_argument("--workers", type=int, help="trials at once on this machine (default: one per visible GPU)")
     worker.set_defaults(func=_sweep)
-    report = sub.add_parser("report", help="best trial and all trials of a sweep")
+    report = sub.add_parser("report", help="best trial, evidence and provenance: mlruns/reports/<sweep>/")
     report.add_argument("sweep")
+    report.add_argument("--no-html", action="store_true", help="write report.md only, no report.html")
     report.set_defaults(func=_report)
+    export = sub.add_parser("export", help="copy the best (or a chosen) trial's fine-tuned model.nemo")
+    export.add_argument("sweep")
+    export.add_argument("--trial", type=int, help="trial number (default: the best trial)")
+    export.add_argument("--out", type=Path, required=True, help="target .nemo file, or a directory")
+    export.set_defaults(func=_export)
+    reproduce = sub.add_parser("reproduce", help="re-run a trial from its recorded params and seed")
+    reproduce.add_argument("sweep")
+    reproduce.add_argument("--trial", type=int, help="trial number (default: the best trial)")
+    reproduce.set_defaults(func=_reproduce)
     data = sub.add_parser("demo-data", help="synthesise the demo fine-tuning data (cached)")
     data.add_argument("--out", type=Path, default=DEMO_DATA_DIR)
     data.set_defaults(func=_demo_data)

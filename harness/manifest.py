@@ -38,10 +38,12 @@ def read_manifest(path: Path) -> tuple[list[Entry], list[Problem]]:
             try:
                 data = json.loads(line)
             except json.JSONDecodeError as exc:
-                problems.append(Problem(f"{path}:{number}", f"not valid JSON ({exc.msg}); each line must be one JSON object"))
+                problems.append(
+                    Problem(f"{path}:{number}", f"not valid JSON ({exc.msg}); each line must be one JSON object")
+                )
                 continue
             if not isinstance(data, dict):
-                problems.append(Problem(f"{path}:{number}", "must be a JSON object like {\"audio_filepath\": ...}"))
+                problems.append(Problem(f"{path}:{number}", 'must be a JSON object like {"audio_filepath": ...}'))
                 continue
             entries.append(Entry(number, data))
     return entries, problems

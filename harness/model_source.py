@@ -21,7 +21,7 @@ REGISTRY = {
     "canary-1b-v2": "nvidia/canary-1b-v2",
     "canary-1b": "nvidia/canary-1b",
 }
-PACKAGED = ("canary-tiny",)
+PACKAGED = ("canary-tiny", "canary-tiny-v1", "canary-tiny-v2")  # small twins shipped in harness/assets
 
 
 def packaged_model(name: str) -> Path:

@@ -34,16 +34,23 @@ def check_spec(spec: SweepSpec) -> list[Problem]:
         problems.append(Problem(where, "`budget.val_check_interval` must be between 1 and `budget.max_steps`"))
     elif budget.max_steps % budget.val_check_interval:
         problems.append(
-            Problem(where, "`budget.max_steps` must be a multiple of `budget.val_check_interval` "
-                    "so that every trial is validated at its final step")
+            Problem(
+                where,
+                "`budget.max_steps` must be a multiple of `budget.val_check_interval` "
+                "so that every trial is validated at its final step",
+            )
         )
     return problems
 
 
-def check_manifest(path: Path, spec: SweepSpec, info: CheckpointInfo, *, split: str) -> tuple[list[Entry], list[Problem]]:
+def check_manifest(
+    path: Path, spec: SweepSpec, info: CheckpointInfo, *, split: str
+) -> tuple[list[Entry], list[Problem]]:
     """Check one manifest; returns its entries (for set-level checks) and the problems found."""
     if not path.is_file():
-        return [], [Problem(str(path), f"manifest does not exist; set `data.{split}` in {spec.source} to a NeMo manifest")]
+        return [], [
+            Problem(str(path), f"manifest does not exist; set `data.{split}` in {spec.source} to a NeMo manifest")
+        ]
     entries, problems = read_manifest(path)
     for entry in entries:
         problems += _check_entry(path, entry, spec, info, split)
@@ -70,8 +77,11 @@ def _check_entry(path: Path, entry: Entry, spec: SweepSpec, info: CheckpointInfo
         problems.append(Problem(where, f"`duration` must be a positive number of seconds, not {duration!r}"))
     elif split == "train" and duration > spec.training.max_duration:
         problems.append(
-            Problem(where, f"duration {duration:.1f}s exceeds `training.max_duration` ({spec.training.max_duration}s); "
-                    "it would be dropped from training: raise the limit or cut the audio")
+            Problem(
+                where,
+                f"duration {duration:.1f}s exceeds `training.max_duration` ({spec.training.max_duration}s); "
+                "it would be dropped from training: raise the limit or cut the audio",
+            )
         )
     problems += _check_text(where, data, spec.data.text_field)
     problems += _check_languages(where, data, spec, info)
@@ -120,8 +130,11 @@ def _check_languages(where: str, data: dict, spec: SweepSpec, info: CheckpointIn
             lang = data.get(key)
             if isinstance(lang, str) and lang not in info.languages:
                 problems.append(
-                    Problem(where, f"`{key}` is {lang!r}, which the model's tokenizer does not cover "
-                            f"(it has {', '.join(info.languages)})")
+                    Problem(
+                        where,
+                        f"`{key}` is {lang!r}, which the model's tokenizer does not cover "
+                        f"(it has {', '.join(info.languages)})",
+                    )
                 )
     return problems
 

@@ -71,8 +71,13 @@ def open_study(spec: SweepSpec, *, worker: str = "main") -> optuna.Study:
     """Create the sweep's study or load it (resume); the sampler seed depends on the worker."""
     storage = open_storage(spec.storage_url)
     try:
-        study = optuna.create_study(study_name=spec.name, storage=storage, directions=spec.directions,
-                                    load_if_exists=True, pruner=make_pruner(spec))
+        study = optuna.create_study(
+            study_name=spec.name,
+            storage=storage,
+            directions=spec.directions,
+            load_if_exists=True,
+            pruner=make_pruner(spec),
+        )
     except SQLAlchemyError:  # another worker created it at the same instant
         study = optuna.load_study(study_name=spec.name, storage=storage, pruner=make_pruner(spec))
     study.sampler = make_sampler(spec, worker_seed(spec.sampler.seed, worker, len(study.get_trials(deepcopy=False))))

@@ -9,6 +9,7 @@ COMPLETE/FINISHED, PRUNED/KILLED, FAIL/FAILED (with a reason).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -26,13 +27,13 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 
 from harness.canary import CheckpointInfo, extract_tokenizers, inspect_checkpoint, trial_config
+from harness.errors import HarnessError
 from harness.model_source import resolve_model
 from harness.preflight import preflight
 from harness.progress import SweepView
 from harness.search_space import format_param, load_search_space
 from harness.spec import SweepSpec
 from harness.study import best_trial, open_study, primary_value
-from harness.errors import HarnessError
 from harness.tracking import BASELINE_ROLE, REPRODUCTION_ROLE, TRIAL_ROLE, Tracker, run_name
 from harness.trial import EXIT_OOM, MODEL_FILE, Job, Result
 
@@ -86,8 +87,14 @@ def default_slots(workers: int | None) -> list[dict[str, str]]:
 class Supervisor:
     """Runs one sweep's trials on this machine until the budget is met."""
 
-    def __init__(self, spec: SweepSpec, *, console: Console | None = None, worker: str | None = None,
-                 slots: list[dict[str, str]] | None = None) -> None:
+    def __init__(
+        self,
+        spec: SweepSpec,
+        *,
+        console: Console | None = None,
+        worker: str | None = None,
+        slots: list[dict[str, str]] | None = None,
+    ) -> None:
         self.spec = spec
         self.console = console or Console()
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
@@ -112,11 +119,19 @@ class Supervisor:
     def _sweep_params(self) -> dict:
         b = self.spec.budget
         return {
-            "model": self.spec.model, "checkpoint": self.nemo.name, "trials": b.trials, "max_steps": b.max_steps,
-            "val_check_interval": b.val_check_interval, "objective": self.spec.objective.metric,
-            "direction": self.spec.direction, "pruner": self.spec.pruner.type, "sampler": self.spec.sampler.type,
-            "sampler_seed": self.spec.sampler.seed, "search_space": self.spec.search_space,
-            "tokenizer": self.info.tokenizer_kind, "prompt_format": self.info.prompt_format,
+            "model": self.spec.model,
+            "checkpoint": self.nemo.name,
+            "trials": b.trials,
+            "max_steps": b.max_steps,
+            "val_check_interval": b.val_check_interval,
+            "objective": self.spec.objective.metric,
+            "direction": self.spec.direction,
+            "pruner": self.spec.pruner.type,
+            "sampler": self.spec.sampler.type,
+            "sampler_seed": self.spec.sampler.seed,
+            "search_space": self.spec.search_space,
+            "tokenizer": self.info.tokenizer_kind,
+            "prompt_format": self.info.prompt_format,
         }
 
     # -- the loop ---------------------------------------------------------------------------
@@ -166,9 +181,11 @@ class Supervisor:
         """Trials that count against the budget: decided ones (a re-queued failure does not) and running ones."""
         used = 0
         for t in self.study.get_trials(deepcopy=False):
-            if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING):
-                used += 1
-            elif t.state == TrialState.FAIL and not t.user_attrs.get("requeued"):
+            if (
+                t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+                or t.state == TrialState.FAIL
+                and not t.user_attrs.get("requeued")
+            ):
                 used += 1
         return used
 
@@ -206,8 +223,9 @@ class Supervisor:
             return None
         self.view.log(f"Scoring {run_name(best.number)} on the test set {self.spec.data.test} ...")
         run_id = best.user_attrs["mlflow_run_id"]
-        result = self._run_blocking(self.spec.trials_dir / "test", run_id=run_id, mode="test", nemo=checkpoint,
-                                    end_status=None)
+        result = self._run_blocking(
+            self.spec.trials_dir / "test", run_id=run_id, mode="test", nemo=checkpoint, end_status=None
+        )
         if result is None:
             return None
         self.tracker.log_metrics(self.parent_run, {f"best_{k}": v for k, v in result.final.items()})
@@ -215,12 +233,23 @@ class Supervisor:
         self.view.log(f"Test set ({run_name(best.number)}): {_fmt_metrics(result.final)}")
         return result.final
 
-    def _run_blocking(self, trial_dir: Path, *, run_id: str, mode: str, nemo: Path, params: dict | None = None,
-                      seed: int | None = None, max_steps: int = 0, end_status: str | None = "FINISHED") -> Result | None:
+    def _run_blocking(
+        self,
+        trial_dir: Path,
+        *,
+        run_id: str,
+        mode: str,
+        nemo: Path,
+        params: dict | None = None,
+        seed: int | None = None,
+        max_steps: int = 0,
+        end_status: str | None = "FINISHED",
+    ) -> Result | None:
         """One process on slot 0, waited for; its run is closed unless `end_status` is None."""
         seed = self.spec.training.seed if seed is None else seed
-        proc, log = self._spawn(trial_dir, params or {}, run_id=run_id, seed=seed, max_steps=max_steps, slot=0,
-                                mode=mode, nemo=nemo)
+        proc, log = self._spawn(
+            trial_dir, params or {}, run_id=run_id, seed=seed, max_steps=max_steps, slot=0, mode=mode, nemo=nemo
+        )
         try:
             code = proc.wait()
         finally:
@@ -238,27 +267,37 @@ class Supervisor:
     def reproduce(self, number: int | None) -> tuple[FrozenTrial, dict]:
         """Re-run a recorded trial from its stored params and seed in a new run tagged as a reproduction."""
         complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if number is None:
-            trial = self.best_trial()
-        else:
-            trial = next((t for t in complete if t.number == number), None)
+        trial = self.best_trial() if number is None else next((t for t in complete if t.number == number), None)
         if trial is None:
             known = ", ".join(str(t.number) for t in complete) or "none yet"
             raise HarnessError(f"Trial {number} of sweep {self.spec.name} did not complete (complete trials: {known}).")
         name = run_name(trial.number)
         seed = int(trial.user_attrs["seed"])
         run_id = self.tracker.child_run(
-            self.parent_run, name=f"{name}-reproduction", role=REPRODUCTION_ROLE,
+            self.parent_run,
+            name=f"{name}-reproduction",
+            role=REPRODUCTION_ROLE,
             params={**trial.params, "trial_number": trial.number, "seed": seed},
-            tags={"harness.reproduction_of": name, "optuna.trial_number": str(trial.number),
-                  "mlflow.note.content": f"Reproduction of {name} from its recorded params and seed {seed}."},
+            tags={
+                "harness.reproduction_of": name,
+                "optuna.trial_number": str(trial.number),
+                "mlflow.note.content": f"Reproduction of {name} from its recorded params and seed {seed}.",
+            },
         )
         self.view.log(f"Reproducing {name}: {_fmt_params(trial.params)} seed={seed}")
-        result = self._run_blocking(self.spec.trials_dir / f"{name}-reproduction", run_id=run_id, mode="train",
-                                    nemo=self.nemo, params=dict(trial.params), seed=seed,
-                                    max_steps=int(trial.user_attrs.get("steps", self.spec.budget.max_steps)))
+        result = self._run_blocking(
+            self.spec.trials_dir / f"{name}-reproduction",
+            run_id=run_id,
+            mode="train",
+            nemo=self.nemo,
+            params=dict(trial.params),
+            seed=seed,
+            max_steps=int(trial.user_attrs.get("steps", self.spec.budget.max_steps)),
+        )
         if result is None:
-            raise HarnessError(f"The reproduction of {name} failed; see {self.spec.trials_dir / (name + '-reproduction')}.")
+            raise HarnessError(
+                f"The reproduction of {name} failed; see {self.spec.trials_dir / (name + '-reproduction')}."
+            )
         return trial, {k: v for k, v in result.final.items() if k != "step"}
 
     def _prune_checkpoints(self) -> None:
@@ -277,47 +316,95 @@ class Supervisor:
         """Create the trial's MLflow run and start its process."""
         number, params = trial.number, dict(trial.params)
         seed = self.spec.training.seed * 100_003 + number
-        owner = {"seed": seed, "host": socket.gethostname(), "pid": os.getpid(), "worker": self.worker,
-                 "heartbeat": time.time()}
+        owner = {
+            "seed": seed,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "worker": self.worker,
+            "heartbeat": time.time(),
+        }
         for key, value in owner.items():
             trial.set_user_attr(key, value)
         tags = {"optuna.study_name": self.spec.name, "optuna.trial_number": str(number)}
         if "retry_of" in trial.user_attrs:
             tags["optuna.retry_of"] = str(trial.user_attrs["retry_of"])
         run_id = self.tracker.child_run(
-            self.parent_run, name=run_name(number), role=TRIAL_ROLE,
-            params={**params, "trial_number": number, "seed": seed}, tags=tags,
+            self.parent_run,
+            name=run_name(number),
+            role=TRIAL_ROLE,
+            params={**params, "trial_number": number, "seed": seed},
+            tags=tags,
         )
         trial.set_user_attr("mlflow_run_id", run_id)
         trial_dir = self.spec.trials_dir / run_name(number)
         self.view.log(f"[bold]{run_name(number)}[/] started: {_fmt_params(params)}")
-        proc, log = self._spawn(trial_dir, params, run_id=run_id, seed=seed, max_steps=self.spec.budget.max_steps,
-                                slot=slot, trial_id=trial._trial_id, number=number)
+        proc, log = self._spawn(
+            trial_dir,
+            params,
+            run_id=run_id,
+            seed=seed,
+            max_steps=self.spec.budget.max_steps,
+            slot=slot,
+            trial_id=trial._trial_id,
+            number=number,
+        )
         trial.set_user_attr("trial_pid", proc.pid)
         return Running(trial, proc, trial_dir, run_id, int(trial.user_attrs.get("attempt", 0)), slot, log)
 
-    def _spawn(self, trial_dir: Path, params: dict, *, run_id: str, seed: int, max_steps: int, slot: int,
-               trial_id: int | None = None, number: int | None = None, mode: str = "train",
-               nemo: Path | None = None) -> tuple[subprocess.Popen, IO]:
+    def _spawn(
+        self,
+        trial_dir: Path,
+        params: dict,
+        *,
+        run_id: str,
+        seed: int,
+        max_steps: int,
+        slot: int,
+        trial_id: int | None = None,
+        number: int | None = None,
+        mode: str = "train",
+        nemo: Path | None = None,
+    ) -> tuple[subprocess.Popen, IO]:
         """Write the trial config and job, and start `python -m harness.trial` on its slot."""
         trial_dir.mkdir(parents=True, exist_ok=True)
         for stale in ("result.json", "progress.json"):
             (trial_dir / stale).unlink(missing_ok=True)
-        cfg = trial_config(self.info.config, params, data=self.spec.data, training=self.spec.training,
-                           budget=self.spec.budget, seed=seed)
+        cfg = trial_config(
+            self.info.config,
+            params,
+            data=self.spec.data,
+            training=self.spec.training,
+            budget=self.spec.budget,
+            seed=seed,
+        )
         if self.spec.training.tokenizers == "extract":
             extract_tokenizers(self.nemo, cfg, trial_dir / "tokenizers")
         config_path = trial_dir / "config.yaml"
         OmegaConf.save(cfg, config_path)
         self.tracker.log_artifact(run_id, config_path, "config")
-        Job(spec=self.spec.source, nemo=str(nemo or self.nemo), freeze=str(params.get("freeze", "none")), seed=seed,
-            run_id=run_id, max_steps=max_steps, trial_id=trial_id, number=number, mode=mode,
+        Job(
+            spec=self.spec.source,
+            nemo=str(nemo or self.nemo),
+            freeze=str(params.get("freeze", "none")),
+            seed=seed,
+            run_id=run_id,
+            max_steps=max_steps,
+            trial_id=trial_id,
+            number=number,
+            mode=mode,
             save_model=trial_id is not None and self.spec.training.keep_checkpoints != "none",
-            storage=self.spec.storage_url, tracking_uri=self.spec.tracking_uri).write(trial_dir)
+            storage=self.spec.storage_url,
+            tracking_uri=self.spec.tracking_uri,
+        ).write(trial_dir)
         log = (trial_dir / "trial.log").open("w")
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.slots[slot % len(self.slots)]}
-        proc = subprocess.Popen([sys.executable, "-m", "harness.trial", str(trial_dir)], stdout=log,
-                                stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "harness.trial", str(trial_dir)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=_die_with_parent,
+        )
         return proc, log
 
     def _heartbeat(self, job: Running) -> None:
@@ -356,8 +443,16 @@ class Supervisor:
         self._fail(trial, run_id, str(result.reason), next_attempt=self._next_attempt(attempt), log=log)
         return Outcome(number, TrialState.FAIL, None, result.reason, result)
 
-    def _fail(self, trial: optuna.Trial | FrozenTrial, run_id: str | None, reason: str, *,
-              next_attempt: int | None, log: Path | None, status: str = "FAILED") -> None:
+    def _fail(
+        self,
+        trial: optuna.Trial | FrozenTrial,
+        run_id: str | None,
+        reason: str,
+        *,
+        next_attempt: int | None,
+        log: Path | None,
+        status: str = "FAILED",
+    ) -> None:
         """FAIL in Optuna with a reason, FAILED/KILLED in MLflow, and a retry with the same params."""
         handle = trial if isinstance(trial, optuna.Trial) else optuna.Trial(self.study, trial._trial_id)
         handle.set_user_attr("fail_reason", reason)
@@ -423,8 +518,12 @@ class Supervisor:
         if not self.view.live:
             return
         states = [t.state for t in self.study.get_trials(deepcopy=False)]
-        counts = {"done": self.budget_used() - len(running), "running": len(running),
-                  "pruned": states.count(TrialState.PRUNED), "failed": states.count(TrialState.FAIL)}
+        counts = {
+            "done": self.budget_used() - len(running),
+            "running": len(running),
+            "pruned": states.count(TrialState.PRUNED),
+            "failed": states.count(TrialState.FAIL),
+        }
         best = self.best_trial()
         best_text = f"{run_name(best.number)} = {primary_value(best):.4f}" if best else "-"
         jobs = [(run_name(j.trial.number), j.trial_dir) for j in running.values()]
@@ -438,17 +537,16 @@ class Supervisor:
         best = self.best_trial()
         if best is None:
             return
-        self.tracker.log_metrics(self.parent_run, {"best_objective": primary_value(best),
-                                                   "best_trial_number": best.number})
+        self.tracker.log_metrics(
+            self.parent_run, {"best_objective": primary_value(best), "best_trial_number": best.number}
+        )
         self.tracker.set_tags(self.parent_run, {"harness.best_trial": run_name(best.number)})
 
 
 def _die_with_parent() -> None:
     """Linux: the trial process gets SIGKILL when its supervisor dies, so no orphan keeps a GPU."""
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def _alive(pid) -> bool:

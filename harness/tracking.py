@@ -93,7 +93,9 @@ class Tracker:
         )
         return [r.info.run_id for r in sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))]
 
-    def child_run(self, parent_id: str, *, name: str, role: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
+    def child_run(
+        self, parent_id: str, *, name: str, role: str, params: Mapping[str, Any], tags: Mapping[str, str]
+    ) -> str:
         """A trial (or baseline) run nested under the sweep's parent run."""
         all_tags = {"mlflow.parentRunId": parent_id, "harness.role": role, **tags}
         commit = git_commit()

@@ -26,7 +26,9 @@ def resolve_precision(training: TrainingSpec) -> str:
     return "bf16-mixed" if uses_cuda and torch.cuda.is_bf16_supported() else "32-true"
 
 
-def build_trainer(training: TrainingSpec, *, max_steps: int, val_check_interval: int, callbacks: list[Callback]) -> Trainer:
+def build_trainer(
+    training: TrainingSpec, *, max_steps: int, val_check_interval: int, callbacks: list[Callback]
+) -> Trainer:
     """A Trainer that validates every `val_check_interval` steps regardless of epoch length.
 
     `max_steps` must be an int (NeMo's LR scheduler needs it with Lhotse loaders, which have no

@@ -105,8 +105,13 @@ def _train_or_validate(job: Job, spec, trial_dir: Path) -> Result:
     tracker = Tracker(spec.tracking_uri, spec.experiment_name)
     history = ValidationHistory(spec.objective, spec.direction)
     batches = BatchStats()
-    callbacks = [history, batches, FreezeCallback(job.freeze), MetricsLogger(tracker, job.run_id, scalar_metrics),
-                 ProgressWriter(trial_dir, job.max_steps, scalar_metrics)]
+    callbacks = [
+        history,
+        batches,
+        FreezeCallback(job.freeze),
+        MetricsLogger(tracker, job.run_id, scalar_metrics),
+        ProgressWriter(trial_dir, job.max_steps, scalar_metrics),
+    ]
     pruning = None
     if job.trial_id is not None and not spec.multi_objective:
         study = open_study(spec, worker=f"trial-{job.number}")
@@ -118,8 +123,12 @@ def _train_or_validate(job: Job, spec, trial_dir: Path) -> Result:
         callbacks.append(FaultInjector(os.environ[FAULT_ENV]))
 
     steps = max(job.max_steps, 1)
-    trainer = build_trainer(spec.training, max_steps=steps, val_check_interval=min(spec.budget.val_check_interval, steps),
-                            callbacks=callbacks)
+    trainer = build_trainer(
+        spec.training,
+        max_steps=steps,
+        val_check_interval=min(spec.budget.val_check_interval, steps),
+        callbacks=callbacks,
+    )
     model = restore_model(Path(job.nemo), OmegaConf.load(trial_dir / "config.yaml"), trainer)
     if job.mode == "baseline":
         trainer.validate(model, verbose=False)

@@ -51,14 +51,34 @@ ISO_639_1 = (  # noqa: SIM905 (as a list literal this would be 183 lines)
 ).split()
 
 CANARY2_GENERIC_TOKENS = [
-    "<|endoftext|>", "<|startoftranscript|>", "<|nopnc|>", "<|pnc|>", "<|nospeech|>",
-    "<|startofcontext|>", "<|itn|>", "<|noitn|>", "<|timestamp|>", "<|notimestamp|>",
-    "<|diarize|>", "<|nodiarize|>", "<|spkchange|>", "<|audioseparator|>", "<|emo:undefined|>",
-    "<|emo:neutral|>", "<|emo:happy|>", "<|emo:sad|>", "<|emo:angry|>",
+    "<|endoftext|>",
+    "<|startoftranscript|>",
+    "<|nopnc|>",
+    "<|pnc|>",
+    "<|nospeech|>",
+    "<|startofcontext|>",
+    "<|itn|>",
+    "<|noitn|>",
+    "<|timestamp|>",
+    "<|notimestamp|>",
+    "<|diarize|>",
+    "<|nodiarize|>",
+    "<|spkchange|>",
+    "<|audioseparator|>",
+    "<|emo:undefined|>",
+    "<|emo:neutral|>",
+    "<|emo:happy|>",
+    "<|emo:sad|>",
+    "<|emo:angry|>",
 ]
 CANARY1_GENERIC_TOKENS = [
-    "<|endoftext|>", "<|startoftranscript|>", "<|transcribe|>", "<|translate|>",
-    "<|nopnc|>", "<|pnc|>", "<|nospeech|>",
+    "<|endoftext|>",
+    "<|startoftranscript|>",
+    "<|transcribe|>",
+    "<|translate|>",
+    "<|nopnc|>",
+    "<|pnc|>",
+    "<|nospeech|>",
 ]
 
 # Validation metrics for pretraining: WER on transcription, BLEU on translation (no spaces in
@@ -141,8 +161,15 @@ TWINS: dict[str, TwinSpec] = {
     spec.name: spec
     for spec in (
         TwinSpec("canary-tiny", "nvidia/canary-180m-flash", "canary2", "agg", canary2_special_tokens, 1152),
-        TwinSpec("canary-tiny-v2", "nvidia/canary-1b-v2", "canary2", "unified", canary2_special_tokens, None,
-                 subword_vocab=256),
+        TwinSpec(
+            "canary-tiny-v2",
+            "nvidia/canary-1b-v2",
+            "canary2",
+            "unified",
+            canary2_special_tokens,
+            None,
+            subword_vocab=256,
+        ),
         TwinSpec("canary-tiny-v1", "nvidia/canary-1b", "canary", "agg", canary1_special_tokens, None),
     )
 }
@@ -177,8 +204,9 @@ def build_special_tokenizer(tokens: list[str], out_dir: Path, expected_vocab: in
     return out_dir
 
 
-def train_subword_tokenizer(lines: list[str], out_dir: Path, vocab_size: int,
-                            user_symbols: list[str] | None = None) -> Path:
+def train_subword_tokenizer(
+    lines: list[str], out_dir: Path, vocab_size: int, user_symbols: list[str] | None = None
+) -> Path:
     """Train a BPE SentencePiece model; NeMo's helper also writes the vocab.txt that restore needs."""
     from nemo.collections.common.tokenizers.sentencepiece_tokenizer import create_spt_model
 
@@ -186,8 +214,13 @@ def train_subword_tokenizer(lines: list[str], out_dir: Path, vocab_size: int,
     text_path = out_dir / "text.txt"
     text_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     create_spt_model(
-        str(text_path), vocab_size=vocab_size, sample_size=-1, do_lower_case=False,
-        tokenizer_type="bpe", output_dir=str(out_dir), character_coverage=1.0,
+        str(text_path),
+        vocab_size=vocab_size,
+        sample_size=-1,
+        do_lower_case=False,
+        tokenizer_type="bpe",
+        output_dir=str(out_dir),
+        character_coverage=1.0,
         user_defined_symbols=user_symbols,
     )
     return out_dir
@@ -202,8 +235,9 @@ def build_tokenizers(spec: TwinSpec, tok_dir: Path) -> dict[str, Any]:
         lines = [line for lang in LANGS for line in all_text(lang)]
         unified = train_subword_tokenizer(lines, tok_dir / "unified", len(symbols) + spec.subword_vocab, symbols)
         return {"dir": str(unified), "type": "bpe", "custom_tokenizer": {"_target_": CANARY_BPE_TOKENIZER}}
-    langs = {"spl_tokens": build_special_tokenizer(spec.special_tokens(), tok_dir / "spl_tokens",
-                                                   spec.special_vocab_size)}
+    langs = {
+        "spl_tokens": build_special_tokenizer(spec.special_tokens(), tok_dir / "spl_tokens", spec.special_vocab_size)
+    }
     for lang in LANGS:
         langs[lang] = train_subword_tokenizer(all_text(lang), tok_dir / lang, spec.subword_vocab)
     return {
@@ -224,8 +258,14 @@ def prompt_defaults(prompt_format: str) -> list[dict[str, Any]]:
     if prompt_format == "canary":
         return [{"role": "user", "slots": {"source_lang": "en", "target_lang": "en", "task": "asr", "pnc": "yes"}}]
     slots = {
-        "decodercontext": "", "source_lang": "<|en|>", "target_lang": "<|en|>", "emotion": "<|emo:undefined|>",
-        "pnc": "<|pnc|>", "itn": "<|noitn|>", "diarize": "<|nodiarize|>", "timestamp": "<|notimestamp|>",
+        "decodercontext": "",
+        "source_lang": "<|en|>",
+        "target_lang": "<|en|>",
+        "emotion": "<|emo:undefined|>",
+        "pnc": "<|pnc|>",
+        "itn": "<|noitn|>",
+        "diarize": "<|nodiarize|>",
+        "timestamp": "<|notimestamp|>",
     }
     return [{"role": "user", "slots": slots}, {"role": "user_partial", "slots": {"decodercontext": ""}}]
 
@@ -233,21 +273,42 @@ def prompt_defaults(prompt_format: str) -> list[dict[str, Any]]:
 def train_ds_config(manifest: Path | str, seed: int) -> dict[str, Any]:
     """Plain 1-D batching by duration: the setup that grounds the twin (2-D bins did not)."""
     return {
-        "use_lhotse": True, "tarred_audio_filepaths": None, "manifest_filepath": str(manifest),
-        "sample_rate": SAMPLE_RATE, "shuffle": True, "num_workers": 0, "pin_memory": False,
-        "batch_size": None, "batch_duration": 60, "quadratic_duration": 15, "use_bucketing": False,
-        "num_buckets": 20, "bucket_buffer_size": 20000, "shuffle_buffer_size": 10000,
-        "max_duration": 40.0, "min_duration": 0.1, "text_field": "text", "lang_field": "target_lang",
-        "seed": seed, "shard_seed": seed,
+        "use_lhotse": True,
+        "tarred_audio_filepaths": None,
+        "manifest_filepath": str(manifest),
+        "sample_rate": SAMPLE_RATE,
+        "shuffle": True,
+        "num_workers": 0,
+        "pin_memory": False,
+        "batch_size": None,
+        "batch_duration": 60,
+        "quadratic_duration": 15,
+        "use_bucketing": False,
+        "num_buckets": 20,
+        "bucket_buffer_size": 20000,
+        "shuffle_buffer_size": 10000,
+        "max_duration": 40.0,
+        "min_duration": 0.1,
+        "text_field": "text",
+        "lang_field": "target_lang",
+        "seed": seed,
+        "shard_seed": seed,
     }
 
 
 def eval_ds_config(manifest: Path | str) -> dict[str, Any]:
     """A sequential, unbucketed loader for validation and test."""
     return {
-        "use_lhotse": True, "manifest_filepath": str(manifest), "sample_rate": SAMPLE_RATE,
-        "batch_size": 32, "shuffle": False, "num_workers": 0, "pin_memory": False,
-        "use_bucketing": False, "text_field": "text", "lang_field": "target_lang",
+        "use_lhotse": True,
+        "manifest_filepath": str(manifest),
+        "sample_rate": SAMPLE_RATE,
+        "batch_size": 32,
+        "shuffle": False,
+        "num_workers": 0,
+        "pin_memory": False,
+        "use_bucketing": False,
+        "text_field": "text",
+        "lang_field": "target_lang",
     }
 
 
@@ -255,13 +316,27 @@ def encoder_config(spec: TwinSpec) -> dict[str, Any]:
     """A FastConformer encoder: dw_striding x8 subsampling, batch-norm conv modules."""
     return {
         "_target_": "nemo.collections.asr.modules.ConformerEncoder",
-        "feat_in": spec.features, "feat_out": -1, "n_layers": spec.enc_layers, "d_model": spec.enc_hidden,
-        "subsampling": "dw_striding", "subsampling_factor": 8,
-        "subsampling_conv_channels": spec.subsampling_channels, "causal_downsampling": False,
-        "ff_expansion_factor": spec.enc_ff_expansion, "self_attention_model": "rel_pos",
-        "n_heads": spec.enc_heads, "att_context_size": [-1, -1], "xscaling": False, "untie_biases": True,
-        "pos_emb_max_len": 5000, "conv_kernel_size": 9, "conv_norm_type": "batch_norm",
-        "conv_context_size": None, "dropout": 0.1, "dropout_pre_encoder": 0.1, "dropout_emb": 0.0,
+        "feat_in": spec.features,
+        "feat_out": -1,
+        "n_layers": spec.enc_layers,
+        "d_model": spec.enc_hidden,
+        "subsampling": "dw_striding",
+        "subsampling_factor": 8,
+        "subsampling_conv_channels": spec.subsampling_channels,
+        "causal_downsampling": False,
+        "ff_expansion_factor": spec.enc_ff_expansion,
+        "self_attention_model": "rel_pos",
+        "n_heads": spec.enc_heads,
+        "att_context_size": [-1, -1],
+        "xscaling": False,
+        "untie_biases": True,
+        "pos_emb_max_len": 5000,
+        "conv_kernel_size": 9,
+        "conv_norm_type": "batch_norm",
+        "conv_context_size": None,
+        "dropout": 0.1,
+        "dropout_pre_encoder": 0.1,
+        "dropout_emb": 0.0,
         "dropout_att": 0.1,
     }
 
@@ -270,13 +345,25 @@ def decoder_config(spec: TwinSpec) -> dict[str, Any]:
     """A pre-LN transformer decoder, wider than the encoder (as in canary-180m-flash)."""
     return {
         "_target_": "nemo.collections.asr.modules.transformer.get_nemo_transformer",
-        "model_name": None, "pretrained": False, "encoder": None, "pre_ln_final_layer_norm": True,
+        "model_name": None,
+        "pretrained": False,
+        "encoder": None,
+        "pre_ln_final_layer_norm": True,
         "config_dict": {
-            "max_sequence_length": spec.max_sequence_length, "num_token_types": 0, "embedding_dropout": 0.1,
-            "learn_positional_encodings": False, "hidden_size": spec.dec_hidden,
-            "inner_size": 4 * spec.dec_hidden, "num_layers": spec.dec_layers,
-            "num_attention_heads": spec.dec_heads, "ffn_dropout": 0.1, "attn_score_dropout": 0.1,
-            "attn_layer_dropout": 0.1, "hidden_act": "relu", "pre_ln": True, "vocab_size": None,
+            "max_sequence_length": spec.max_sequence_length,
+            "num_token_types": 0,
+            "embedding_dropout": 0.1,
+            "learn_positional_encodings": False,
+            "hidden_size": spec.dec_hidden,
+            "inner_size": 4 * spec.dec_hidden,
+            "num_layers": spec.dec_layers,
+            "num_attention_heads": spec.dec_heads,
+            "ffn_dropout": 0.1,
+            "attn_score_dropout": 0.1,
+            "attn_layer_dropout": 0.1,
+            "hidden_act": "relu",
+            "pre_ln": True,
+            "vocab_size": None,
         },
     }
 
@@ -291,8 +378,11 @@ def model_config(spec: TwinSpec, tokenizer: dict[str, Any], manifests: dict[str,
         "prompt_format": spec.prompt_format,
         "prompt_defaults": prompt_defaults(spec.prompt_format),
         "restore_timestamps_model": False,
-        "model_defaults": {"asr_enc_hidden": spec.enc_hidden, "lm_enc_hidden": spec.dec_hidden,
-                           "lm_dec_hidden": spec.dec_hidden},
+        "model_defaults": {
+            "asr_enc_hidden": spec.enc_hidden,
+            "lm_enc_hidden": spec.dec_hidden,
+            "lm_dec_hidden": spec.dec_hidden,
+        },
         "multitask_metrics_cfg": copy.deepcopy(METRICS_CFG),
         "train_ds": train_ds_config(manifests["train"], seed),
         "validation_ds": eval_ds_config(manifests["validation"]),
@@ -300,35 +390,71 @@ def model_config(spec: TwinSpec, tokenizer: dict[str, Any], manifests: dict[str,
         "tokenizer": tokenizer,
         "preprocessor": {
             "_target_": "nemo.collections.asr.modules.AudioToMelSpectrogramPreprocessor",
-            "sample_rate": SAMPLE_RATE, "normalize": "per_feature", "window_size": 0.025,
-            "window_stride": 0.01, "window": "hann", "features": spec.features, "n_fft": 512, "log": True,
-            "frame_splicing": 1, "dither": 1e-5, "pad_to": 0, "pad_value": 0.0,
+            "sample_rate": SAMPLE_RATE,
+            "normalize": "per_feature",
+            "window_size": 0.025,
+            "window_stride": 0.01,
+            "window": "hann",
+            "features": spec.features,
+            "n_fft": 512,
+            "log": True,
+            "frame_splicing": 1,
+            "dither": 1e-5,
+            "pad_to": 0,
+            "pad_value": 0.0,
         },
         "spec_augment": {
             "_target_": "nemo.collections.asr.modules.SpectrogramAugmentation",
-            "freq_masks": 2, "time_masks": 2, "freq_width": 15, "time_width": 0.05,
+            "freq_masks": 2,
+            "time_masks": 2,
+            "freq_width": 15,
+            "time_width": 0.05,
         },
         "encoder": encoder_config(spec),
         "transf_encoder": {
             "_target_": "nemo.collections.asr.modules.transformer.transformer_encoders.TransformerEncoder",
-            "num_layers": 0, "hidden_size": spec.dec_hidden, "inner_size": 4 * spec.dec_hidden,
-            "num_attention_heads": spec.dec_heads, "ffn_dropout": 0.1, "attn_score_dropout": 0.1,
-            "attn_layer_dropout": 0.1, "mask_future": False, "pre_ln": True, "pre_ln_final_layer_norm": True,
+            "num_layers": 0,
+            "hidden_size": spec.dec_hidden,
+            "inner_size": 4 * spec.dec_hidden,
+            "num_attention_heads": spec.dec_heads,
+            "ffn_dropout": 0.1,
+            "attn_score_dropout": 0.1,
+            "attn_layer_dropout": 0.1,
+            "mask_future": False,
+            "pre_ln": True,
+            "pre_ln_final_layer_norm": True,
         },
         "transf_decoder": decoder_config(spec),
         "head": {
             "_target_": "nemo.collections.asr.parts.submodules.token_classifier.TokenClassifier",
-            "num_layers": 1, "activation": "relu", "log_softmax": True, "hidden_size": spec.dec_hidden,
-            "num_classes": None, "dropout": 0.0, "use_transformer_init": True,
+            "num_layers": 1,
+            "activation": "relu",
+            "log_softmax": True,
+            "hidden_size": spec.dec_hidden,
+            "num_classes": None,
+            "dropout": 0.0,
+            "use_transformer_init": True,
         },
-        "decoding": {"strategy": "beam", "return_best_hypothesis": True,
-                     "beam": {"beam_size": 1, "len_pen": 0.0, "max_generation_delta": 50}},
-        "loss": {"_target_": "nemo.collections.common.losses.smoothed_cross_entropy.SmoothedCrossEntropyLoss",
-                 "label_smoothing": 0.0},
+        "decoding": {
+            "strategy": "beam",
+            "return_best_hypothesis": True,
+            "beam": {"beam_size": 1, "len_pen": 0.0, "max_generation_delta": 50},
+        },
+        "loss": {
+            "_target_": "nemo.collections.common.losses.smoothed_cross_entropy.SmoothedCrossEntropyLoss",
+            "label_smoothing": 0.0,
+        },
         "optim": {
-            "name": "adamw", "lr": spec.lr, "betas": [0.9, 0.98], "weight_decay": 1e-3,
-            "sched": {"name": "InverseSquareRootAnnealing", "warmup_steps": spec.warmup_steps,
-                      "warmup_ratio": None, "min_lr": 1e-6},
+            "name": "adamw",
+            "lr": spec.lr,
+            "betas": [0.9, 0.98],
+            "weight_decay": 1e-3,
+            "sched": {
+                "name": "InverseSquareRootAnnealing",
+                "warmup_steps": spec.warmup_steps,
+                "warmup_ratio": None,
+                "min_lr": 1e-6,
+            },
         },
     }
 
@@ -349,13 +475,21 @@ def apply_release_quirks(cfg: Any, name: str) -> None:
     with open_dict(cfg):
         cfg.train_ds.update(
             manifest_filepath="/data/ASR/canary-twins/commands/train_manifest.json",
-            text_field="answer", use_bucketing=True, num_workers=8, pin_memory=True,
-            bucket_duration_bins=RELEASED_BUCKET_BINS, bucket_batch_size=RELEASED_BUCKET_BATCH_SIZE,
-            bucket_buffer_size=40000, concurrent_bucketing=False, shard_seed="trng",
+            text_field="answer",
+            use_bucketing=True,
+            num_workers=8,
+            pin_memory=True,
+            bucket_duration_bins=RELEASED_BUCKET_BINS,
+            bucket_batch_size=RELEASED_BUCKET_BATCH_SIZE,
+            bucket_buffer_size=40000,
+            concurrent_bucketing=False,
+            shard_seed="trng",
         )
         cfg.validation_ds.update(
             manifest_filepath="/data/ASR/canary-twins/commands/dev_manifest.json",
-            text_field="answer", num_workers=4, pin_memory=True,
+            text_field="answer",
+            num_workers=4,
+            pin_memory=True,
         )
         cfg.test_ds = copy.deepcopy(cfg.validation_ds)
         cfg.test_ds.manifest_filepath = "/data/ASR/canary-twins/commands/test_manifest.json"
@@ -387,10 +521,20 @@ def make_trainer(max_steps: int, val_every: int):
 
     precision = "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
     return pl.Trainer(
-        accelerator="auto", devices=1, precision=precision, max_steps=max_steps,
-        val_check_interval=val_every, check_val_every_n_epoch=None, log_every_n_steps=100_000,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, use_distributed_sampler=False, callbacks=[ProgressPrinter()],
+        accelerator="auto",
+        devices=1,
+        precision=precision,
+        max_steps=max_steps,
+        val_check_interval=val_every,
+        check_val_every_n_epoch=None,
+        log_every_n_steps=100_000,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+        callbacks=[ProgressPrinter()],
     )
 
 
@@ -408,16 +552,21 @@ class ProgressPrinter(pl.Callback):
         if step % self.every or not isinstance(outputs, dict) or "loss" not in outputs:
             return
         now = time.monotonic()
-        print(f"step {step:5d}  loss {float(outputs['loss']):.3f}  {(now - self.last_time) / self.every:.2f} s/step"
-              f"  {self.cuts / self.every:.1f} utterances/batch", flush=True)
+        print(
+            f"step {step:5d}  loss {float(outputs['loss']):.3f}  {(now - self.last_time) / self.every:.2f} s/step"
+            f"  {self.cuts / self.every:.1f} utterances/batch",
+            flush=True,
+        )
         self.last_time, self.cuts = now, 0
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
         metrics = {key: float(value) for key, value in trainer.callback_metrics.items() if key.startswith("val_")}
-        print(f"step {trainer.global_step:5d}  " + "  ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())),
-              flush=True)
+        print(
+            f"step {trainer.global_step:5d}  " + "  ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())),
+            flush=True,
+        )
 
 
 def evaluate(model: Any, trainer: Any, manifest: Path) -> dict[str, float]:
@@ -440,8 +589,7 @@ def pretrain(spec: TwinSpec, *, work_dir: Path, steps: int, seed: int):
     cfg = OmegaConf.create(model_config(spec, tokenizer, manifests, seed))
     trainer = make_trainer(steps, val_every=min(500, steps))
     model = EncDecMultiTaskModel(cfg=cfg, trainer=trainer)
-    print(f"{spec.name}: {count_parameters(model):,} parameters, vocabulary {model.tokenizer.vocab_size}",
-          flush=True)
+    print(f"{spec.name}: {count_parameters(model):,} parameters, vocabulary {model.tokenizer.vocab_size}", flush=True)
     started = time.monotonic()
     trainer.fit(model)
     print(f"pretraining took {time.monotonic() - started:.0f} s for {steps} steps", flush=True)
@@ -455,8 +603,10 @@ def count_parameters(model: Any) -> int:
 
 def report_metrics(model: Any, trainer: Any, manifests: dict[str, Path], demo: dict[str, Path]) -> dict:
     """In-domain test (held-out commands) and zero-shot demo (home, unseen voices) metrics."""
-    results = {"in-domain commands/test": evaluate(model, trainer, manifests["test"]),
-               "zero-shot home/validation": evaluate(model, trainer, demo["validation"])}
+    results = {
+        "in-domain commands/test": evaluate(model, trainer, manifests["test"]),
+        "zero-shot home/validation": evaluate(model, trainer, demo["validation"]),
+    }
     for name, metrics in results.items():
         print(f"{name}: WER {100 * metrics['wer']:.1f}%  BLEU {metrics['bleu']:.1f}", flush=True)
     return results
@@ -492,12 +642,15 @@ def check_restored(path: Path) -> None:
         raise AssertionError(f"{path}: tokenizer model paths {bad} do not point inside the archive.")
     if "multitask_metrics_cfg" in model.cfg or model.cfg.train_ds.text_field != "answer":
         raise AssertionError(f"{path}: the released quirks are missing from the saved config.")
-    print(f"verified {path}: {count_parameters(model):,} parameters, prompt {model.cfg.prompt_format}, "
-          f"tokenizer {tokenizer_cfg.type}, model_path {next(iter(entries)).model_path}")
+    print(
+        f"verified {path}: {count_parameters(model):,} parameters, prompt {model.cfg.prompt_format}, "
+        f"tokenizer {tokenizer_cfg.type}, model_path {next(iter(entries)).model_path}"
+    )
 
 
-def build_twin(name: str = "canary-tiny", *, out: Path, work_dir: Path, steps: int, seed: int = 0,
-               evaluate_model: bool = True) -> Path:
+def build_twin(
+    name: str = "canary-tiny", *, out: Path, work_dir: Path, steps: int, seed: int = 0, evaluate_model: bool = True
+) -> Path:
     """Build, pretrain, evaluate, save and verify one twin; returns the `.nemo` path.
 
     `evaluate_model=False` skips the held-out evaluation: the structural twins (v1, v2) are
@@ -533,8 +686,9 @@ def main(argv: list[str] | None = None) -> int:
         check_restored(args.verify)
         return 0
     out = args.out or REPO_ROOT / "harness" / "assets" / f"{args.name}.nemo"
-    build_twin(args.name, out=out, work_dir=args.work_dir, steps=args.steps, seed=args.seed,
-               evaluate_model=not args.skip_eval)
+    build_twin(
+        args.name, out=out, work_dir=args.work_dir, steps=args.steps, seed=args.seed, evaluate_model=not args.skip_eval
+    )
     return 0
 
 

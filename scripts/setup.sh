@@ -7,16 +7,21 @@ VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 
+# `setup.sh test` also needs Chromium (the HTML report is rendered headless in a test).
+packages=(espeak-ng sox)
+[ "${1:-}" = test ] && packages+=(chromium chromium-driver)
 missing=()
-for program in espeak-ng sox; do
-    command -v "$program" >/dev/null || missing+=("$program")
+for package in "${packages[@]}"; do
+    program=$package
+    [ "$package" = chromium-driver ] && program=chromedriver
+    command -v "$program" >/dev/null || missing+=("$package")
 done
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "Installing ${missing[*]} (Debian packages) ..."
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng sox >/dev/null
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     else
-        echo "error: ${missing[*]} missing; install them first: sudo apt-get install espeak-ng sox" >&2
+        echo "error: ${missing[*]} missing; install them first: sudo apt-get install ${missing[*]}" >&2
         exit 1
     fi
 fi

@@ -14,8 +14,14 @@ DATA = DataSpec(train="/d/train.json", validation="/d/val.json", text_field="tex
 
 
 def _surgery(base, params, max_steps=200):
-    return trial_config(base, params, data=DATA, training=TrainingSpec(), seed=5,
-                        budget=BudgetSpec(max_steps=max_steps, val_check_interval=50, warmup_fraction=0.1))
+    return trial_config(
+        base,
+        params,
+        data=DATA,
+        training=TrainingSpec(),
+        seed=5,
+        budget=BudgetSpec(max_steps=max_steps, val_check_interval=50, warmup_fraction=0.1),
+    )
 
 
 def test_tiny_twin_is_a_released_style_canary2_checkpoint(tiny_nemo):

@@ -25,8 +25,9 @@ def _changed_after_training(tiny_nemo, speech_data, mode: str) -> tuple[set[str]
     data = DataSpec(train=str(speech_data["train"]), validation=str(speech_data["validation"]))
     training = TrainingSpec(accelerator="cpu", validation_batch_size=16)
     budget = BudgetSpec(max_steps=4, val_check_interval=2, warmup_fraction=0.25)
-    cfg = trial_config(info.config, {"lr": 3e-3, "batch_duration": 10}, data=data, training=training,
-                       budget=budget, seed=0)
+    cfg = trial_config(
+        info.config, {"lr": 3e-3, "batch_duration": 10}, data=data, training=training, budget=budget, seed=0
+    )
     trainer = build_trainer(training, max_steps=4, val_check_interval=2, callbacks=[FreezeCallback(mode)])
     model = restore_model(tiny_nemo, cfg, trainer)
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}

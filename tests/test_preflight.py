@@ -51,14 +51,18 @@ def test_missing_audio_and_bad_duration(project, speech_data):
 def test_undecodable_audio(project, speech_data):
     junk = project / "junk.wav"
     junk.write_bytes(b"this is not audio")
-    bad = copy_manifest(speech_data["validation"], project / "val.json",
-                        lambda i, e: {**e, "audio_filepath": str(junk)} if i == 0 else e)
+    bad = copy_manifest(
+        speech_data["validation"],
+        project / "val.json",
+        lambda i, e: {**e, "audio_filepath": str(junk)} if i == 0 else e,
+    )
     assert f"{bad}:1: audio file {junk} cannot be decoded" in _supervise(project, {**speech_data, "validation": bad})
 
 
 def test_unknown_language(project, speech_data):
-    bad = copy_manifest(speech_data["train"], project / "train.json",
-                        lambda i, e: {**e, "target_lang": "xx"} if i == 4 else e)
+    bad = copy_manifest(
+        speech_data["train"], project / "train.json", lambda i, e: {**e, "target_lang": "xx"} if i == 4 else e
+    )
     message = _supervise(project, {**speech_data, "train": bad})
     assert f"{bad}:5: `target_lang` is 'xx', which the model's tokenizer does not cover (it has de, en)" in message
 
@@ -79,8 +83,9 @@ def test_all_empty_transcripts(project, speech_data):
 
 
 def test_validation_without_translation_samples_cannot_give_bleu(project, speech_data):
-    asr_only = copy_manifest(speech_data["validation"], project / "val.json",
-                             lambda i, e: e if e["target_lang"] == "en" else "")
+    asr_only = copy_manifest(
+        speech_data["validation"], project / "val.json", lambda i, e: e if e["target_lang"] == "en" else ""
+    )
     message = _supervise(project, {**speech_data, "validation": asr_only}, objective={"metric": "bleu"})
     assert "no translation samples, so the objective `bleu` cannot be computed" in message
 
@@ -93,8 +98,11 @@ def test_budget_that_never_validates_at_the_end(project, speech_data):
 def test_canary_v1_prompt_requires_taskname_and_pnc(project, speech_data, tiny_nemo):
     info = inspect_checkpoint(tiny_nemo)
     assert info.prompt_format == "canary2" and info.tokenizer_kind == "aggregate"
-    stripped = copy_manifest(speech_data["train"], project / "train.json",
-                             lambda i, e: {k: v for k, v in e.items() if k not in ("taskname", "pnc")})
+    stripped = copy_manifest(
+        speech_data["train"],
+        project / "train.json",
+        lambda i, e: {k: v for k, v in e.items() if k not in ("taskname", "pnc")},
+    )
     spec = load_spec(write_spec(project, "v1", spec_dict({**speech_data, "train": stripped})))
     _, canary2_problems = check_manifest(stripped, spec, info, split="train")
     assert canary2_problems == []  # canary2 has defaults for both

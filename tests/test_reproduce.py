@@ -15,8 +15,11 @@ TOLERANCE = 0.01
 
 
 def test_reproduction_matches_the_recorded_trial(project, speech_data):
-    spec = load_spec(write_spec(project, "repro", spec_dict(
-        speech_data, budget={"trials": 1, "max_steps": 20}, pruner={"type": "none"})))
+    spec = load_spec(
+        write_spec(
+            project, "repro", spec_dict(speech_data, budget={"trials": 1, "max_steps": 20}, pruner={"type": "none"})
+        )
+    )
     Supervisor(spec, console=Console(file=io.StringIO())).run()
     out = io.StringIO()
     original, again = reproduce_trial(spec, None, Console(file=out, width=200))

@@ -45,8 +45,14 @@ def _no_leftover_processes():
 
 
 def _start(args: list[str], cwd: Path, log: Path, **env) -> subprocess.Popen:
-    proc = subprocess.Popen([*HARNESS, *args], cwd=cwd, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            env={**os.environ, **env}, start_new_session=True)
+    proc = subprocess.Popen(
+        [*HARNESS, *args],
+        cwd=cwd,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **env},
+        start_new_session=True,
+    )
     STARTED.append(proc)
     return proc
 
@@ -66,8 +72,9 @@ def _trial_pid(trials_dir: Path, number: int) -> int | None:
     log = trials_dir / f"trial-{number:04d}" / "trial.log"
     if not log.exists() or "Train config" not in log.read_text(errors="replace"):
         return None
-    out = subprocess.run(["pgrep", "-f", f"harness.trial {trials_dir / f'trial-{number:04d}'}"],
-                         capture_output=True, text=True).stdout.split()
+    out = subprocess.run(
+        ["pgrep", "-f", f"harness.trial {trials_dir / f'trial-{number:04d}'}"], capture_output=True, text=True
+    ).stdout.split()
     return int(out[0]) if out else None
 
 
@@ -82,8 +89,11 @@ def _runs(spec):
 
 
 def test_killed_trial_is_failed_retried_and_the_budget_met(project, speech_data):
-    spec = load_spec(write_spec(project, "kill", spec_dict(speech_data, budget={"trials": 2, "max_steps": 40},
-                                                           pruner={"type": "none"})))
+    spec = load_spec(
+        write_spec(
+            project, "kill", spec_dict(speech_data, budget={"trials": 2, "max_steps": 40}, pruner={"type": "none"})
+        )
+    )
     sweep = _start(["sweep", "kill"], project, project / "sweep.log")
     pid = _wait_for(lambda: _trial_pid(spec.trials_dir, 0), 240, "trial-0000 to train")
     os.kill(pid, signal.SIGKILL)
@@ -99,8 +109,11 @@ def test_killed_trial_is_failed_retried_and_the_budget_met(project, speech_data)
 
 
 def test_killed_supervisor_resumes_without_losing_trials(project, speech_data):
-    spec = load_spec(write_spec(project, "resume", spec_dict(speech_data, budget={"trials": 3, "max_steps": 20},
-                                                             pruner={"type": "none"})))
+    spec = load_spec(
+        write_spec(
+            project, "resume", spec_dict(speech_data, budget={"trials": 3, "max_steps": 20}, pruner={"type": "none"})
+        )
+    )
     first = _start(["sweep", "resume"], project, project / "first.log")
     _wait_for(lambda: _trial_pid(spec.trials_dir, 1), 400, "trial-0001 to train")
     os.killpg(first.pid, signal.SIGKILL)  # the supervisor dies; its trial process follows it
@@ -122,9 +135,18 @@ def test_killed_supervisor_resumes_without_losing_trials(project, speech_data):
 
 
 def test_four_local_workers_share_one_study(project, speech_data):
-    spec = load_spec(write_spec(project, "par", spec_dict(
-        speech_data, budget={"trials": 8, "max_steps": 10, "val_check_interval": 10}, pruner={"type": "none"},
-        sampler={"type": "random", "seed": 3})))
+    spec = load_spec(
+        write_spec(
+            project,
+            "par",
+            spec_dict(
+                speech_data,
+                budget={"trials": 8, "max_steps": 10, "val_check_interval": 10},
+                pruner={"type": "none"},
+                sampler={"type": "random", "seed": 3},
+            ),
+        )
+    )
     sweep = _start(["sweep", "par", "--workers", "4"], project, project / "par.log")
     assert sweep.wait(timeout=900) == 0, (project / "par.log").read_text()[-3000:]
 
@@ -160,10 +182,26 @@ def _postgres_database():
 def _mlflow_server(root: Path):
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--default-artifact-root", str(root / "art"),
-         "--workers", "1"],
-        stdout=(root / "mlflow-server.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{root / 'server.db'}",
+            "--default-artifact-root",
+            str(root / "art"),
+            "--workers",
+            "1",
+        ],
+        stdout=(root / "mlflow-server.log").open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         import urllib.request
@@ -182,8 +220,13 @@ def _mlflow_server(root: Path):
 
 
 def test_two_hosts_share_a_study_on_postgres_and_an_mlflow_server(project, speech_data):
-    spec_path = write_spec(project, "multi", spec_dict(
-        speech_data, budget={"trials": 4, "max_steps": 10, "val_check_interval": 10}, pruner={"type": "none"}))
+    spec_path = write_spec(
+        project,
+        "multi",
+        spec_dict(
+            speech_data, budget={"trials": 4, "max_steps": 10, "val_check_interval": 10}, pruner={"type": "none"}
+        ),
+    )
     with _postgres_database() as storage, _mlflow_server(project) as tracking:
         args = ["worker", spec_path, "--storage", storage, "--tracking-uri", tracking]
         workers = [_start(args, project, project / f"worker{i}.log") for i in range(2)]
@@ -197,6 +240,9 @@ def test_two_hosts_share_a_study_on_postgres_and_an_mlflow_server(project, speec
         runs = _runs(spec)
         parents = [r for r in runs if r.data.tags.get("harness.role") == "sweep"]
         assert len(parents) == 1
-        children = {r.data.tags["mlflow.runName"] for r in runs
-                    if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
+        children = {
+            r.data.tags["mlflow.runName"]
+            for r in runs
+            if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id
+        }
         assert {f"trial-{t.number:04d}" for t in trials} <= children

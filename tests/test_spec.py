@@ -54,6 +54,7 @@ def test_environment_supplies_storage_and_tracking(project, monkeypatch):
     spec = load_spec("env")
     assert spec.storage_url == "postgresql://u@db/optuna"
     assert spec.tracking_uri == "http://127.0.0.1:5000"
-    (project / "sweeps" / "env.yaml").write_text(yaml.safe_dump({**spec_dict({"train": "t", "validation": "v"}),
-                                                                 "storage": "sqlite:///x.db"}))
+    (project / "sweeps" / "env.yaml").write_text(
+        yaml.safe_dump({**spec_dict({"train": "t", "validation": "v"}), "storage": "sqlite:///x.db"})
+    )
     assert load_spec("env").storage_url == "sqlite:///x.db"

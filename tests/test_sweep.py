@@ -2,6 +2,7 @@
 
 import io
 import json
+from pathlib import Path
 
 import optuna
 import pytest
@@ -40,7 +41,8 @@ def test_sweep_records_every_trial_in_optuna_and_mlflow(project, speech_data):
     assert parent.info.status == "FINISHED"
     assert set(children) == {"baseline", "trial-0000", "trial-0001", "trial-0002"}
     assert {"baseline_val_wer", "baseline_val_bleu", "baseline_val_wer/en-en", "baseline_val_bleu/en-de"} <= set(
-        parent.data.metrics)
+        parent.data.metrics
+    )
     best = study.best_trial
     assert parent.data.metrics["best_objective"] == pytest.approx(best.value)
     # Only the best trial keeps its checkpoint; it was scored on the test manifest.
@@ -75,8 +77,9 @@ def test_pruned_trial_is_killed_in_mlflow_and_stops_early(project, speech_data):
     study = optuna.create_study(study_name="prune", storage=open_storage(spec.storage_url), direction="minimize")
     space = load_search_space(spec.search_space)
     params = {"lr": 1e-3, "batch_duration": 10, "freeze": "none", "use_loss_mask_for_prompt": True}
-    study.add_trial(optuna.trial.create_trial(params=params, distributions=space, value=0.0,
-                                              intermediate_values={10: 0.0, 20: 0.0}))
+    study.add_trial(
+        optuna.trial.create_trial(params=params, distributions=space, value=0.0, intermediate_values={10: 0.0, 20: 0.0})
+    )
     study, client, parent, children = _run(spec)
 
     real = study.get_trials()[1]
@@ -103,14 +106,15 @@ def test_out_of_memory_is_recorded_as_oom_and_retried_with_same_params(project, 
         assert run.info.status == STATUS[TrialState.FAIL]
         assert run.data.tags["harness.fail_reason"] == "oom"
         tail = client.download_artifacts(run.info.run_id, "logs/trial-log-tail.txt", str(project))
-        assert "OutOfMemoryError" in open(tail).read()
+        assert "OutOfMemoryError" in Path(tail).read_text()
     result = json.loads((spec.trials_dir / "trial-0000" / "result.json").read_text())
     assert result == {**result, "state": "fail", "reason": "oom"}
 
 
 def test_pareto_sweep_optimises_wer_and_bleu_together(project, speech_data):
-    spec = load_spec(write_spec(project, "pareto", spec_dict(speech_data, budget={"trials": 2},
-                                                             objective={"metric": "pareto"})))
+    spec = load_spec(
+        write_spec(project, "pareto", spec_dict(speech_data, budget={"trials": 2}, objective={"metric": "pareto"}))
+    )
     study, client, parent, children = _run(spec)
 
     assert [d.name for d in study.directions] == ["MINIMIZE", "MAXIMIZE"]

@@ -41,9 +41,14 @@ def test_text_field_is_used_even_though_the_release_says_answer(tiny_nemo, speec
 def _model(tiny_nemo, speech_data, params: dict, *, max_steps: int = 20, trainer=None):
     info = inspect_checkpoint(tiny_nemo)
     data = DataSpec(train=str(speech_data["train"]), validation=str(speech_data["validation"]))
-    cfg = trial_config(info.config, params, data=data, training=TrainingSpec(accelerator="cpu"),
-                       budget=BudgetSpec(max_steps=max_steps, val_check_interval=max_steps, warmup_fraction=0.1),
-                       seed=0)
+    cfg = trial_config(
+        info.config,
+        params,
+        data=data,
+        training=TrainingSpec(accelerator="cpu"),
+        budget=BudgetSpec(max_steps=max_steps, val_check_interval=max_steps, warmup_fraction=0.1),
+        seed=0,
+    )
     return restore_model(tiny_nemo, cfg, trainer=trainer)
 
 
@@ -61,8 +66,9 @@ def test_learning_rate_follows_the_sampled_peak_and_scaled_warmup(tiny_nemo, spe
     model = _model(tiny_nemo, speech_data, {"lr": 2e-3, "batch_duration": 10}, max_steps=20, trainer=trainer)
     trainer.fit(model)
     warmup = 2  # 10% of the trial's 20 steps, not the released 2500
-    expected = [2e-3 * (s + 1) / (warmup + 1) if s < warmup else 2e-3 / math.sqrt((s + 1) / (warmup + 1))
-                for s in range(6)]
+    expected = [
+        2e-3 * (s + 1) / (warmup + 1) if s < warmup else 2e-3 / math.sqrt((s + 1) / (warmup + 1)) for s in range(6)
+    ]
     assert lrs.seen == pytest.approx(expected, rel=1e-6)
     assert max(lrs.seen) == pytest.approx(2e-3)
 
@@ -71,8 +77,9 @@ def _masked_cross_entropy(model, batch, prompt_only_excluded: bool) -> float:
     """The loss recomputed independently: mean token NLL over answer tokens (or all tokens)."""
     inputs, labels = batch.prompted_transcript[:, :-1], batch.prompted_transcript[:, 1:]
     lengths = batch.prompted_transcript_lens - 1
-    log_probs, *_ = model(input_signal=batch.audio, input_signal_length=batch.audio_lens,
-                          transcript=inputs, transcript_length=lengths)
+    log_probs, *_ = model(
+        input_signal=batch.audio, input_signal_length=batch.audio_lens, transcript=inputs, transcript_length=lengths
+    )
     positions = torch.arange(inputs.shape[1])[None, :]
     mask = positions < lengths[:, None]
     if prompt_only_excluded:
@@ -98,8 +105,14 @@ def test_extracted_tokenizers_give_the_same_model_as_the_archive(tiny_nemo, spee
 
     info = inspect_checkpoint(tiny_nemo)
     data = DataSpec(train=str(speech_data["train"]), validation=str(speech_data["validation"]))
-    cfg = trial_config(info.config, {"batch_duration": 10}, data=data, training=TrainingSpec(accelerator="cpu"),
-                       budget=BudgetSpec(max_steps=20, val_check_interval=20), seed=0)
+    cfg = trial_config(
+        info.config,
+        {"batch_duration": 10},
+        data=data,
+        training=TrainingSpec(accelerator="cpu"),
+        budget=BudgetSpec(max_steps=20, val_check_interval=20),
+        seed=0,
+    )
     extracted = cfg.copy()
     extract_tokenizers(tiny_nemo, extracted, tmp_path / "tok")
     assert dict(extracted.tokenizer.langs.en) == {"dir": str((tmp_path / "tok" / "en").resolve()), "type": "bpe"}

@@ -85,16 +85,26 @@ def build_corpus(
 def build_demo_data(out_dir: Path) -> dict[str, Path]:
     """The fine-tuning demo: the `home` domain spoken by voices the pretrained twin never heard."""
     return build_corpus(
-        "home", out_dir, splits=DEMO_SPLITS, voices=DEMO_VOICES, rates=DEMO_RATES,
-        translate_fraction=0.3, seed=0,
+        "home",
+        out_dir,
+        splits=DEMO_SPLITS,
+        voices=DEMO_VOICES,
+        rates=DEMO_RATES,
+        translate_fraction=0.3,
+        seed=0,
     )
 
 
 def build_pretrain_data(out_dir: Path, *, splits: dict[str, int] | None = None, seed: int = 0) -> dict[str, Path]:
     """The twins' pretraining corpus: `commands`, half transcription and half translation."""
     return build_corpus(
-        "commands", out_dir, splits=splits or PRETRAIN_SPLITS, voices=PRETRAIN_VOICES,
-        rates=PRETRAIN_RATES, translate_fraction=0.5, seed=seed,
+        "commands",
+        out_dir,
+        splits=splits or PRETRAIN_SPLITS,
+        voices=PRETRAIN_VOICES,
+        rates=PRETRAIN_RATES,
+        translate_fraction=0.5,
+        seed=seed,
     )
 
 
@@ -141,6 +151,7 @@ def _plan_split(split: str, pairs: list[Pair], spec: CorpusSpec, out_dir: Path) 
 
 def _synthesize_all(plan: list[Utterance]) -> list[float]:
     """Run espeak-ng in a few threads: each call is a subprocess, so threads are enough."""
+
     def speak(utterance: Utterance) -> float:
         return synthesize(utterance.pair.english, utterance.audio_path, voice=utterance.voice, rate=utterance.rate)
 

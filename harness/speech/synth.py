@@ -15,8 +15,7 @@ def require_programs() -> None:
     for program in REQUIRED_PROGRAMS:
         if shutil.which(program) is None:
             raise RuntimeError(
-                f"The program '{program}' is not installed; install it with "
-                "`apt-get install espeak-ng sox`."
+                f"The program '{program}' is not installed; install it with `apt-get install espeak-ng sox`."
             )
 
 

@@ -1,0 +1,58 @@
+"""`harness export <sweep>`: hand over the fine-tuned checkpoint of the best (or a chosen) trial.
+
+The sweep keeps `model.nemo` only for the trials `training.keep_checkpoints` says to keep (by
+default the best one); exporting any other trial is an error that says how to keep them all.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from optuna.trial import FrozenTrial
+
+from harness.errors import HarnessError
+from harness.report import summarize
+from harness.spec import SweepSpec
+from harness.tracking import run_name
+from harness.trial import MODEL_FILE
+
+
+def choose_trial(spec: SweepSpec, number: int | None) -> FrozenTrial:
+    """Trial `number` of the sweep, or its best trial when `number` is None."""
+    summary = summarize(spec)
+    if number is None:
+        if summary.best is None:
+            raise HarnessError(
+                f"Sweep {spec.name!r} has no complete trial yet; run `harness sweep {spec.name}` "
+                "until one completes, or pass `--trial N`."
+            )
+        return summary.best
+    for trial in summary.trials:
+        if trial.number == number:
+            return trial
+    raise HarnessError(
+        f"Sweep {spec.name!r} has no trial {number} (it has trials 0..{len(summary.trials) - 1}); "
+        "pass one of those to `--trial`."
+    )
+
+
+def checkpoint_path(spec: SweepSpec, number: int) -> Path:
+    return spec.trials_dir / run_name(number) / MODEL_FILE
+
+
+def export_model(spec: SweepSpec, number: int | None, out: Path) -> tuple[FrozenTrial, Path]:
+    """Copy the trial's `model.nemo` to `out` (a file, or a directory to put `<sweep>-trial-NNNN.nemo` in)."""
+    trial = choose_trial(spec, number)
+    source = checkpoint_path(spec, trial.number)
+    if not source.is_file():
+        raise HarnessError(
+            f"{source} does not exist: the checkpoint of {run_name(trial.number)} ({trial.state.name}) was not kept "
+            f"(`training.keep_checkpoints: {spec.training.keep_checkpoints}` in {spec.source or 'the sweep spec'}); "
+            f"set `training.keep_checkpoints: all` to keep every trial's, or re-run it with "
+            f"`harness reproduce {spec.name} --trial {trial.number}`."
+        )
+    target = out / f"{spec.name}-{run_name(trial.number)}.nemo" if out.is_dir() else out
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    return trial, target

@@ -1,0 +1,187 @@
+"""The report's figures, as PNG files: all matplotlib lives here (Agg backend, no display needed).
+
+Each function draws one figure from plain trial data and returns a `Plot` that says where the
+PNG is and how large it is, or, when the figure would mislead (too few trials, no data), why it
+was left out: the report prints that note instead of an empty chart.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import optuna  # noqa: E402
+import optuna.distributions as od  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+from optuna.trial import FrozenTrial, TrialState  # noqa: E402
+
+DPI = 100
+WIDE = (9.0, 4.5)
+PANEL = (3.6, 3.2)
+TOP_CURVES = 3
+
+
+@dataclass
+class Plot:
+    """One figure of the report: `path` is None (and `note` says why) when it was skipped."""
+
+    name: str
+    title: str
+    path: Path | None
+    size: tuple[int, int] = (0, 0)  # (width, height) in pixels
+    note: str = ""
+
+
+def objective_history(trials: Sequence[FrozenTrial], direction: str, out: Path) -> Plot:
+    """Objective per trial with the best-so-far line: did the search still improve when it stopped?"""
+    title = "Objective by trial"
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
+    pruned = [t for t in trials if t.state == TrialState.PRUNED and t.intermediate_values]
+    if not complete and not pruned:
+        return Plot("objective_history", title, None, note="no trial has finished yet")
+    fig, (ax,) = _figure(WIDE)
+    if complete:
+        ax.scatter(
+            [t.number for t in complete], [t.values[0] for t in complete], color="tab:blue", label="complete", zorder=3
+        )
+        better = min if direction == "minimize" else max
+        xs, best, best_ys = [], None, []
+        for t in sorted(complete, key=lambda t: t.number):
+            best = t.values[0] if best is None else better(best, t.values[0])
+            xs.append(t.number)
+            best_ys.append(best)
+        ax.step(xs, best_ys, where="post", color="tab:orange", label="best so far", linewidth=2)
+    if pruned:
+        last = [t.intermediate_values[max(t.intermediate_values)] for t in pruned]
+        ax.scatter(
+            [t.number for t in pruned], last, marker="x", color="tab:red", label="pruned (last report)", zorder=3
+        )
+    ax.set_xlabel("trial number")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(f"objective ({direction})")  # the first objective of a multi-objective study
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, "objective_history", title, out)
+
+
+def param_importance(study: optuna.Study, out: Path) -> Plot:
+    """Importance of each parameter for the (first) objective; with fewer than two complete trials it means nothing."""
+    title = "Parameter importance"
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(complete) < 2:
+        return Plot("param_importance", title, None, note=f"needs at least 2 complete trials (have {len(complete)})")
+    if len({t.values[0] for t in complete}) < 2:
+        return Plot("param_importance", title, None, note="the objective did not vary across complete trials")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the estimators warn on tiny studies; the figure says enough
+            importances = optuna.importance.get_param_importances(study, target=lambda t: t.values[0])
+    except Exception as exc:  # noqa: BLE001 - any failure of the estimator only costs this one figure
+        return Plot("param_importance", title, None, note=f"not computable: {type(exc).__name__}: {exc}")
+    if not importances or any(math.isnan(v) for v in importances.values()):
+        return Plot("param_importance", title, None, note="not computable from these trials")
+    names = list(importances)[::-1]  # most important on top
+    fig, (ax,) = _figure(WIDE)
+    ax.barh(names, [importances[n] for n in names], color="tab:green")
+    ax.set_xlabel(f"importance (optuna.importance default evaluator, {len(complete)} complete trials, sums to 1)")
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, "param_importance", title, out)
+
+
+def objective_vs_params(
+    trials: Sequence[FrozenTrial], distributions: Mapping[str, od.BaseDistribution], out: Path
+) -> Plot:
+    """One panel per parameter, complete trials only; the learning rate on a log axis."""
+    title = "Objective against each parameter"
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
+    if not complete or not distributions:
+        return Plot("objective_vs_params", title, None, note="no complete trial yet")
+    names = list(distributions)
+    fig, axes = _figure((PANEL[0] * len(names), PANEL[1]), panels=len(names))
+    for ax, name in zip(axes, names, strict=True):
+        dist = distributions[name]
+        points = [(t.params[name], t.values[0]) for t in complete if name in t.params]
+        if isinstance(dist, od.CategoricalDistribution):
+            labels = [str(c) for c in dist.choices]
+            ax.set_xticks(range(len(labels)), labels, rotation=20)
+            ax.set_xlim(-0.5, len(labels) - 0.5)
+            xs = [labels.index(str(v)) for v, _ in points]
+        else:
+            xs = [v for v, _ in points]
+            if getattr(dist, "log", False) or name == "lr":
+                ax.set_xscale("log")
+        ax.scatter(xs, [y for _, y in points], color="tab:blue")
+        ax.set_xlabel(name)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("objective")
+    fig.suptitle(title)
+    return _save(fig, "objective_vs_params", title, out)
+
+
+def learning_curves(curves: Mapping[str, Sequence[Mapping[str, float]]], out: Path, metric: str = "val_wer") -> Plot:
+    """`metric` against step for the top trials: were they still improving at `max_steps`?"""
+    title = f"Learning curves ({metric}) of the top {TOP_CURVES} trials"
+    series = {
+        name: [(h["step"], h[metric]) for h in history if metric in h and not math.isnan(h[metric])]
+        for name, history in curves.items()
+    }
+    series = {name: points for name, points in series.items() if points}
+    if not series:
+        return Plot("learning_curves", title, None, note=f"no validation history with {metric}")
+    fig, (ax,) = _figure(WIDE)
+    for name, points in series.items():
+        ax.plot([s for s, _ in points], [v for _, v in points], marker="o", label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel(metric)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, "learning_curves", title, out)
+
+
+def pareto_front(study: optuna.Study, out: Path) -> Plot:
+    """The first two objectives of a multi-objective study, the non-dominated trials highlighted."""
+    title = "Pareto front"
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return Plot("pareto_front", title, None, note="no complete trial yet")
+    names = study.metric_names or [f"objective {i}" for i in range(len(study.directions))]
+    front = {t.number for t in study.best_trials}
+    fig, (ax,) = _figure(WIDE)
+    for on_front, colour, label in ((False, "tab:gray", "dominated"), (True, "tab:red", "Pareto front")):
+        chosen = [t for t in complete if (t.number in front) == on_front]
+        if chosen:
+            ax.scatter(
+                [t.values[0] for t in chosen], [t.values[1] for t in chosen], color=colour, label=label, zorder=3
+            )
+    directions = [d.name.lower() for d in study.directions]
+    ax.set_xlabel(f"{names[0]} ({directions[0]})")
+    ax.set_ylabel(f"{names[1]} ({directions[1]})")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, "pareto_front", title, out)
+
+
+def _figure(size: tuple[float, float], panels: int = 1) -> tuple[Figure, list]:
+    """A pyplot-free figure (no global state, safe in any process) of an exact pixel size, `panels` side by side."""
+    fig = Figure(figsize=size, dpi=DPI, layout="constrained")
+    return fig, list(fig.subplots(1, panels, squeeze=False)[0])
+
+
+def _save(fig: Figure, name: str, title: str, out: Path) -> Plot:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.png"
+    fig.savefig(path, format="png", dpi=DPI)  # no bbox_inches="tight": the pixel size stays the figure's
+    width, height = fig.get_size_inches()
+    return Plot(name, title, path, (round(width * DPI), round(height * DPI)))

@@ -1,0 +1,163 @@
+"""Provenance of a sweep: what code, model, data and hardware produced its numbers.
+
+A tuned learning rate is only worth trusting if someone else can tell what it was tuned on. The
+report records package versions, the harness commit (and whether the tree had local edits), the
+checksum of the pretrained checkpoint and of every manifest, the hardware and the seeds, so a
+re-run that disagrees can be traced to what changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import subprocess
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import harness
+from harness.errors import HarnessError
+from harness.model_source import resolve_model
+from harness.spec import SweepSpec
+from harness.tracking import git_commit
+
+PACKAGES = ("nemo_toolkit", "torch", "lightning", "optuna", "mlflow")
+CHUNK = 1 << 20
+
+
+@dataclass
+class FileRecord:
+    """A file the sweep read, identified by content rather than by name."""
+
+    role: str
+    path: str
+    sha256: str | None
+    lines: int | None = None
+    hours: float | None = None
+    note: str = ""
+
+
+@dataclass
+class Provenance:
+    """Everything needed to tell whether a later run used the same inputs."""
+
+    versions: dict[str, str]
+    git_commit: str | None
+    git_dirty: bool | None
+    checkpoint: FileRecord
+    manifests: list[FileRecord]
+    hardware: str
+    sampler_seed: int
+    training_seed: int
+    trial_seeds: dict[int, int] = field(default_factory=dict)
+
+
+def collect(spec: SweepSpec, trial_seeds: dict[int, int]) -> Provenance:
+    """Gather provenance for `spec`; `trial_seeds` maps trial number to its recorded training seed."""
+    commit = git_commit()
+    return Provenance(
+        versions=package_versions(),
+        git_commit=commit,
+        git_dirty=git_dirty() if commit else None,
+        checkpoint=checkpoint_record(spec.model),
+        manifests=[manifest_record(role, path) for role, path in _manifests(spec)],
+        hardware=hardware(),
+        sampler_seed=spec.sampler.seed,
+        training_seed=spec.training.seed,
+        trial_seeds=dict(sorted(trial_seeds.items())),
+    )
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the harness and the libraries whose behaviour decides the metrics."""
+    versions = {"harness": harness.__version__}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def git_dirty() -> bool | None:
+    """True when the harness checkout has uncommitted changes: its commit alone does not pin the code."""
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(harness.__file__).parent,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return bool(out.stdout.strip())
+
+
+def sha256(path: Path) -> str:
+    """Content hash, streamed: checkpoints are gigabytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def checkpoint_record(model: str) -> FileRecord:
+    """The pretrained `.nemo` the sweep fine-tuned; unresolvable here (e.g. offline) is recorded, not fatal."""
+    try:
+        path = resolve_model(model)
+    except HarnessError as exc:
+        return FileRecord("checkpoint", model, None, note=str(exc))
+    return FileRecord("checkpoint", str(path), sha256(path), note=f"model: {model} -> {path.name}")
+
+
+def manifest_record(role: str, path_text: str) -> FileRecord:
+    """Line count, total audio hours (sum of `duration`) and hash of one NeMo manifest."""
+    path = Path(path_text)
+    if not path.is_file():
+        return FileRecord(role, path_text, None, note="missing on this machine")
+    lines, seconds = 0, 0.0
+    with path.open() as f:
+        for line in f:
+            if not line.strip():
+                continue
+            lines += 1
+            # preflight reports malformed lines; provenance only describes the file
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                seconds += float(json.loads(line).get("duration", 0.0))
+    return FileRecord(role, str(path.resolve()), sha256(path), lines=lines, hours=seconds / 3600)
+
+
+def hardware() -> str:
+    """The GPU the trials ran on, else the CPU model and core count (what sets speed and numerics)."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            count = torch.cuda.device_count()
+            return f"{count} x {torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
+    except ImportError:
+        pass
+    return f"CPU: {cpu_model()}, {os.cpu_count()} cores"
+
+
+def cpu_model() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def _manifests(spec: SweepSpec) -> list[tuple[str, str]]:
+    data = spec.data
+    return [
+        (role, path)
+        for role, path in (("train", data.train), ("validation", data.validation), ("test", data.test))
+        if path
+    ]

@@ -1,0 +1,86 @@
+"""`harness export`: the best trial's fine-tuned checkpoint leaves the sweep as a usable `.nemo`.
+
+Uses the sweep shared with test_report.py (run once per session, whichever module comes first).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+
+from harness.cli import main
+from harness.errors import HarnessError
+from harness.export import export_model
+from harness.model_source import resolve_model
+from harness.study import open_storage
+from harness.tracking import run_name
+from tests.test_report import SWEEP, SharedSweep, shared_sweep
+
+
+@pytest.fixture(scope="session")
+def export_sweep(tmp_path_factory, speech_data, pytestconfig) -> SharedSweep:
+    return shared_sweep(tmp_path_factory, speech_data, pytestconfig)
+
+
+@pytest.fixture
+def spec(export_sweep, monkeypatch):
+    return export_sweep.enter(monkeypatch)
+
+
+def _study(spec) -> optuna.Study:
+    return optuna.load_study(study_name=spec.name, storage=open_storage(spec.storage_url))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_exported_best_model_restores_and_transcribes(spec, tmp_path):
+    from nemo.collections.asr.models import EncDecMultiTaskModel
+
+    out = tmp_path / "model.nemo"
+    assert main(["export", SWEEP, "--out", str(out)]) == 0
+    best = _study(spec).best_trial
+    kept = spec.trials_dir / run_name(best.number) / "model.nemo"
+    assert _sha256(out) == _sha256(kept)  # the best trial's fine-tuned weights ...
+    assert _sha256(out) != _sha256(resolve_model(spec.model))  # ... not the pretrained checkpoint
+
+    model = EncDecMultiTaskModel.restore_from(str(out), map_location="cpu").eval()
+    first = json.loads(Path(spec.data.validation).read_text().splitlines()[0])
+    hypotheses = model.transcribe(
+        [first["audio_filepath"]],
+        batch_size=1,
+        verbose=False,
+        source_lang=first["source_lang"],
+        target_lang=first["target_lang"],
+    )
+    assert len(hypotheses) == 1
+    text = hypotheses[0].text if hasattr(hypotheses[0], "text") else hypotheses[0]
+    assert isinstance(text, str)
+
+
+def test_export_of_a_trial_whose_checkpoint_was_not_kept_says_how_to_keep_it(spec, tmp_path, capsys):
+    study = _study(spec)
+    others = [t.number for t in study.trials if t.number != study.best_trial.number]
+    with pytest.raises(HarnessError, match=r"training\.keep_checkpoints: all"):
+        export_model(spec, others[0], tmp_path / "other.nemo")
+    assert not (tmp_path / "other.nemo").exists()
+    # The CLI prints it as one line and exits non-zero, no traceback.
+    assert main(["export", SWEEP, "--trial", str(others[0]), "--out", str(tmp_path / "other.nemo")]) == 2
+    assert "keep_checkpoints" in capsys.readouterr().out
+
+
+def test_export_of_an_unknown_trial_names_the_valid_ones(spec, tmp_path):
+    with pytest.raises(HarnessError, match=r"no trial 99 .*trials 0\.\.\d+"):
+        export_model(spec, 99, tmp_path / "x.nemo")
+
+
+def test_export_into_a_directory_names_the_file_after_sweep_and_trial(spec, tmp_path):
+    best = _study(spec).best_trial
+    trial, path = export_model(spec, best.number, tmp_path)
+    assert trial.number == best.number
+    assert path == tmp_path / f"{SWEEP}-{run_name(best.number)}.nemo" and path.is_file()
