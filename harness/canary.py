@@ -137,7 +137,9 @@ def _apply_data(cfg: DictConfig, data: DataSpec, training: TrainingSpec, seed: i
         "tarred_audio_filepaths": None,
     }
     cfg.train_ds = cfg.get("train_ds") or {}
-    cfg.train_ds.update({**common, "manifest_filepath": data.train, "shuffle": True, "seed": seed})
+    # Lhotse's sampler shuffles with `shard_seed`, "trng" (true random) in released configs: a
+    # trial could then never be reproduced from its recorded seed.
+    cfg.train_ds.update({**common, "manifest_filepath": data.train, "shuffle": True, "seed": seed, "shard_seed": seed})
     cfg.validation_ds = cfg.get("validation_ds") or {}
     cfg.validation_ds.update(
         {

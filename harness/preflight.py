@@ -143,7 +143,7 @@ def _check_objective_samples(path: Path, entries: list[Entry], spec: SweepSpec) 
     """WER needs same-language samples and BLEU translation samples in the validation set."""
     same = sum(1 for e in entries if e.data.get("source_lang") == e.data.get("target_lang"))
     needs = {"wer": ("ASR (source_lang == target_lang)", same), "bleu": ("translation", len(entries) - same)}
-    metrics = ["wer", "bleu"] if spec.objective.metric == "mix" else [spec.objective.metric]
+    metrics = ["wer", "bleu"] if spec.objective.metric in ("mix", "pareto") else [spec.objective.metric]
     return [
         Problem(str(path), f"no {kind} samples, so the objective `{spec.objective.metric}` cannot be computed")
         for kind, count in (needs[m] for m in metrics)

@@ -29,8 +29,11 @@ from typing import Any
 
 import lightning.pytorch as pl
 
+from harness.canary import MULTITASK_METRICS
+from harness.spec import TrainingSpec
 from harness.speech.corpora import LANGS, all_text
 from harness.speech.datasets import build_demo_data, build_pretrain_data
+from harness.training import build_trainer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WORK_DIR = REPO_ROOT / "build"
@@ -80,26 +83,6 @@ CANARY1_GENERIC_TOKENS = [
     "<|pnc|>",
     "<|nospeech|>",
 ]
-
-# Validation metrics for pretraining: WER on transcription, BLEU on translation (no spaces in
-# constraints: NeMo's constraint parser splits on whitespace).
-METRICS_CFG = {
-    "log_predictions": False,
-    "metrics": {
-        "wer": {
-            "_target_": "nemo.collections.asr.metrics.WER",
-            "constraint": ".source_lang==.target_lang",
-            "log_prediction": False,
-        },
-        "bleu": {
-            "_target_": "nemo.collections.asr.metrics.BLEU",
-            "constraint": ".source_lang!=.target_lang",
-            "bleu_tokenizer": "13a",
-            "check_cuts_for_bleu_tokenizers": False,
-            "log_prediction": False,
-        },
-    },
-}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -383,7 +366,7 @@ def model_config(spec: TwinSpec, tokenizer: dict[str, Any], manifests: dict[str,
             "lm_enc_hidden": spec.dec_hidden,
             "lm_dec_hidden": spec.dec_hidden,
         },
-        "multitask_metrics_cfg": copy.deepcopy(METRICS_CFG),
+        "multitask_metrics_cfg": copy.deepcopy(MULTITASK_METRICS),
         "train_ds": train_ds_config(manifests["train"], seed),
         "validation_ds": eval_ds_config(manifests["validation"]),
         "test_ds": None,  # a test_ds without manifest fails construction; added back before saving
@@ -515,29 +498,6 @@ def _point_tokenizer_dirs_at_cluster(tokenizer_cfg: Any, name: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def make_trainer(max_steps: int, val_every: int):
-    """One code path for CPU and GPU: 32-bit on CPU, bf16-mixed on GPUs that support it."""
-    import torch
-
-    precision = "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
-    return pl.Trainer(
-        accelerator="auto",
-        devices=1,
-        precision=precision,
-        max_steps=max_steps,
-        val_check_interval=val_every,
-        check_val_every_n_epoch=None,
-        log_every_n_steps=100_000,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        use_distributed_sampler=False,
-        callbacks=[ProgressPrinter()],
-    )
-
-
 class ProgressPrinter(pl.Callback):
     """Print loss, speed and batch size every few hundred steps: pretraining runs unattended."""
 
@@ -587,7 +547,9 @@ def pretrain(spec: TwinSpec, *, work_dir: Path, steps: int, seed: int):
     manifests = build_pretrain_data(work_dir / "corpora" / "commands", seed=seed)
     tokenizer = build_tokenizers(spec, work_dir / "twins" / spec.name / "tokenizers")
     cfg = OmegaConf.create(model_config(spec, tokenizer, manifests, seed))
-    trainer = make_trainer(steps, val_every=min(500, steps))
+    trainer = build_trainer(
+        TrainingSpec(), max_steps=steps, val_check_interval=min(500, steps), callbacks=[ProgressPrinter()]
+    )
     model = EncDecMultiTaskModel(cfg=cfg, trainer=trainer)
     print(f"{spec.name}: {count_parameters(model):,} parameters, vocabulary {model.tokenizer.vocab_size}", flush=True)
     started = time.monotonic()

@@ -42,6 +42,7 @@ def test_trial_config_applies_every_knob(tiny_nemo):
     assert train.bucket_batch_size is None and train.bucket_duration_bins is None and train.use_bucketing is False
     assert train.max_duration == 40.0
     assert (train.manifest_filepath, train.text_field, train.lang_field) == ("/d/train.json", "text", "target_lang")
+    assert train.seed == train.shard_seed == 5  # reproducible shuffling, not "trng"
     assert (cfg.validation_ds.manifest_filepath, cfg.validation_ds.text_field) == ("/d/val.json", "text")
     assert cfg.test_ds is None
     assert cfg.optim.lr == 2e-3 and cfg.optim.weight_decay == 0.01

@@ -78,7 +78,10 @@ def _masked_cross_entropy(model, batch, prompt_only_excluded: bool) -> float:
     inputs, labels = batch.prompted_transcript[:, :-1], batch.prompted_transcript[:, 1:]
     lengths = batch.prompted_transcript_lens - 1
     log_probs, *_ = model(
-        input_signal=batch.audio, input_signal_length=batch.audio_lens, transcript=inputs, transcript_length=lengths
+        input_signal=batch.audio,
+        input_signal_length=batch.audio_lens,
+        transcript=inputs,
+        transcript_length=batch.prompted_transcript_lens,  # as NeMo's validation_pass passes it
     )
     positions = torch.arange(inputs.shape[1])[None, :]
     mask = positions < lengths[:, None]
@@ -95,8 +98,10 @@ def test_use_loss_mask_for_prompt_excludes_prompt_tokens_from_the_loss(tiny_nemo
         torch.manual_seed(0)
         batch = next(iter(model._validation_dl))
         with torch.no_grad():
-            losses[flag] = float(model.validation_pass(batch, 0)["val_loss"])
-            assert losses[flag] == pytest.approx(_masked_cross_entropy(model, batch, flag), rel=1e-4)
+            # Recomputed first: NeMo's validation decoding leaves submodules in train mode (dropout on).
+            expected = _masked_cross_entropy(model, batch, flag)
+            losses[flag] = float(model.eval().validation_pass(batch, 0)["val_loss"])
+        assert losses[flag] == pytest.approx(expected, rel=1e-4)
     assert losses[True] != pytest.approx(losses[False], rel=1e-3)
 
 

@@ -1,0 +1,39 @@
+"""The live sweep view: counts, best so far, each running trial's step and metrics, ETA."""
+
+import io
+
+from rich.console import Console
+
+from harness.progress import SweepView, read_progress, write_progress
+
+
+def test_live_view_shows_running_trials_and_eta(tmp_path):
+    trial_dir = tmp_path / "trial-0003"
+    trial_dir.mkdir()
+    write_progress(trial_dir, 50, 200, {"val_wer": 0.25})
+    assert read_progress(trial_dir) == {"step": 50, "max_steps": 200, "metrics": {"val_wer": 0.25}}
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=160)
+    with SweepView(console, name="demo", budget=6) as view:
+        view.trial_finished(60.0)
+        view.trial_finished(120.0)
+        assert view.eta_seconds(done=2, slots=2) == 4 * 90.0 / 2
+        view.refresh(
+            {"done": 2, "running": 1, "pruned": 1, "failed": 0},
+            "trial-0001 = 0.3000",
+            [("trial-0003", trial_dir)],
+            slots=2,
+        )
+    text = out.getvalue()
+    assert "demo: 2/6 done, 1 running, 1 pruned, 0 failed; best trial-0001 = 0.3000" in text
+    assert "trial-0003" in text and "50/200" in text and "val_wer=0.2500" in text
+    assert "ETA 3m00s" in text
+
+
+def test_without_a_terminal_the_view_only_logs(tmp_path):
+    out = io.StringIO()
+    view = SweepView(Console(file=out, force_terminal=False), name="demo", budget=6)
+    assert view.live is None
+    view.log("trial-0000 started")
+    view.refresh({"done": 0}, "-", [], slots=1)
+    assert out.getvalue() == "trial-0000 started\n"
