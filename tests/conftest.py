@@ -46,7 +46,8 @@ def spec_dict(data: dict[str, Path], *, full: bool = False, **overrides) -> dict
         "objective": {"metric": "wer"},
         "pruner": {"type": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
         "sampler": {"type": "tpe", "seed": 0},
-        "training": {"accelerator": "cpu", "validation_batch_size": 16},
+        # Only full sweeps keep the best checkpoint (export, test set); the others skip saving it.
+        "training": {"accelerator": "cpu", "validation_batch_size": 16, "keep_checkpoints": "best" if full else "none"},
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(spec.get(key), dict):

@@ -113,7 +113,13 @@ def test_out_of_memory_is_recorded_as_oom_and_retried_with_same_params(project, 
 
 def test_pareto_sweep_optimises_wer_and_bleu_together(project, speech_data):
     spec = load_spec(
-        write_spec(project, "pareto", spec_dict(speech_data, budget={"trials": 2}, objective={"metric": "pareto"}))
+        write_spec(
+            project,
+            "pareto",
+            spec_dict(
+                speech_data, budget={"trials": 2}, objective={"metric": "pareto"}, training={"keep_checkpoints": "best"}
+            ),
+        )
     )
     study, client, parent, children = _run(spec)
 

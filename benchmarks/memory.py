@@ -1,0 +1,67 @@
+"""Memory: peak RSS of the supervisor and of a trial process; the supervisor must stay flat over many trials.
+
+A sweep's supervisor lives for days and hundreds of trials; any per-trial growth (records, caches, open
+files) is a slow leak. The supervisor's RSS is sampled right after each trial is recorded, and its slope per
+trial is fitted after a short warm-up. Trials are tiny (a few steps, a short validation manifest): their
+training is not what is measured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from benchmarks._common import Project, Verdict, conclude, header, median, parse_args, smoke_lines, status_mib, table
+
+FULL = {"trials": 20, "steps": 5, "val_check_interval": 5}
+SMOKE = {"trials": 2, "steps": 2, "val_check_interval": 2}
+WARMUP_TRIALS = 5
+SLOPE_TARGET_MIB = 0.1  # per trial: 100 MiB over a 1000-trial sweep
+
+
+def slope(points: list[tuple[int, float]]) -> float:
+    """Least-squares slope of (trial, MiB)."""
+    if len(points) < 2:
+        return 0.0
+    n = len(points)
+    mx, my = sum(x for x, _ in points) / n, sum(y for _, y in points) / n
+    return sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x, _ in points)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(__doc__.splitlines()[0], argv, full=FULL, smoke=SMOKE)
+    header("memory: supervisor and trial RSS", args)
+    start_rss = status_mib("VmRSS")
+    lines = smoke_lines(args) | {"validation_lines": args.validation_lines or 8}
+    with Project("memory", data=args.data, keep=args.keep, **lines) as project:
+        spec = project.spec("memory", budget={"trials": args.trials, "max_steps": args.steps,
+                                              "val_check_interval": args.val_check_interval, "baseline": False})
+        supervisor = project.supervisor(spec, "supervisor.log")
+        built_rss = status_mib("VmRSS")
+        samples: list[tuple[int, float, int]] = []  # (trial, supervisor MiB, trial pid)
+        finish = supervisor._finish
+
+        def sampled(job):
+            outcome = finish(job)
+            samples.append((len(samples) + 1, status_mib("VmRSS"), job.proc.pid))
+            print(f"  trial {len(samples)}/{args.trials}: supervisor {samples[-1][1]:.1f} MiB", flush=True)
+            return outcome
+
+        supervisor._finish = sampled
+        supervisor.run()
+        trial_peaks = [project.probe(pid)["peak_rss_mib"] for _, _, pid in samples]
+    table([(n, rss, peak) for (n, rss, _), peak in zip(samples, trial_peaks, strict=True)],
+          ["trial", "supervisor RSS MiB", "trial peak RSS MiB"])
+    points = [(n, rss) for n, rss, _ in samples]
+    warm = points[WARMUP_TRIALS:] if len(points) > 2 * WARMUP_TRIALS else points
+    print(f"supervisor RSS: {start_rss:.1f} MiB before, {built_rss:.1f} MiB once built, "
+          f"{points[0][1]:.1f} after trial 1, {points[-1][1]:.1f} after trial {len(points)}; "
+          f"peak (VmHWM) {status_mib('VmHWM'):.1f} MiB")
+    print(f"trial process peak RSS: median {median(trial_peaks):.1f} MiB, max {max(trial_peaks):.1f} MiB")
+    print(f"slope over all {len(points)} trials: {slope(points):+.3f} MiB/trial")
+    growth = slope(warm)
+    return conclude(Verdict(f"memory: supervisor RSS slope over trials {warm[0][0]}-{warm[-1][0]}", growth,
+                            f"<= {SLOPE_TARGET_MIB} MiB/trial", growth <= SLOPE_TARGET_MIB, " MiB/trial"))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
