@@ -8,12 +8,13 @@ scores it here. Scales match NeMo's: WER and BLEU are 0..1 fractions.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 
 import jiwer
 import sacrebleu
+
+from harness.manifest import manifest_lines
 
 
 def pair_of(entry: dict) -> str:
@@ -49,7 +50,7 @@ def _metric(kind: str, refs: list[str], hyps: list[str]) -> float:
 
 def evaluate_manifest(model, manifest: Path, text_field: str, *, batch_size: int = 16) -> dict[str, float]:
     """Decode every line of `manifest` with its own prompt slots and score it."""
-    entries = [json.loads(line) for line in Path(manifest).read_text().splitlines() if line.strip()]
+    entries = manifest_lines(Path(manifest))
     hypotheses = model.transcribe(str(manifest), batch_size=batch_size, verbose=False)
     predictions = [h.text if hasattr(h, "text") else str(h) for h in hypotheses]
     return score(entries, predictions, text_field)

@@ -59,10 +59,6 @@ def apply_freeze(model: nn.Module, mode: str) -> None:
         enable_bn_se(model.encoder)
 
 
-def trainable_parameter_names(model: nn.Module) -> set[str]:
-    return {name for name, p in model.named_parameters() if p.requires_grad}
-
-
 class FreezeCallback(Callback):
     """Re-apply the freezing mode at the start of training and after every validation."""
 

@@ -49,6 +49,12 @@ def read_manifest(path: Path) -> tuple[list[Entry], list[Problem]]:
     return entries, problems
 
 
+def manifest_lines(path: Path) -> list[dict[str, Any]]:
+    """Every line of a manifest already known to be valid (preflight ran), as dicts."""
+    with Path(path).open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
 def resolve_audio(manifest: Path, audio: str) -> Path:
     """NeMo resolves relative audio paths against the manifest's folder; so do we."""
     path = Path(audio).expanduser()

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import Callback
-from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -123,7 +122,8 @@ class Tracker:
 
     def end_run(self, run_id: str, status: str) -> None:
         """status: FINISHED, KILLED (pruned or interrupted) or FAILED."""
-        assert status in RunStatus.all_status() or status in ("FINISHED", "KILLED", "FAILED")
+        if status not in ("FINISHED", "KILLED", "FAILED"):
+            raise ValueError(f"unknown run status {status!r}")
         self.client.set_terminated(run_id, status)
 
     def children(self, parent_id: str) -> list:

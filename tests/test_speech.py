@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from harness.manifest import manifest_lines
 from harness.speech import (
     COMMANDS,
     HOME,
     all_text,
     build_corpus,
-    read_manifest,
     shuffled_pairs,
     split_pairs,
     synthesize,
@@ -93,7 +93,7 @@ def test_tokenizer_text_covers_both_domains() -> None:
 @needs_espeak
 def test_build_corpus_writes_nemo_manifests(tmp_path: Path) -> None:
     manifests = build_corpus("commands", tmp_path, splits={"train": 4, "test": 2}, **TINY)
-    train, test = read_manifest(manifests["train"]), read_manifest(manifests["test"])
+    train, test = manifest_lines(manifests["train"]), manifest_lines(manifests["test"])
     assert len(train) == 4 and len(test) == 2
     assert not {row["audio_filepath"] for row in train} & {row["audio_filepath"] for row in test}
     for row in train + test:

@@ -11,7 +11,6 @@ from harness.speech.datasets import (
     build_corpus,
     build_demo_data,
     build_pretrain_data,
-    read_manifest,
 )
 from harness.speech.synth import synthesize
 
@@ -32,7 +31,6 @@ __all__ = [
     "build_corpus",
     "build_demo_data",
     "build_pretrain_data",
-    "read_manifest",
     "shuffled_pairs",
     "split_pairs",
     "synthesize",

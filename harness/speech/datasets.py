@@ -108,12 +108,6 @@ def build_pretrain_data(out_dir: Path, *, splits: dict[str, int] | None = None, 
     )
 
 
-def read_manifest(path: Path) -> list[dict]:
-    """Load a JSON-lines manifest."""
-    with Path(path).open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
 def _is_cached(out_dir: Path, spec: CorpusSpec, manifests: dict[str, Path]) -> bool:
     stamp = out_dir / STAMP_NAME
     if not stamp.is_file() or not all(path.is_file() for path in manifests.values()):
