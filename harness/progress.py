@@ -11,7 +11,6 @@ import json
 import time
 from pathlib import Path
 
-from lightning.pytorch import Callback
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -90,16 +89,3 @@ class SweepView:
 def _clock(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     return f"{minutes}m{secs:02d}s"
-
-
-class ProgressWriter(Callback):
-    """In the trial process: publish step and last validation metrics for the supervisor's view."""
-
-    def __init__(self, trial_dir: Path, max_steps: int, collect) -> None:
-        self.trial_dir = trial_dir
-        self.max_steps = max_steps
-        self.collect = collect  # callback_metrics -> {name: float}
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        if not trainer.sanity_checking:
-            write_progress(self.trial_dir, trainer.global_step, self.max_steps, self.collect(trainer.callback_metrics))

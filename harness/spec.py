@@ -60,9 +60,13 @@ class ObjectiveSpec:
 
 @dataclass
 class PrunerSpec:
-    """Median pruning on validations reported at `global_step`; `none` turns pruning off."""
+    """Median pruning on validations reported at `global_step`; `none` turns pruning off.
+
+    `compare: latest` judges a trial by the value it just reported (a WER that climbs is pruned);
+    `best` is Optuna's MedianPruner, which judges by the trial's best value so far."""
 
     type: Literal["median", "none"] = "median"
+    compare: Literal["latest", "best"] = "latest"
     n_startup_trials: int = 2
     n_warmup_steps: int = 0
 

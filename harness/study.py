@@ -10,12 +10,11 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+import statistics
 import time
-from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import optuna
-from lightning.pytorch import Callback
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 from sqlalchemy.exc import SQLAlchemyError
@@ -56,9 +55,35 @@ def make_pruner(spec: SweepSpec) -> optuna.pruners.BasePruner:
     """Optuna cannot prune multi-objective trials, so a `pareto` sweep never prunes."""
     if spec.pruner.type == "none" or spec.multi_objective:
         return optuna.pruners.NopPruner()
-    return optuna.pruners.MedianPruner(
-        n_startup_trials=spec.pruner.n_startup_trials, n_warmup_steps=spec.pruner.n_warmup_steps
-    )
+    pruner = LatestMedianPruner if spec.pruner.compare == "latest" else optuna.pruners.MedianPruner
+    return pruner(n_startup_trials=spec.pruner.n_startup_trials, n_warmup_steps=spec.pruner.n_warmup_steps)
+
+
+class LatestMedianPruner(optuna.pruners.MedianPruner):
+    """Median pruning on the trial's latest value instead of its best so far.
+
+    Optuna's median pruner compares a trial's best intermediate value, so a fine-tune whose WER
+    was fair at its first validation and then climbs (a decoder starting to hallucinate) is never
+    stopped. Here the value just reported at step s meets the median of the complete trials'
+    values at s.
+    """
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None or step < self._n_warmup_steps:
+            return False
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if not complete or len(complete) < self._n_startup_trials:
+            return False
+        latest = trial.intermediate_values[step]
+        if math.isnan(latest):
+            return True
+        others = [t.intermediate_values[step] for t in complete if step in t.intermediate_values]
+        others = [value for value in others if not math.isnan(value)]
+        if not others:
+            return False
+        median = statistics.median(others)
+        return latest < median if study.direction == optuna.study.StudyDirection.MAXIMIZE else latest > median
 
 
 def make_sampler(spec: SweepSpec, seed: int) -> optuna.samplers.BaseSampler:
@@ -102,27 +127,3 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
 def trial_handle(study: optuna.Study, trial_id: int) -> optuna.Trial:
     """The running trial as seen from the trial process (report / should_prune)."""
     return optuna.trial.Trial(study, trial_id)
-
-
-class PruningReporter(Callback):
-    """Report the objective after each validation at `global_step`; stop training when pruned.
-
-    Stopping via `trainer.should_stop` (not by raising TrialPruned) lets Lightning end cleanly,
-    so the trial's MLflow run can be marked KILLED rather than FAILED.
-    """
-
-    def __init__(self, trial: optuna.Trial, objective: Callable[[Mapping], float]) -> None:
-        self.trial = trial
-        self.objective = objective
-        self.pruned_at: int | None = None
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking or trainer.global_step == 0:
-            return
-        value = self.objective(trainer.callback_metrics)
-        if math.isnan(value):
-            return
-        self.trial.report(value, step=trainer.global_step)
-        if self.trial.should_prune():
-            self.pruned_at = trainer.global_step
-            trainer.should_stop = True

@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch import Callback
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -130,17 +129,3 @@ class Tracker:
         return self.client.search_runs(
             [self.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", max_results=5000
         )
-
-
-class MetricsLogger(Callback):
-    """Log every validation's metrics to the trial's MLflow run at `step=global_step`."""
-
-    def __init__(self, tracker: Tracker, run_id: str, collect) -> None:
-        self.tracker = tracker
-        self.run_id = run_id
-        self.collect = collect  # callback_metrics -> {name: float}
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking:
-            return
-        self.tracker.log_metrics(self.run_id, self.collect(trainer.callback_metrics), step=trainer.global_step)

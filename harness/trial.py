@@ -16,9 +16,6 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
-from lightning.pytorch import Callback
-
 EXIT_OOM = 3
 MODEL_FILE = "model.nemo"
 FAULT_ENV = "HARNESS_INJECT_FAULT"  # tests: "oom" raises torch.cuda.OutOfMemoryError at the first step
@@ -94,12 +91,12 @@ def _train_or_validate(job: Job, spec, trial_dir: Path) -> Result:
     """Restore under the trial config; fine-tune (reporting to Optuna and MLflow) or only validate."""
     from omegaconf import OmegaConf
 
+    from harness.callbacks import FaultInjector, MetricsLogger, ProgressWriter, PruningReporter
     from harness.evaluation import evaluate_manifest
     from harness.freezing import FreezeCallback
     from harness.metrics import ValidationHistory, objective_value, objective_values, scalar_metrics
-    from harness.progress import ProgressWriter
-    from harness.study import PruningReporter, open_study, trial_handle
-    from harness.tracking import MetricsLogger, Tracker
+    from harness.study import open_study, trial_handle
+    from harness.tracking import Tracker
     from harness.training import BatchStats, build_trainer, restore_model
 
     tracker = Tracker(spec.tracking_uri, spec.experiment_name)
@@ -112,7 +109,7 @@ def _train_or_validate(job: Job, spec, trial_dir: Path) -> Result:
         MetricsLogger(tracker, job.run_id, scalar_metrics),
         ProgressWriter(trial_dir, job.max_steps, scalar_metrics),
     ]
-    pruning = None
+    pruning = study = None
     if job.trial_id is not None and not spec.multi_objective:
         study = open_study(spec, worker=f"trial-{job.number}")
         pruning = PruningReporter(
@@ -140,10 +137,10 @@ def _train_or_validate(job: Job, spec, trial_dir: Path) -> Result:
     if not pruned:  # per language pair, for trials that ran to the end and for the baseline
         pairs = evaluate_manifest(model, Path(spec.data.validation), spec.data.text_field)
         final |= {f"val_{k}": v for k, v in pairs.items() if "/" in k}
-        if job.mode == "train" and job.save_model:
-            model.save_to(str(trial_dir / MODEL_FILE))
     values = objective_values(final, spec.objective)
     objective = values if spec.multi_objective else values[0]
+    if not pruned and job.mode == "train" and job.save_model and _may_be_kept(spec, study, values[0]):
+        model.save_to(str(trial_dir / MODEL_FILE))
     summary = {f"final_{k}": v for k, v in final.items() if k != "step"}
     summary |= {f"best_{k}": v for k, v in history.best.items() if k != "step"}
     summary |= {"objective": values[0], "steps_trained": trainer.global_step, **batches.summary()}
@@ -160,6 +157,19 @@ def _train_or_validate(job: Job, spec, trial_dir: Path) -> Result:
     )
 
 
+def _may_be_kept(spec, study, value: float) -> bool:
+    """With `keep_checkpoints: best`, skip saving a model that is already beaten (a 1B save costs
+    gigabytes and tens of seconds); the supervisor still deletes whatever is not the best."""
+    if spec.training.keep_checkpoints != "best" or study is None:
+        return True
+    from harness.study import best_trial, primary_value
+
+    best = best_trial(study)
+    if best is None or primary_value(best) is None:
+        return True
+    return value <= primary_value(best) if spec.direction == "minimize" else value >= primary_value(best)
+
+
 def _test(job: Job, spec) -> Result:
     """Score a fine-tuned checkpoint on the test manifest and log `test_*` metrics on its run."""
     from nemo.collections.asr.models import EncDecMultiTaskModel
@@ -173,20 +183,10 @@ def _test(job: Job, spec) -> Result:
     return Result(state="complete", final=metrics)
 
 
-class FaultInjector(Callback):
-    """Test hook: fail the way a real GPU trial can (only when HARNESS_INJECT_FAULT is set)."""
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if self.kind == "oom":
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
-        raise RuntimeError(f"injected fault {self.kind!r}")
-
-
 def classify_failure(exc: BaseException) -> tuple[str, int]:
     """(reason, exit code): OOM is named as such so users lower batch_duration, not debug."""
+    import torch
+
     if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
         return "oom", EXIT_OOM
     return f"error: {type(exc).__name__}: {exc}"[:500], 1

@@ -1,0 +1,83 @@
+"""The Lightning callbacks through which a trial process reports: Optuna, MLflow, progress file.
+
+They live apart from `study`, `tracking` and `progress` so that the supervisor, which imports
+those, never imports Lightning or torch: it stays a small process (see benchmarks/memory.py).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import optuna
+import torch
+from lightning.pytorch import Callback
+
+from harness.progress import write_progress
+from harness.tracking import Tracker
+
+Collect = Callable[[Mapping], dict]  # trainer.callback_metrics -> {name: float}
+
+
+class PruningReporter(Callback):
+    """Report the objective after each validation at `global_step`; stop training when pruned.
+
+    Stopping via `trainer.should_stop` (not by raising TrialPruned) lets Lightning end cleanly,
+    so the trial's MLflow run can be marked KILLED rather than FAILED.
+    """
+
+    def __init__(self, trial: optuna.Trial, objective: Callable[[Mapping], float]) -> None:
+        self.trial = trial
+        self.objective = objective
+        self.pruned_at: int | None = None
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or trainer.global_step == 0:
+            return
+        value = self.objective(trainer.callback_metrics)
+        if math.isnan(value):
+            return
+        self.trial.report(value, step=trainer.global_step)
+        if self.trial.should_prune():
+            self.pruned_at = trainer.global_step
+            trainer.should_stop = True
+
+
+class MetricsLogger(Callback):
+    """Log every validation's metrics to the trial's MLflow run at `step=global_step`."""
+
+    def __init__(self, tracker: Tracker, run_id: str, collect: Collect) -> None:
+        self.tracker = tracker
+        self.run_id = run_id
+        self.collect = collect
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        self.tracker.log_metrics(self.run_id, self.collect(trainer.callback_metrics), step=trainer.global_step)
+
+
+class ProgressWriter(Callback):
+    """Publish step and last validation metrics for the supervisor's live view."""
+
+    def __init__(self, trial_dir: Path, max_steps: int, collect: Collect) -> None:
+        self.trial_dir = trial_dir
+        self.max_steps = max_steps
+        self.collect = collect
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            write_progress(self.trial_dir, trainer.global_step, self.max_steps, self.collect(trainer.callback_metrics))
+
+
+class FaultInjector(Callback):
+    """Test hook: fail the way a real GPU trial can (only when HARNESS_INJECT_FAULT is set)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.kind == "oom":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+        raise RuntimeError(f"injected fault {self.kind!r}")

@@ -1,0 +1,64 @@
+"""Pruning decisions and the supervisor's footprint, on real Optuna studies (in memory)."""
+
+import subprocess
+import sys
+
+import optuna
+import pytest
+
+from harness.spec import PrunerSpec, load_spec
+from harness.study import LatestMedianPruner, make_pruner
+from tests.conftest import spec_dict, write_spec
+
+
+def _study_with_two_finished_curves(pruner) -> optuna.Study:
+    """Two complete trials whose WER falls 0.8 -> 0.6 -> 0.4 and 0.7 -> 0.5 -> 0.3."""
+    study = optuna.create_study(direction="minimize", pruner=pruner)
+    for curve in ((0.8, 0.6, 0.4), (0.7, 0.5, 0.3)):
+        trial = study.ask()
+        for step, value in zip((10, 20, 30), curve, strict=True):
+            trial.report(value, step)
+        study.tell(trial, curve[-1])
+    return study
+
+
+def _prune_decisions(study: optuna.Study, curve: tuple[float, ...]) -> list[bool]:
+    trial = study.ask()
+    decisions = []
+    for step, value in zip((10, 20, 30), curve, strict=False):
+        trial.report(value, step)
+        decisions.append(bool(trial.should_prune()))
+    return decisions
+
+
+@pytest.mark.parametrize("compare", ["latest", "best"])
+def test_a_climbing_wer_is_pruned_only_when_comparing_the_latest_value(compare):
+    pruner = LatestMedianPruner(n_startup_trials=2) if compare == "latest" else optuna.pruners.MedianPruner(2)
+    study = _study_with_two_finished_curves(pruner)
+    # Good at the first validation (0.5 < median 0.75), then the decoder starts to hallucinate.
+    decisions = _prune_decisions(study, (0.5, 1.4, 2.0))
+    assert decisions[0] is False
+    assert decisions[1] is (compare == "latest")
+
+
+def test_latest_median_pruner_keeps_a_trial_that_stays_below_the_median():
+    study = _study_with_two_finished_curves(LatestMedianPruner(n_startup_trials=2))
+    assert _prune_decisions(study, (0.6, 0.5, 0.3)) == [False, False, False]
+    assert _prune_decisions(study, (0.9,)) == [True]
+
+
+def test_the_spec_chooses_the_pruner(project, speech_data):
+    def pruner(**overrides):
+        return make_pruner(load_spec(write_spec(project, "p", spec_dict(speech_data, pruner=overrides))))
+
+    assert PrunerSpec().compare == "latest"
+    assert type(pruner()) is LatestMedianPruner
+    assert type(pruner(compare="best")) is optuna.pruners.MedianPruner
+    assert type(pruner(type="none")) is optuna.pruners.NopPruner
+
+
+def test_the_supervisor_does_not_import_torch_or_lightning():
+    """Trials train in their own processes; the supervisor stays small (about 190 MiB, not 670)."""
+    code = "import sys, harness.cli, harness.sweep; print(sorted({'torch', 'lightning', 'nemo'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
