@@ -3,11 +3,14 @@
 A sweep's supervisor lives for days and hundreds of trials; any per-trial growth (records, caches, open
 files) is a slow leak. The supervisor's RSS is sampled right after each trial is recorded, and its slope per
 trial is fitted after a short warm-up. Trials are tiny (a few steps, a short validation manifest): their
-training is not what is measured.
+training is not what is measured. `--trace` adds tracemalloc to the supervisor and prints where its Python
+heap grew between the warm-up and the last trial.
 """
 
 from __future__ import annotations
 
+import sys
+import tracemalloc
 from collections.abc import Sequence
 
 from benchmarks._common import Project, Verdict, conclude, header, median, parse_args, smoke_lines, status_mib, table
@@ -28,13 +31,24 @@ def slope(points: list[tuple[int, float]]) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(__doc__.splitlines()[0], argv, full=FULL, smoke=SMOKE)
+    trace = "--trace" in (argv := list(sys.argv[1:] if argv is None else argv))
+    args = parse_args(__doc__.splitlines()[0], [a for a in argv if a != "--trace"], full=FULL, smoke=SMOKE)
     header("memory: supervisor and trial RSS", args)
+    if trace:  # `--trace`: where the supervisor's Python heap grows after the warm-up trials
+        tracemalloc.start(8)
+    snapshots = []
     start_rss = status_mib("VmRSS")
     lines = smoke_lines(args) | {"validation_lines": args.validation_lines or 8}
     with Project("memory", data=args.data, keep=args.keep, **lines) as project:
-        spec = project.spec("memory", budget={"trials": args.trials, "max_steps": args.steps,
-                                              "val_check_interval": args.val_check_interval, "baseline": False})
+        spec = project.spec(
+            "memory",
+            budget={
+                "trials": args.trials,
+                "max_steps": args.steps,
+                "val_check_interval": args.val_check_interval,
+                "baseline": False,
+            },
+        )
         supervisor = project.supervisor(spec, "supervisor.log")
         built_rss = status_mib("VmRSS")
         samples: list[tuple[int, float, int]] = []  # (trial, supervisor MiB, trial pid)
@@ -43,24 +57,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         def sampled(job):
             outcome = finish(job)
             samples.append((len(samples) + 1, status_mib("VmRSS"), job.proc.pid))
+            if trace and len(samples) in (WARMUP_TRIALS, args.trials):
+                snapshots.append(tracemalloc.take_snapshot())
             print(f"  trial {len(samples)}/{args.trials}: supervisor {samples[-1][1]:.1f} MiB", flush=True)
             return outcome
 
         supervisor._finish = sampled
         supervisor.run()
         trial_peaks = [project.probe(pid)["peak_rss_mib"] for _, _, pid in samples]
-    table([(n, rss, peak) for (n, rss, _), peak in zip(samples, trial_peaks, strict=True)],
-          ["trial", "supervisor RSS MiB", "trial peak RSS MiB"])
+    table(
+        [(n, rss, peak) for (n, rss, _), peak in zip(samples, trial_peaks, strict=True)],
+        ["trial", "supervisor RSS MiB", "trial peak RSS MiB"],
+    )
     points = [(n, rss) for n, rss, _ in samples]
     warm = points[WARMUP_TRIALS:] if len(points) > 2 * WARMUP_TRIALS else points
-    print(f"supervisor RSS: {start_rss:.1f} MiB before, {built_rss:.1f} MiB once built, "
-          f"{points[0][1]:.1f} after trial 1, {points[-1][1]:.1f} after trial {len(points)}; "
-          f"peak (VmHWM) {status_mib('VmHWM'):.1f} MiB")
+    print(
+        f"supervisor RSS: {start_rss:.1f} MiB before, {built_rss:.1f} MiB once built, "
+        f"{points[0][1]:.1f} after trial 1, {points[-1][1]:.1f} after trial {len(points)}; "
+        f"peak (VmHWM) {status_mib('VmHWM'):.1f} MiB"
+    )
     print(f"trial process peak RSS: median {median(trial_peaks):.1f} MiB, max {max(trial_peaks):.1f} MiB")
     print(f"slope over all {len(points)} trials: {slope(points):+.3f} MiB/trial")
+    if len(snapshots) == 2:
+        print(f"Python heap growth from trial {WARMUP_TRIALS} to {args.trials}, largest sites:")
+        for stat in snapshots[1].compare_to(snapshots[0], "lineno")[:12]:
+            print(f"  {stat.size_diff / 1024:+8.1f} KiB {stat.count_diff:+6d} blocks  {stat.traceback[0]}")
     growth = slope(warm)
-    return conclude(Verdict(f"memory: supervisor RSS slope over trials {warm[0][0]}-{warm[-1][0]}", growth,
-                            f"<= {SLOPE_TARGET_MIB} MiB/trial", growth <= SLOPE_TARGET_MIB, " MiB/trial"))
+    return conclude(
+        Verdict(
+            f"memory: supervisor RSS slope over trials {warm[0][0]}-{warm[-1][0]}",
+            growth,
+            f"<= {SLOPE_TARGET_MIB} MiB/trial",
+            growth <= SLOPE_TARGET_MIB,
+            " MiB/trial",
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import copy
 import tarfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from harness.behaviours import CONFIG_KEY as BEHAVIOURS_KEY
+from harness.behaviours import ORIGINAL_SOURCE_LANG, declaration
 from harness.errors import HarnessError
-from harness.spec import BudgetSpec, DataSpec, TrainingSpec
+from harness.spec import BudgetSpec, CustomTokenSpec, DataSpec, TrainingSpec
 
 # WER on ASR samples, BLEU on translation samples. No spaces inside a constraint: NeMo's
 # constraint parser splits on whitespace and raises on `.a == .b`.
@@ -101,8 +104,11 @@ def trial_config(
     training: TrainingSpec,
     budget: BudgetSpec,
     seed: int,
+    custom_tokens: Mapping[str, CustomTokenSpec] | None = None,
 ) -> DictConfig:
-    """A full copy of the pretrained config with the trial's parameters applied and verified."""
+    """A full copy of the pretrained config with the trial's parameters applied and verified.
+
+    `data` are the manifests trials read: with custom behaviours, their prompted copies."""
     cfg = copy.deepcopy(base)
     with open_dict(cfg):
         _apply_data(cfg, data, training, seed)
@@ -114,7 +120,18 @@ def trial_config(
             cfg.multitask_metrics_cfg = copy.deepcopy(MULTITASK_METRICS)
         cfg.restore_timestamps_model = False  # NeMo 3.0 crashes building a model after a restore otherwise
         cfg.log_prediction = False
+        if custom_tokens:
+            _apply_custom_tokens(cfg, custom_tokens)
     return cfg
+
+
+def _apply_custom_tokens(cfg: DictConfig, custom_tokens: Mapping[str, CustomTokenSpec]) -> None:
+    """Metric constraints read the original language (the prompted `source_lang` carries tokens),
+    and the declaration travels with the model config into every saved checkpoint."""
+    for metric in (cfg.multitask_metrics_cfg.get("metrics") or {}).values():
+        if isinstance(metric.get("constraint"), str):
+            metric.constraint = metric.constraint.replace(".source_lang", f".{ORIGINAL_SOURCE_LANG}")
+    cfg[BEHAVIOURS_KEY] = declaration(custom_tokens)
 
 
 def _base_batch_duration(base: DictConfig) -> float:
@@ -185,6 +202,29 @@ def _apply_optim(cfg: DictConfig, params: dict[str, Any], budget: BudgetSpec) ->
         sched.warmup_ratio = None  # NeMo asserts when both are set
         if sched.get("min_lr") is not None:
             sched.min_lr = min(float(sched.min_lr), cfg.optim.lr / 10)
+
+
+def special_tokens(info: CheckpointInfo) -> frozenset[str]:
+    """Every `<|...|>` piece of the prompt's tokenizer (spl_tokens, or the unified one), read from the archive."""
+    import sentencepiece
+
+    tokenizer = info.config.tokenizer
+    entry = tokenizer.langs.spl_tokens if info.tokenizer_kind == "aggregate" else tokenizer
+    model_path = str(entry.get("model_path") or "")
+    if Path(model_path).is_file():  # a config pointing at files on disk
+        proto = Path(model_path).read_bytes()
+    else:
+        with tarfile.open(info.path, "r:*") as archive:
+            members = {Path(m.name).name: m for m in archive.getmembers()}
+            member = members.get(model_path.removeprefix("nemo:"))
+            if member is None:
+                raise HarnessError(
+                    f"{info.path}: the tokenizer model {model_path or '(none)'} is not in the checkpoint."
+                )
+            proto = archive.extractfile(member).read()
+    processor = sentencepiece.SentencePieceProcessor(model_proto=proto)
+    pieces = (processor.id_to_piece(i) for i in range(processor.get_piece_size()))
+    return frozenset(piece for piece in pieces if piece.startswith("<|") and piece.endswith("|>"))
 
 
 ARTIFACT_KEYS = {"model_path": "tokenizer.model", "vocab_path": "vocab.txt", "spe_tokenizer_vocab": "tokenizer.vocab"}

@@ -66,6 +66,34 @@ def _reproduce(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _transcribe(args: argparse.Namespace, console: Console) -> int:
+    """Decode audio with a fine-tuned checkpoint, its custom behaviours switched per `--behaviour`."""
+    from harness.behaviours import is_on, transcribe
+    from harness.model_source import resolve_model
+
+    switches = {}
+    for item in args.behaviour:
+        name, _, value = item.partition("=")
+        if is_on(value) is None:
+            raise HarnessError(f"--behaviour {item!r}: write NAME=on or NAME=off.")
+        switches[name] = is_on(value)
+    from nemo.collections.asr.models import EncDecMultiTaskModel
+
+    model = EncDecMultiTaskModel.restore_from(str(resolve_model(args.model)), map_location="cpu").eval()
+    texts = transcribe(
+        model,
+        [str(path) for path in args.audio],
+        source_lang=args.source_lang,
+        target_lang=args.target_lang or args.source_lang,
+        behaviours=switches,
+        batch_size=8,
+        verbose=False,
+    )
+    for path, hypothesis in zip(args.audio, texts, strict=True):
+        console.print(f"{path}\t{getattr(hypothesis, 'text', hypothesis)}", highlight=False, markup=False)
+    return 0
+
+
 def _demo_data(args: argparse.Namespace, console: Console) -> int:
     from harness.speech import build_demo_data
 
@@ -105,6 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("sweep")
     reproduce.add_argument("--trial", type=int, help="trial number (default: the best trial)")
     reproduce.set_defaults(func=_reproduce)
+    decode = sub.add_parser("transcribe", help="decode audio with a (fine-tuned) .nemo and its custom behaviours")
+    decode.add_argument("model", help="a .nemo file (e.g. from `harness export`) or a packaged twin's name")
+    decode.add_argument("audio", nargs="+", type=Path, help="audio files")
+    decode.add_argument("--source-lang", default="en", help="spoken language (default: en)")
+    decode.add_argument("--target-lang", help="output language (default: the source language, i.e. ASR)")
+    decode.add_argument(
+        "--behaviour", action="append", default=[], metavar="NAME=on|off", help="switch a custom behaviour (repeat)"
+    )
+    decode.set_defaults(func=_transcribe)
     data = sub.add_parser("demo-data", help="synthesise the demo fine-tuning data (cached)")
     data.add_argument("--out", type=Path, default=DEMO_DATA_DIR)
     data.set_defaults(func=_demo_data)

@@ -14,11 +14,13 @@ from pathlib import Path
 import jiwer
 import sacrebleu
 
+from harness.behaviours import original_source_lang
 from harness.manifest import manifest_lines
 
 
 def pair_of(entry: dict) -> str:
-    return f"{entry.get('source_lang', '?')}-{entry.get('target_lang', '?')}"
+    """`en-de`; a prompted line (custom behaviours) is named by its original source language."""
+    return f"{original_source_lang(entry) or '?'}-{entry.get('target_lang', '?')}"
 
 
 def score(entries: list[dict], predictions: list[str], text_field: str) -> dict[str, float]:

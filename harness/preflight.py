@@ -4,7 +4,8 @@ Every problem is collected, located (`file:line` or spec key) and reported at on
 trains while any remains. What is checked is what would otherwise fail late or, worse, train
 silently on garbage: unreadable manifests, missing or undecodable audio, zero durations, empty
 transcripts, a text field that is not there, languages the tokenizer cannot produce, prompt
-fields the prompt format requires, and a validation set with no samples for the objective.
+fields the prompt format requires, custom behaviours (tokens the tokenizer has, a switch on every
+line), and a validation set with no samples for the objective.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import soundfile
 
-from harness.canary import CheckpointInfo
+from harness import behaviours
+from harness.canary import CheckpointInfo, special_tokens
 from harness.errors import HarnessError
 from harness.manifest import Entry, Problem, read_manifest, resolve_audio
 from harness.spec import SweepSpec
@@ -85,6 +87,7 @@ def _check_entry(path: Path, entry: Entry, spec: SweepSpec, info: CheckpointInfo
         )
     problems += _check_text(where, data, spec.data.text_field)
     problems += _check_languages(where, data, spec, info)
+    problems += behaviours.check_entry(where, data, spec)
     return problems
 
 
@@ -154,6 +157,8 @@ def _check_objective_samples(path: Path, entries: list[Entry], spec: SweepSpec) 
 def preflight(spec: SweepSpec, info: CheckpointInfo) -> dict[str, list[Entry]]:
     """Run every check; raise one HarnessError listing all problems, or return the parsed manifests."""
     problems = check_spec(spec)
+    if spec.custom_tokens:
+        problems += behaviours.check_declaration(spec, special_tokens(info))
     manifests = {}
     splits = {"train": spec.data.train, "validation": spec.data.validation, "test": spec.data.test}
     for split, value in splits.items():

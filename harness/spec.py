@@ -104,6 +104,19 @@ class TrackingSpec:
 
 
 @dataclass
+class CustomTokenSpec:
+    """A custom behaviour: placeholder special tokens put into the decoder prompt per manifest line.
+
+    `field` names a boolean manifest field; lines where it is true get `on`, the others `off`.
+    `default` is used for lines without the field (null: the field is required on every line)."""
+
+    on: str
+    off: str
+    field: str
+    default: bool | None = None
+
+
+@dataclass
 class SweepSpec:
     """One sweep: the model, the data, the search space and the budget."""
 
@@ -117,6 +130,7 @@ class SweepSpec:
     sampler: SamplerSpec = field(default_factory=SamplerSpec)
     training: TrainingSpec = field(default_factory=TrainingSpec)
     tracking: TrackingSpec = field(default_factory=TrackingSpec)
+    custom_tokens: dict[str, CustomTokenSpec] = field(default_factory=dict)
     storage: str | None = None
     source: str = ""
 
@@ -191,10 +205,15 @@ def load_spec(name_or_path: str) -> SweepSpec:
     return build(SweepSpec, raw, where=str(path), prefix="")
 
 
+# PyYAML reads YAML 1.1, where an unquoted `on:` / `off:` key is the boolean True / False.
+_YAML11_BOOLEAN_KEYS = {True: "on", False: "off"}
+
+
 def build(cls: type, raw: Any, *, where: str, prefix: str) -> Any:
     """Build dataclass `cls` from `raw`, naming `where:key` on any unknown key or wrong type."""
     if not isinstance(raw, dict):
         raise HarnessError(f"{where}: `{prefix.rstrip('.') or 'top level'}` must be a mapping.")
+    raw = {_YAML11_BOOLEAN_KEYS.get(k, k): v for k, v in raw.items()}
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
@@ -221,6 +240,11 @@ def _coerce(hint: Any, value: Any, *, where: str, key: str) -> Any:
             return None
         (inner,) = [a for a in args if a is not type(None)]
         return _coerce(inner, value, where=where, key=key)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise HarnessError(f"{where}: `{key}` must be a mapping of names to settings.")
+        _, inner = typing.get_args(hint)
+        return {str(name): _coerce(inner, item, where=where, key=f"{key}.{name}") for name, item in value.items()}
     if origin is Literal:
         allowed = typing.get_args(hint)
         if value not in allowed:

@@ -26,6 +26,7 @@ from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 
+from harness.behaviours import write_prompted_manifests
 from harness.canary import CheckpointInfo, extract_tokenizers, inspect_checkpoint, trial_config
 from harness.errors import HarnessError
 from harness.model_source import resolve_model
@@ -41,7 +42,8 @@ LOG_TAIL_LINES = 200
 PARENT_ATTR = "mlflow_parent_run_id"
 BASELINE_ATTR = "baseline"
 TEST_ATTR = "test"
-POLL_SECONDS = 1.0
+POLL_SECONDS = 0.25  # how soon a finished trial is noticed (its slot idles until then)
+VIEW_SECONDS = 1.0  # the live view queries the study at most this often
 HEARTBEAT_SECONDS = 30.0
 STALE_SECONDS = 600.0  # a RUNNING trial on another host with no heartbeat for this long is dead
 
@@ -104,6 +106,7 @@ class Supervisor:
         self.space = load_search_space(spec.search_space)
         preflight(spec, self.info)
         spec.state_dir.mkdir(parents=True, exist_ok=True)
+        self.data = write_prompted_manifests(spec)  # the user's manifests, or copies with behaviour tokens
         # Both databases exist before any trial process touches them (fresh SQLite schemas race).
         self.study = open_study(spec, worker=self.worker)
         self.tracker = Tracker(spec.tracking_uri, spec.experiment_name, artifact_root=spec.state_dir / "artifacts")
@@ -115,6 +118,7 @@ class Supervisor:
         )
         self.study.set_user_attr(PARENT_ATTR, self.parent_run)
         self.view = SweepView(self.console, name=spec.name, budget=spec.budget.trials)
+        self._view_refreshed = 0.0
 
     def _sweep_params(self) -> dict:
         b = self.spec.budget
@@ -132,6 +136,10 @@ class Supervisor:
             "search_space": self.spec.search_space,
             "tokenizer": self.info.tokenizer_kind,
             "prompt_format": self.info.prompt_format,
+            "custom_tokens": ", ".join(
+                f"{name}={b.on}/{b.off} ({b.field})" for name, b in sorted(self.spec.custom_tokens.items())
+            )
+            or "none",
         }
 
     # -- the loop ---------------------------------------------------------------------------
@@ -372,10 +380,11 @@ class Supervisor:
         cfg = trial_config(
             self.info.config,
             params,
-            data=self.spec.data,
+            data=self.data,
             training=self.spec.training,
             budget=self.spec.budget,
             seed=seed,
+            custom_tokens=self.spec.custom_tokens,
         )
         if self.spec.training.tokenizers == "extract":
             extract_tokenizers(self.nemo, cfg, trial_dir / "tokenizers")
@@ -515,8 +524,9 @@ class Supervisor:
         self.view.log(f"  [dim]{self.budget_used()}/{self.spec.budget.trials} trials used{best_text}[/]")
 
     def _refresh(self, running: dict[int, Running]) -> None:
-        if not self.view.live:
+        if not self.view.live or time.monotonic() - self._view_refreshed < VIEW_SECONDS:
             return
+        self._view_refreshed = time.monotonic()
         states = [t.state for t in self.study.get_trials(deepcopy=False)]
         counts = {
             "done": self.budget_used() - len(running),

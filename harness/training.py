@@ -70,22 +70,33 @@ def restore_model(nemo_path: Path, cfg: DictConfig, trainer: Trainer | None):
 
 
 class BatchStats(Callback):
-    """Count cuts and audio seconds per training batch: proof that batch_duration took effect."""
+    """Count cuts and audio seconds per training batch: proof that batch_duration took effect.
+
+    Sample counts stay on the batch's device until the summary: reading them every step would
+    make a GPU wait for each batch."""
 
     def __init__(self) -> None:
         self.cuts: list[int] = []
-        self.seconds: list[float] = []
+        self.samples: list[torch.Tensor] = []
+        self.sample_rate = 16000
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        sample_rate = pl_module.cfg.get("sample_rate", 16000)
+        self.sample_rate = pl_module.cfg.get("sample_rate", 16000)
         self.cuts.append(int(batch.audio.shape[0]))
-        self.seconds.append(float(batch.audio_lens.sum()) / sample_rate)
+        self.samples.append(batch.audio_lens.detach().sum())
+
+    @property
+    def seconds(self) -> list[float]:
+        if not self.samples:
+            return []
+        return (torch.stack(self.samples).double().cpu() / self.sample_rate).tolist()
 
     def summary(self) -> dict[str, float]:
         if not self.cuts:
             return {}
+        seconds = self.seconds
         return {
             "train_batch_cuts_mean": sum(self.cuts) / len(self.cuts),
-            "train_batch_seconds_max": max(self.seconds),
-            "train_audio_seconds": sum(self.seconds),
+            "train_batch_seconds_max": max(seconds),
+            "train_audio_seconds": sum(seconds),
         }

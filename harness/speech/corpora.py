@@ -18,10 +18,13 @@ LANGS = ("en", "de")
 
 
 class Pair(NamedTuple):
-    """One sentence in English with its German translation."""
+    """One sentence in English with its German translation, and their `terse` forms where the
+    grammar has them (command style without articles: the demo's custom behaviour)."""
 
     english: str
     german: str
+    english_terse: str | None = None
+    german_terse: str | None = None
 
 
 class Noun(NamedTuple):
@@ -64,14 +67,16 @@ def _compose_command(choice: tuple) -> Pair:
 
 
 def _compose_home(choice: tuple) -> Pair:
-    """'dim the kitchen lamp a little' -> 'dimme die küchenlampe ein wenig'.
+    """'dim the kitchen lamp a little' -> 'dimme die küchenlampe ein wenig' (terse: 'dim kitchen lamp a little').
 
     German separable verbs ("schalte ... ein") put their particle at the end of the sentence.
     """
     (verb_en, verb_de, particle), (room_en, room_de), noun, (mod_en, mod_de) = choice
     article, _ = _ARTICLE[noun.gender]
-    german = f"{verb_de} {article} {room_de}{noun.german} {mod_de}"
-    return Pair(f"{verb_en} the {room_en} {noun.english} {mod_en}", f"{german} {particle}".strip())
+    german = f"{verb_de} {article} {room_de}{noun.german} {mod_de} {particle}".strip()
+    german_terse = f"{verb_de} {room_de}{noun.german} {mod_de} {particle}".strip()
+    english_terse = f"{verb_en} {room_en} {noun.english} {mod_en}"
+    return Pair(f"{verb_en} the {room_en} {noun.english} {mod_en}", german, english_terse, german_terse)
 
 
 COMMANDS = Grammar(

@@ -39,6 +39,7 @@ class CorpusSpec:
     rates: list[int]
     translate_fraction: float
     seed: int
+    terse_fraction: float = 0.0
     version: int = _FORMAT_VERSION
 
 
@@ -51,6 +52,7 @@ class Utterance:
     rate: int
     translate: bool
     audio_path: Path
+    terse: bool | None = None  # the `terse` behaviour's switch; None when the corpus has none
 
 
 def build_corpus(
@@ -62,14 +64,18 @@ def build_corpus(
     rates: list[int],
     translate_fraction: float,
     seed: int,
+    terse_fraction: float = 0.0,
 ) -> dict[str, Path]:
     """Synthesise a corpus into `out_dir` and return {split: manifest path}.
 
     Cached: when `out_dir` already holds a corpus built with the same arguments, nothing is
-    rewritten. Sentences of different splits never overlap.
+    rewritten. Sentences of different splits never overlap. With `terse_fraction` > 0 every line
+    gets a `terse` switch, and that share of lines carries the terse (article-free) text.
     """
     out_dir = Path(out_dir).resolve()
-    spec = CorpusSpec(domain, dict(splits), list(voices), list(rates), float(translate_fraction), int(seed))
+    spec = CorpusSpec(
+        domain, dict(splits), list(voices), list(rates), float(translate_fraction), int(seed), float(terse_fraction)
+    )
     manifests = {split: out_dir / f"{split}.json" for split in splits}
     if _is_cached(out_dir, spec, manifests):
         return manifests
@@ -92,6 +98,7 @@ def build_demo_data(out_dir: Path) -> dict[str, Path]:
         rates=DEMO_RATES,
         translate_fraction=0.3,
         seed=0,
+        terse_fraction=0.5,
     )
 
 
@@ -130,6 +137,7 @@ def _clear(out_dir: Path, manifests: dict[str, Path]) -> None:
 def _plan_split(split: str, pairs: list[Pair], spec: CorpusSpec, out_dir: Path) -> list[Utterance]:
     """Pick voice, rate and task per sentence from a split-specific seeded generator."""
     rng = random.Random(f"{spec.domain}:{split}:{spec.seed}")
+    terse_rng = random.Random(f"{spec.domain}:{split}:{spec.seed}:terse")  # its own stream: other draws stay put
     audio_dir = out_dir / "audio" / split
     return [
         Utterance(
@@ -138,6 +146,7 @@ def _plan_split(split: str, pairs: list[Pair], spec: CorpusSpec, out_dir: Path) 
             rate=rng.choice(spec.rates),
             translate=rng.random() < spec.translate_fraction,
             audio_path=audio_dir / f"{split}-{index:05d}.wav",
+            terse=terse_rng.random() < spec.terse_fraction if spec.terse_fraction > 0 else None,
         )
         for index, pair in enumerate(pairs)
     ]
@@ -154,16 +163,25 @@ def _synthesize_all(plan: list[Utterance]) -> list[float]:
 
 
 def _manifest_entry(utterance: Utterance, duration: float) -> dict:
-    target_lang = "de" if utterance.translate else "en"
-    return {
+    pair = utterance.pair
+    if utterance.terse:
+        if pair.english_terse is None:
+            raise ValueError(f"The grammar has no terse form of {pair.english!r}; use terse_fraction=0.")
+        text = pair.german_terse if utterance.translate else pair.english_terse
+    else:
+        text = pair.german if utterance.translate else pair.english
+    entry = {
         "audio_filepath": str(utterance.audio_path),
         "duration": round(duration, 4),
-        "text": utterance.pair.german if utterance.translate else utterance.pair.english,
+        "text": text,
         "source_lang": "en",
-        "target_lang": target_lang,
+        "target_lang": "de" if utterance.translate else "en",
         "pnc": "no",
         "taskname": "ast" if utterance.translate else "asr",
     }
+    if utterance.terse is not None:
+        entry["terse"] = utterance.terse
+    return entry
 
 
 def _write_manifest(path: Path, plan: list[Utterance], durations: list[float]) -> None:

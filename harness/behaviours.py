@@ -1,0 +1,204 @@
+"""Custom behaviours: unused placeholder tokens (`<|spltokenN|>`) switched on or off per manifest line.
+
+Canary's prompt has no slot for new instructions, but both prompt formats (canary, canary2) pass a
+`source_lang` value that is already a special token through unchanged and tokenize all of it with
+the special tokenizer. So `source_lang: "<|en|><|spltoken0|>"` puts a placeholder token into the
+decoder prompt of a stock NeMo model, in training and in `transcribe()`, with the released
+tokenizer. The harness writes such copies of the sweep's manifests (per sweep, in its state dir),
+keeping the original language in `harness_source_lang` for metrics and per-pair names, and stores
+the declaration in every trial's model config so a fine-tuned checkpoint knows its behaviours.
+
+Tokens follow the behaviours' names in sorted order, so training and inference always agree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+from harness.manifest import Problem, manifest_lines, resolve_audio
+from harness.spec import CustomTokenSpec, DataSpec, SweepSpec
+
+ORIGINAL_SOURCE_LANG = "harness_source_lang"
+CONFIG_KEY = "harness_custom_tokens"  # the declaration, inside a trial's (and checkpoint's) model config
+PLACEHOLDER = re.compile(r"<\|spltoken\d+\|>")
+ON_VALUES = (True, 1, "true", "yes", "on", "1")
+OFF_VALUES = (False, 0, "false", "no", "off", "0")
+
+
+def is_on(value: Any) -> bool | None:
+    """A manifest value read as a switch: True, False, or None when it is not one."""
+    if isinstance(value, str):
+        value = value.strip().lower()
+    if value in ON_VALUES:
+        return True
+    return False if value in OFF_VALUES else None
+
+
+def prompt_tokens(custom_tokens: Mapping[str, CustomTokenSpec], states: Mapping[str, bool]) -> str:
+    """The placeholder tokens for one utterance, in the behaviours' sorted order."""
+    return "".join(
+        custom_tokens[name].on if states[name] else custom_tokens[name].off for name in sorted(custom_tokens)
+    )
+
+
+def prompted_source_lang(lang: str, tokens: str) -> str:
+    """`en` + tokens -> `<|en|><|spltoken0|>`: a value NeMo's prompt formatters pass through as is."""
+    return (lang if lang.startswith("<|") else f"<|{lang}|>") + tokens
+
+
+def line_states(entry: Mapping, custom_tokens: Mapping[str, CustomTokenSpec]) -> dict[str, bool]:
+    """Each behaviour's state on one (preflighted) manifest line."""
+    states = {}
+    for name, behaviour in custom_tokens.items():
+        state = is_on(entry[behaviour.field]) if behaviour.field in entry else behaviour.default
+        if state is None:
+            raise ValueError(f"`{behaviour.field}` is missing or not a switch in {dict(entry)}")
+        states[name] = state
+    return states
+
+
+# -- checks (run by preflight) -----------------------------------------------------------------
+
+
+def check_declaration(spec: SweepSpec, special_tokens: frozenset[str]) -> list[Problem]:
+    """Tokens must be unused placeholders the model's special vocabulary has, each used once."""
+    problems = []
+    seen: dict[str, str] = {}
+    for name, behaviour in spec.custom_tokens.items():
+        for side in ("on", "off"):
+            token, key = getattr(behaviour, side), f"custom_tokens.{name}.{side}"
+            if not PLACEHOLDER.fullmatch(token):
+                problems.append(
+                    Problem(
+                        spec.source,
+                        f"`{key}` is {token!r}; use a placeholder like <|spltoken0|>: "
+                        "a token with a meaning (a language, <|pnc|>) would change the prompt",
+                    )
+                )
+            elif token not in special_tokens:
+                count = sum(1 for t in special_tokens if PLACEHOLDER.fullmatch(t))
+                problems.append(
+                    Problem(
+                        spec.source,
+                        f"`{key}` is {token}, which the model's tokenizer does not have "
+                        f"(it has {count} placeholders, <|spltoken0|> to <|spltoken{max(count - 1, 0)}|>)",
+                    )
+                )
+            if token in seen:
+                problems.append(Problem(spec.source, f"`{key}` reuses {token}, already `{seen[token]}`"))
+            seen.setdefault(token, key)
+    return problems
+
+
+def check_entry(where: str, data: Mapping, spec: SweepSpec) -> list[Problem]:
+    """Every line must say whether each behaviour is on (unless the behaviour has a default)."""
+    problems = []
+    for name, behaviour in spec.custom_tokens.items():
+        if behaviour.field not in data:
+            if behaviour.default is None:
+                problems.append(
+                    Problem(
+                        where,
+                        f"missing `{behaviour.field}` (custom behaviour `{name}`); add it to every line "
+                        f"or set `custom_tokens.{name}.default`",
+                    )
+                )
+        elif is_on(data[behaviour.field]) is None:
+            problems.append(
+                Problem(
+                    where,
+                    f"`{behaviour.field}` is {data[behaviour.field]!r}; use true or false (custom behaviour `{name}`)",
+                )
+            )
+    return problems
+
+
+# -- manifests the trials read -----------------------------------------------------------------
+
+
+def prompted_data(spec: SweepSpec) -> DataSpec:
+    """The manifests trials train and score on: the user's, or their prompted copies."""
+    if not spec.custom_tokens:
+        return spec.data
+    folder = spec.state_dir / "prompted" / spec.name
+    test = str(folder / "test.json") if spec.data.test else None
+    return dataclasses.replace(
+        spec.data, train=str(folder / "train.json"), validation=str(folder / "validation.json"), test=test
+    )
+
+
+def write_prompted_manifests(spec: SweepSpec) -> DataSpec:
+    """Write the prompted copies (atomically: workers on one host may start together)."""
+    data = prompted_data(spec)
+    if data is spec.data:
+        return data
+    for split in ("train", "validation", "test"):
+        source, target = getattr(spec.data, split), getattr(data, split)
+        if source is None:
+            continue
+        lines = [json.dumps(prompted_entry(e, Path(source), spec.custom_tokens)) for e in manifest_lines(Path(source))]
+        target_path = Path(target)
+        target_path.parent.mkdir(parents=True, exist_ok=True)
+        partial = target_path.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        os.replace(partial, target_path)
+    return data
+
+
+def prompted_entry(entry: dict, manifest: Path, custom_tokens: Mapping[str, CustomTokenSpec]) -> dict:
+    """One line with the behaviour tokens after its source language and an absolute audio path."""
+    tokens = prompt_tokens(custom_tokens, line_states(entry, custom_tokens))
+    return {
+        **entry,
+        "audio_filepath": str(resolve_audio(manifest, entry["audio_filepath"]).resolve()),
+        ORIGINAL_SOURCE_LANG: entry["source_lang"],
+        "source_lang": prompted_source_lang(entry["source_lang"], tokens),
+    }
+
+
+def original_source_lang(entry: Mapping) -> str | None:
+    return entry.get(ORIGINAL_SOURCE_LANG, entry.get("source_lang"))
+
+
+def declaration(custom_tokens: Mapping[str, CustomTokenSpec]) -> dict[str, dict]:
+    """The behaviours as plain data, for a model config."""
+    return {name: dataclasses.asdict(behaviour) for name, behaviour in custom_tokens.items()}
+
+
+# -- using a fine-tuned checkpoint ----------------------------------------------------------------
+
+
+def declared_behaviours(model_cfg: Mapping) -> dict[str, CustomTokenSpec]:
+    """The behaviours a checkpoint was fine-tuned with (from its model config)."""
+    declared = model_cfg.get(CONFIG_KEY) or {}
+    return {name: CustomTokenSpec(**dict(behaviour)) for name, behaviour in declared.items()}
+
+
+def transcribe(
+    model, audio: list[str], *, source_lang: str, target_lang: str, behaviours: Mapping[str, bool], **kwargs
+):
+    """`model.transcribe()` with behaviour tokens in the prompt, e.g. `behaviours={"terse": True}`.
+
+    Behaviours left out take their declared default; a behaviour without one must be given.
+    """
+    declared = declared_behaviours(model.cfg)
+    unknown = sorted(set(behaviours) - set(declared))
+    if unknown:
+        raise HarnessError(
+            f"The model declares no behaviour {unknown[0]!r} (it has: {', '.join(sorted(declared)) or 'none'})."
+        )
+    states = {}
+    for name, behaviour in declared.items():
+        state = behaviours.get(name, behaviour.default)
+        if state is None:
+            raise HarnessError(f"Behaviour {name!r} has no default; pass behaviours={{{name!r}: True or False}}.")
+        states[name] = bool(state)
+    source = prompted_source_lang(source_lang, prompt_tokens(declared, states))
+    return model.transcribe(audio, source_lang=source, target_lang=target_lang, **kwargs)

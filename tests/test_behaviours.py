@@ -1,0 +1,219 @@
+"""Custom behaviours: placeholder tokens reach NeMo's decoder prompt on every twin, preflight guards
+them, and a fine-tuned canary-tiny switches its output by the token."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.behaviours import ORIGINAL_SOURCE_LANG, prompted_data, write_prompted_manifests
+from harness.canary import inspect_checkpoint, trial_config
+from harness.errors import HarnessError
+from harness.model_source import packaged_model
+from harness.preflight import preflight
+from harness.spec import BudgetSpec, TrainingSpec, load_spec
+from harness.speech import DEMO_RATES, DEMO_VOICES, build_corpus
+from harness.training import restore_model
+from tests.conftest import copy_manifest, spec_dict, write_spec
+
+ON, OFF = "<|spltoken0|>", "<|spltoken1|>"
+TERSE = {"terse": {"on": ON, "off": OFF, "field": "terse"}}
+
+
+@pytest.fixture(scope="session")
+def terse_data(tmp_path_factory) -> dict[str, Path]:
+    """Demo-domain speech where half the lines say `terse: true` and carry the article-free text."""
+    return build_corpus(
+        "home",
+        tmp_path_factory.mktemp("terse"),
+        splits={"train": 48, "validation": 12},
+        voices=DEMO_VOICES,
+        rates=DEMO_RATES,
+        translate_fraction=0.25,
+        seed=11,
+        terse_fraction=0.5,
+    )
+
+
+def _lines(path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def test_the_spec_reads_unquoted_on_and_off_keys(project, terse_data):
+    # PyYAML (YAML 1.1) turns unquoted `on:` / `off:` into booleans; the spec still reads them.
+    text = (
+        yaml.safe_dump(spec_dict(terse_data)) + f'custom_tokens:\n  terse: {{on: "{ON}", off: "{OFF}", field: terse}}\n'
+    )
+    (project / "sweeps" / "yaml11.yaml").write_text(text)
+    behaviour = load_spec("yaml11").custom_tokens["terse"]
+    assert (behaviour.on, behaviour.off, behaviour.field, behaviour.default) == (ON, OFF, "terse", None)
+
+
+def test_prompted_manifests_carry_the_token_after_the_source_language(project, terse_data):
+    spec = load_spec(write_spec(project, "prompted", spec_dict(terse_data, custom_tokens=TERSE)))
+    data = write_prompted_manifests(spec)
+    assert data == prompted_data(spec) and data.train != spec.data.train
+    for split in ("train", "validation"):
+        original, prompted = _lines(getattr(spec.data, split)), _lines(getattr(data, split))
+        assert len(prompted) == len(original)
+        for before, after in zip(original, prompted, strict=True):
+            assert after["source_lang"] == "<|en|>" + (ON if before["terse"] else OFF)
+            assert after[ORIGINAL_SOURCE_LANG] == before["source_lang"] == "en"
+            assert (after["text"], after["target_lang"]) == (before["text"], before["target_lang"])
+            assert Path(after["audio_filepath"]).is_absolute() and Path(after["audio_filepath"]).is_file()
+        assert {line["terse"] for line in original} == {True, False}
+    # The demo behaviour is real: terse lines have no article, the others do.
+    for line in _lines(spec.data.train):
+        if line["target_lang"] == "en":
+            assert (" the " in f" {line['text']} ") is not line["terse"], line
+
+
+def test_preflight_names_every_bad_token_and_line_at_once(project, terse_data):
+    def edit(index, entry):
+        if index == 0:
+            del entry["terse"]
+        if index == 1:
+            entry["terse"] = "maybe"
+        return entry
+
+    train = copy_manifest(terse_data["train"], project / "train.json", edit)
+    behaviours = {
+        "terse": {"on": "<|en|>", "off": "<|spltoken999|>", "field": "terse"},
+        "digits": {"on": ON, "off": ON, "field": "digits", "default": False},
+    }
+    data = {"train": train, "validation": terse_data["validation"]}
+    spec = load_spec(write_spec(project, "bad", spec_dict(data, custom_tokens=behaviours)))
+    with pytest.raises(HarnessError) as error:
+        preflight(spec, inspect_checkpoint(packaged_model("canary-tiny")))
+    message = str(error.value)
+    assert "`custom_tokens.terse.on` is '<|en|>'; use a placeholder" in message
+    assert "`custom_tokens.terse.off` is <|spltoken999|>, which the model's tokenizer does not have" in message
+    assert "`custom_tokens.digits.off` reuses <|spltoken0|>" in message
+    assert re.search(rf"{re.escape(str(train))}:1: missing `terse` \(custom behaviour `terse`\)", message)
+    assert f"{train}:2: `terse` is 'maybe'; use true or false" in message
+    assert "missing `digits`" not in message  # `digits` has a default: lines without the field are fine
+
+
+@pytest.mark.parametrize("twin", ["canary-tiny", "canary-tiny-v1", "canary-tiny-v2"])
+def test_nemo_puts_the_switched_token_into_the_decoder_prompt(twin, project, terse_data):
+    """The stock NeMo dataloader of every prompt format and tokenizer kind sees the token."""
+    spec = load_spec(write_spec(project, "prompt", spec_dict(terse_data, model=twin, custom_tokens=TERSE)))
+    info = inspect_checkpoint(packaged_model(twin))
+    preflight(spec, info)
+    cfg = trial_config(
+        info.config,
+        {"batch_duration": 30},
+        data=write_prompted_manifests(spec),
+        training=TrainingSpec(accelerator="cpu"),
+        budget=BudgetSpec(max_steps=10, val_check_interval=10),
+        seed=0,
+        custom_tokens=spec.custom_tokens,
+    )
+    assert cfg.harness_custom_tokens.terse.on == ON
+    assert all("harness_source_lang" in m.constraint for m in cfg.multitask_metrics_cfg.metrics.values())
+    model = restore_model(packaged_model(twin), cfg, trainer=None)
+    on_id, off_id = (_token_id(model.tokenizer, token) for token in (ON, OFF))
+    seen = set()
+    for batch in (next(iter(model._train_dl)), next(iter(model._validation_dl))):
+        for cut, prompt in zip(batch.cuts, batch.prompt, strict=True):
+            ids = prompt.tolist()
+            wanted, other = (on_id, off_id) if cut.custom["terse"] else (off_id, on_id)
+            assert wanted in ids and other not in ids, (twin, cut.custom, ids)
+            seen.add(cut.custom["terse"])
+    assert seen == {True, False}
+
+
+def _token_id(tokenizer, token: str) -> int:
+    special = getattr(tokenizer, "special_tokens", None)
+    return special[token] if isinstance(special, dict) and token in special else tokenizer.token_to_id(token)
+
+
+# The behaviour is learnt in a short CPU fine-tune (about 30 s idle): every training line is switched
+# (half on, half off) and the pretrained twin always said "the" (its commands all have an article).
+# Measured: 300 steps with the encoder frozen give 7% vs 100% of outputs with "the"; 200 steps or a
+# trainable encoder at 150 steps did not separate the two (42% vs 96%, 100% vs 100%).
+LEARN = {"lines": 160, "steps": 300, "lr": 3e-3, "batch_duration": 15, "freeze": "encoder", "translate": 0.2}
+
+
+@pytest.fixture(scope="module")
+def fine_tuned(tmp_path_factory):
+    """One trial of a real sweep with the `terse` behaviour; returns (spec, model.nemo)."""
+    import io
+
+    from rich.console import Console
+
+    from harness.sweep import Supervisor, default_slots
+
+    root = tmp_path_factory.mktemp("learn")
+    data = build_corpus(
+        "home",
+        root / "data",
+        splits={"train": LEARN["lines"], "validation": 24},
+        voices=DEMO_VOICES,
+        rates=DEMO_RATES,
+        translate_fraction=LEARN["translate"],
+        seed=5,
+        terse_fraction=0.5,
+    )
+    for folder in ("sweeps", "search_spaces"):
+        (root / folder).mkdir()
+    fixed = {
+        "lr": {"type": "categorical", "choices": [LEARN["lr"]]},
+        "batch_duration": {"type": "categorical", "choices": [LEARN["batch_duration"]]},
+        "freeze": {"type": "categorical", "choices": [LEARN["freeze"]]},
+        "use_loss_mask_for_prompt": {"type": "categorical", "choices": [True]},
+    }
+    (root / "search_spaces" / "fixed.yaml").write_text(yaml.safe_dump(fixed))
+    raw = spec_dict(
+        data,
+        search_space="search_spaces/fixed.yaml",
+        budget={"trials": 1, "max_steps": LEARN["steps"], "val_check_interval": LEARN["steps"]},
+        training={"keep_checkpoints": "best"},
+        custom_tokens=TERSE,
+    )
+    (root / "sweeps" / "learn.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        patch.delenv("HARNESS_STORAGE", raising=False)
+        patch.delenv("HARNESS_TRACKING_URI", raising=False)
+        spec = load_spec("learn")
+        Supervisor(spec, console=Console(file=io.StringIO()), slots=default_slots(1)).run()
+        yield spec, spec.trials_dir / "trial-0000" / "model.nemo"
+
+
+def _article_rate(texts) -> float:
+    return sum(" the " in f" {getattr(t, 'text', t)} " for t in texts) / len(texts)
+
+
+def test_fine_tuned_model_switches_its_output_by_the_token(fine_tuned):
+    from nemo.collections.asr.models import EncDecMultiTaskModel
+
+    from harness.behaviours import declared_behaviours, transcribe
+
+    spec, nemo = fine_tuned
+    model = EncDecMultiTaskModel.restore_from(str(nemo), map_location="cpu").eval()
+    assert declared_behaviours(model.cfg) == spec.custom_tokens  # the checkpoint knows its behaviours
+    audio = [line["audio_filepath"] for line in _lines(spec.data.validation) if line["target_lang"] == "en"]
+    outputs = {
+        state: transcribe(
+            model, audio, source_lang="en", target_lang="en", behaviours={"terse": state}, pnc="no", verbose=False
+        )
+        for state in (True, False)
+    }
+    rates = {state: _article_rate(texts) for state, texts in outputs.items()}
+    assert rates[False] >= 0.75 and rates[True] <= 0.25, rates
+
+
+def test_metrics_are_named_by_the_original_language_pair(fine_tuned):
+    from mlflow.tracking import MlflowClient
+
+    spec, _ = fine_tuned
+    client = MlflowClient(spec.tracking_uri)
+    experiment = client.get_experiment_by_name(spec.experiment_name)
+    (run,) = client.search_runs([experiment.experiment_id], "tags.mlflow.runName = 'trial-0000'")
+    metrics = run.data.metrics
+    assert {"final_val_wer/en-en", "final_val_bleu/en-de", "final_val_wer", "final_val_bleu"} <= set(metrics)
+    assert not [name for name in metrics if "spltoken" in name or "<|" in name]
+    assert 0 <= metrics["final_val_wer"] < 1  # NeMo's WER constraint still picks the ASR lines
