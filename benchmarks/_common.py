@@ -39,7 +39,7 @@ SITECUSTOMIZE = f"import os\nif os.environ.get({PROBE_ENV!r}):\n    import bench
     "    benchmarks._common.install_probe()\n"
 # The fixed point both sides train (clipped into the demo's search space): DESIGN.md's fine-tune lr.
 PREFERRED_PARAMS = {"lr": 1e-3, "batch_duration": 20, "freeze": "none", "use_loss_mask_for_prompt": True}
-WORKER = "bench"  # a fixed worker name: the sampler seed then depends only on the sweep's seed
+WORKER = "bench"  # a fixed worker name (trial ownership); sampler seeds follow the sweep seed and trial number
 
 
 # -- the probe (runs inside child processes) ---------------------------------------------------------
@@ -421,8 +421,8 @@ class SideBySide:
 
         spec, sup = self.spec, self.supervisor
         seed = spec.training.seed * 100_003 + index  # the supervisor's per-trial seed
-        cfg = trial_config(sup.info.config, self.params, data=spec.data, training=spec.training, budget=spec.budget,
-                           seed=seed)
+        cfg = trial_config(sup.info.config, self.params, data=sup.data, training=spec.training, budget=spec.budget,
+                           seed=seed, custom_tokens=spec.custom_tokens)  # the manifests the trial reads
         work = self.project.root / "bare" / f"run-{index}"
         work.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, work / "config.yaml")

@@ -86,11 +86,12 @@ def _transcribe(args: argparse.Namespace, console: Console) -> int:
         source_lang=args.source_lang,
         target_lang=args.target_lang or args.source_lang,
         behaviours=switches,
+        pnc=args.pnc,
         batch_size=8,
         verbose=False,
     )
     for path, hypothesis in zip(args.audio, texts, strict=True):
-        console.print(f"{path}\t{getattr(hypothesis, 'text', hypothesis)}", highlight=False, markup=False)
+        print(f"{path}\t{getattr(hypothesis, 'text', hypothesis).strip()}")  # plain tab-separated lines, for pipes
     return 0
 
 
@@ -138,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("audio", nargs="+", type=Path, help="audio files")
     decode.add_argument("--source-lang", default="en", help="spoken language (default: en)")
     decode.add_argument("--target-lang", help="output language (default: the source language, i.e. ASR)")
+    decode.add_argument("--pnc", default="yes", help="punctuation and capitals: yes (NeMo's default) or no")
     decode.add_argument(
         "--behaviour", action="append", default=[], metavar="NAME=on|off", help="switch a custom behaviour (repeat)"
     )

@@ -12,6 +12,7 @@ import math
 import random
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -45,10 +46,40 @@ def open_storage(url: str, *, attempts: int = 5) -> RDBStorage:
     raise AssertionError("unreachable")
 
 
-def worker_seed(study_seed: int, worker: str, n_existing: int) -> int:
-    """A sampler seed per process: a fixed seed would re-propose the same params on every resume."""
-    digest = hashlib.sha256(f"{study_seed}:{worker}:{n_existing}".encode()).hexdigest()
+def trial_seed(study_seed: int, number: int) -> int:
+    """The sampler seed of trial `number`: one fixed seed would re-propose the same params on resume."""
+    digest = hashlib.sha256(f"{study_seed}:{number}".encode()).hexdigest()
     return int(digest[:8], 16)
+
+
+class TrialSeededSampler(optuna.samplers.BaseSampler):
+    """A fresh sampler per trial, seeded from (study seed, trial number).
+
+    The same sweep then proposes the same params on any machine and after any resume, while
+    concurrent workers, whose trials always have distinct numbers, never draw alike. TPE keeps
+    no state between trials beyond its random generator, so nothing else is lost.
+    """
+
+    def __init__(self, build: Callable[[int], optuna.samplers.BaseSampler], seed: int) -> None:
+        self._build = build
+        self._seed = seed
+        self._inner = build(seed)
+
+    def before_trial(self, study, trial) -> None:
+        self._inner = self._build(trial_seed(self._seed, trial.number))
+        self._inner.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self._inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self._inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self._inner.after_trial(study, trial, state, values)
 
 
 def make_pruner(spec: SweepSpec) -> optuna.pruners.BasePruner:
@@ -92,8 +123,8 @@ def make_sampler(spec: SweepSpec, seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(4, spec.budget.trials))
 
 
-def open_study(spec: SweepSpec, *, worker: str = "main") -> optuna.Study:
-    """Create the sweep's study or load it (resume); the sampler seed depends on the worker."""
+def open_study(spec: SweepSpec) -> optuna.Study:
+    """Create the sweep's study or load it (resume); each trial's sampler seed follows from its number."""
     storage = open_storage(spec.storage_url)
     try:
         study = optuna.create_study(
@@ -105,7 +136,7 @@ def open_study(spec: SweepSpec, *, worker: str = "main") -> optuna.Study:
         )
     except SQLAlchemyError:  # another worker created it at the same instant
         study = optuna.load_study(study_name=spec.name, storage=storage, pruner=make_pruner(spec))
-    study.sampler = make_sampler(spec, worker_seed(spec.sampler.seed, worker, len(study.get_trials(deepcopy=False))))
+    study.sampler = TrialSeededSampler(lambda seed: make_sampler(spec, seed), spec.sampler.seed)
     return study
 
 

@@ -108,7 +108,7 @@ class Supervisor:
         spec.state_dir.mkdir(parents=True, exist_ok=True)
         self.data = write_prompted_manifests(spec)  # the user's manifests, or copies with behaviour tokens
         # Both databases exist before any trial process touches them (fresh SQLite schemas race).
-        self.study = open_study(spec, worker=self.worker)
+        self.study = open_study(spec)
         self.tracker = Tracker(spec.tracking_uri, spec.experiment_name, artifact_root=spec.state_dir / "artifacts")
         self.parent_run = self.tracker.parent_run(
             sweep=spec.name,

@@ -114,7 +114,7 @@ def _train_or_validate(job: Job, spec, trial_dir: Path) -> Result:
     ]
     pruning = study = None
     if job.trial_id is not None and not spec.multi_objective:
-        study = open_study(spec, worker=f"trial-{job.number}")
+        study = open_study(spec)
         pruning = PruningReporter(
             trial_handle(study, job.trial_id), lambda m: objective_value(scalar_metrics(m), spec.objective)
         )

@@ -217,3 +217,19 @@ def test_metrics_are_named_by_the_original_language_pair(fine_tuned):
     assert {"final_val_wer/en-en", "final_val_bleu/en-de", "final_val_wer", "final_val_bleu"} <= set(metrics)
     assert not [name for name in metrics if "spltoken" in name or "<|" in name]
     assert 0 <= metrics["final_val_wer"] < 1  # NeMo's WER constraint still picks the ASR lines
+
+
+def test_transcribe_command_switches_the_behaviour(fine_tuned, capsys):
+    from harness.cli import main
+
+    spec, nemo = fine_tuned
+    audio = [line["audio_filepath"] for line in _lines(spec.data.validation) if line["target_lang"] == "en"][:8]
+    texts = {}
+    for state in ("on", "off"):
+        assert main(["transcribe", str(nemo), *audio, "--behaviour", f"terse={state}", "--pnc", "no"]) == 0
+        rows = [line.split("\t") for line in capsys.readouterr().out.splitlines() if "\t" in line]
+        assert [path for path, _ in rows] == audio
+        texts[state] = [text for _, text in rows]
+    assert _article_rate(texts["on"]) < _article_rate(texts["off"])
+    assert main(["transcribe", str(nemo), audio[0], "--behaviour", "digits=on"]) == 2
+    assert "declares no behaviour 'digits' (it has: terse)" in capsys.readouterr().out

@@ -7,7 +7,7 @@ import optuna
 import pytest
 
 from harness.spec import PrunerSpec, load_spec
-from harness.study import LatestMedianPruner, make_pruner
+from harness.study import LatestMedianPruner, TrialSeededSampler, make_pruner
 from tests.conftest import spec_dict, write_spec
 
 
@@ -62,3 +62,18 @@ def test_the_supervisor_does_not_import_torch_or_lightning():
     code = "import sys, harness.cli, harness.sweep; print(sorted({'torch', 'lightning', 'nemo'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_proposals_follow_the_trial_number_not_the_process():
+    """Same study seed: the same params for each trial number (any machine, any resume); trials
+    asked concurrently (distinct numbers) draw differently."""
+    space = {"lr": optuna.distributions.FloatDistribution(1e-5, 1e-2, log=True)}
+
+    def proposals(asks: int) -> list[float]:
+        sampler = TrialSeededSampler(lambda seed: optuna.samplers.TPESampler(seed=seed, n_startup_trials=4), 0)
+        study = optuna.create_study(sampler=sampler)
+        return [study.ask(space).params["lr"] for _ in range(asks)]  # none told: all run at once
+
+    first, again = proposals(4), proposals(4)
+    assert first == again
+    assert len(set(first)) == 4
