@@ -26,6 +26,21 @@ def speech_data(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def terse_data(tmp_path_factory) -> dict[str, Path]:
+    """Like the demo data: half the lines say `terse: true` and carry the article-free text."""
+    return build_corpus(
+        "home",
+        tmp_path_factory.mktemp("terse"),
+        splits={"train": 48, "validation": 12},
+        voices=DEMO_VOICES,
+        rates=DEMO_RATES,
+        translate_fraction=0.25,
+        seed=11,
+        terse_fraction=0.5,
+    )
+
+
+@pytest.fixture(scope="session")
 def tiny_nemo() -> Path:
     path = packaged_model("canary-tiny")
     assert path.is_file(), "harness/assets/canary-tiny.nemo is missing; run `make twin`"

@@ -22,21 +22,6 @@ ON, OFF = "<|spltoken0|>", "<|spltoken1|>"
 TERSE = {"terse": {"on": ON, "off": OFF, "field": "terse"}}
 
 
-@pytest.fixture(scope="session")
-def terse_data(tmp_path_factory) -> dict[str, Path]:
-    """Demo-domain speech where half the lines say `terse: true` and carry the article-free text."""
-    return build_corpus(
-        "home",
-        tmp_path_factory.mktemp("terse"),
-        splits={"train": 48, "validation": 12},
-        voices=DEMO_VOICES,
-        rates=DEMO_RATES,
-        translate_fraction=0.25,
-        seed=11,
-        terse_fraction=0.5,
-    )
-
-
 def _lines(path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 

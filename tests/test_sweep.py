@@ -132,3 +132,16 @@ def test_pareto_sweep_optimises_wer_and_bleu_together(project, speech_data):
     front = {t.number for t in study.best_trials}
     kept = {int(p.parent.name.split("-")[1]) for p in spec.trials_dir.glob("trial-*/model.nemo")}
     assert kept == front
+
+
+def test_gpu_slots_pin_the_devices_the_scheduler_gave(monkeypatch):
+    """One slot per visible GPU; under Slurm's CUDA_VISIBLE_DEVICES=2,3 the slots pin 2 and 3, not 0 and 1.
+    (No GPU here: the device count is what a GPU box's probe would return.)"""
+    import harness.sweep as sweep
+
+    assert sweep.visible_gpus() == 0  # this machine: no driver, so no child process is asked
+    monkeypatch.setattr(sweep, "visible_gpus", lambda: 2)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert sweep.default_slots(None) == [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert [s["CUDA_VISIBLE_DEVICES"] for s in sweep.default_slots(4)] == ["2", "3", "2", "3"]
