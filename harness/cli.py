@@ -79,7 +79,11 @@ def _transcribe(args: argparse.Namespace, console: Console) -> int:
         switches[name] = is_on(value)
     from nemo.collections.asr.models import EncDecMultiTaskModel
 
-    model = EncDecMultiTaskModel.restore_from(str(resolve_model(args.model)), map_location="cpu").eval()
+    from harness.spec import TrainingSpec
+    from harness.training import inference_device
+
+    device = inference_device(TrainingSpec())  # accelerator auto: the GPU where there is one
+    model = EncDecMultiTaskModel.restore_from(str(resolve_model(args.model)), map_location=device).eval()
     texts = transcribe(
         model,
         [str(path) for path in args.audio],

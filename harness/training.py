@@ -6,6 +6,7 @@ means bf16-mixed where the GPU supports it and 32-bit everywhere else.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -18,12 +19,30 @@ from harness.spec import TrainingSpec
 log = logging.getLogger(__name__)
 
 
+def uses_cuda(training: TrainingSpec) -> bool:
+    return training.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+
+
 def resolve_precision(training: TrainingSpec) -> str:
     """bf16-mixed on a bf16-capable GPU, 32-bit on CPU (where bf16 autocast is slow)."""
     if training.precision != "auto":
         return training.precision
-    uses_cuda = training.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    return "bf16-mixed" if uses_cuda and torch.cuda.is_bf16_supported() else "32-true"
+    return "bf16-mixed" if uses_cuda(training) and torch.cuda.is_bf16_supported() else "32-true"
+
+
+def inference_device(training: TrainingSpec) -> str:
+    """Where decoding outside the Trainer runs (per-pair scoring, the test set): the training device.
+
+    Lightning moves the model back to the CPU when `fit()` ends, so it must be moved again."""
+    return "cuda" if uses_cuda(training) else "cpu"
+
+
+def inference_context(training: TrainingSpec) -> contextlib.AbstractContextManager:
+    """The autocast the Trainer validates under (bf16 on a GPU), so per-pair scores match NeMo's."""
+    precision = resolve_precision(training)
+    if not uses_cuda(training) or "16" not in precision:
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if precision.startswith("bf16") else torch.float16)
 
 
 def build_trainer(

@@ -100,7 +100,7 @@ def _train_or_validate(job: Job, spec, trial_dir: Path) -> Result:
     from harness.metrics import ValidationHistory, objective_value, objective_values, scalar_metrics
     from harness.study import open_study, trial_handle
     from harness.tracking import Tracker
-    from harness.training import BatchStats, build_trainer, restore_model
+    from harness.training import BatchStats, build_trainer, inference_context, inference_device, restore_model
 
     tracker = Tracker(spec.tracking_uri, spec.experiment_name)
     history = ValidationHistory(spec.objective, spec.direction)
@@ -138,7 +138,9 @@ def _train_or_validate(job: Job, spec, trial_dir: Path) -> Result:
     pruned = pruning is not None and pruning.pruned_at is not None
     final = dict(history.final)
     if not pruned:  # per language pair, for trials that ran to the end and for the baseline
-        pairs = evaluate_manifest(model, Path(prompted_data(spec).validation), spec.data.text_field)
+        with inference_context(spec.training):
+            model.to(inference_device(spec.training))
+            pairs = evaluate_manifest(model, Path(prompted_data(spec).validation), spec.data.text_field)
         final |= {f"val_{k}": v for k, v in pairs.items() if "/" in k}
     values = objective_values(final, spec.objective)
     objective = values if spec.multi_objective else values[0]
@@ -180,10 +182,12 @@ def _test(job: Job, spec) -> Result:
     from harness.behaviours import prompted_data
     from harness.evaluation import evaluate_manifest
     from harness.tracking import Tracker
+    from harness.training import inference_context, inference_device
 
-    model = EncDecMultiTaskModel.restore_from(job.nemo, map_location="cpu").eval()
+    model = EncDecMultiTaskModel.restore_from(job.nemo, map_location=inference_device(spec.training)).eval()
     test = Path(prompted_data(spec).test)
-    metrics = {f"test_{k}": v for k, v in evaluate_manifest(model, test, spec.data.text_field).items()}
+    with inference_context(spec.training):
+        metrics = {f"test_{k}": v for k, v in evaluate_manifest(model, test, spec.data.text_field).items()}
     Tracker(spec.tracking_uri, spec.experiment_name).log_metrics(job.run_id, metrics)
     return Result(state="complete", final=metrics)
 

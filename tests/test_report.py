@@ -144,8 +144,8 @@ class SharedSweep:
 def shared_sweep(tmp_path_factory: pytest.TempPathFactory, speech_data: dict, config: pytest.Config) -> SharedSweep:
     """Run the sweep once per pytest session, whichever test module asks first.
 
-    The marker file lives in the session's base temp dir, so test_report.py and test_export.py
-    (each with its own session fixture) find the same sweep; the server stops when the session ends.
+    The marker file lives in the session's base temp dir, so test_report.py, test_export.py and
+    test_sweep.py (each with its own session fixture) find the same sweep; the server stops when the session ends.
     """
     root = tmp_path_factory.getbasetemp() / "report-sweep"
     marker = root / "sweep.json"
@@ -160,7 +160,8 @@ def shared_sweep(tmp_path_factory: pytest.TempPathFactory, speech_data: dict, co
     (project / "sweeps").mkdir(parents=True)
     (project / "search_spaces").mkdir()
     (project / "search_spaces" / "test.yaml").write_text(yaml.safe_dump(SEARCH_SPACE))
-    spec = spec_dict(speech_data, full=True, tracking={"uri": uri})  # full: baseline and test set too
+    # full: baseline and test set too; no pruning, so test_sweep.py can check every trial's whole record
+    spec = spec_dict(speech_data, full=True, tracking={"uri": uri}, pruner={"type": "none"})
     (project / "sweeps" / f"{SWEEP}.yaml").write_text(yaml.safe_dump(spec))
     try:
         with in_project(project):

@@ -16,12 +16,23 @@ from harness.study import open_storage
 from harness.sweep import Supervisor
 from harness.trial import FAULT_ENV
 from tests.conftest import SEARCH_SPACE, spec_dict, write_spec
+from tests.test_report import SharedSweep, shared_sweep
 
 STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED", TrialState.FAIL: "FAILED"}
 
 
 def _run(spec):
     Supervisor(spec, console=Console(file=io.StringIO(), width=200)).run()
+    return _records(spec)
+
+
+@pytest.fixture(scope="session")
+def finished_sweep(tmp_path_factory, speech_data, pytestconfig) -> SharedSweep:
+    """The full sweep (baseline, 3 unpruned trials, test set) that test_report.py and test_export.py read too."""
+    return shared_sweep(tmp_path_factory, speech_data, pytestconfig)
+
+
+def _records(spec):
     study = optuna.load_study(study_name=spec.name, storage=open_storage(spec.storage_url))
     client = MlflowClient(spec.tracking_uri)
     experiment = client.get_experiment_by_name(spec.experiment_name)
@@ -32,9 +43,9 @@ def _run(spec):
     return study, client, parents[0], children
 
 
-def test_sweep_records_every_trial_in_optuna_and_mlflow(project, speech_data):
-    spec = load_spec(write_spec(project, "e2e", spec_dict(speech_data, full=True, pruner={"type": "none"})))
-    study, client, parent, children = _run(spec)
+def test_sweep_records_every_trial_in_optuna_and_mlflow(finished_sweep, monkeypatch):
+    spec = finished_sweep.enter(monkeypatch)
+    study, client, parent, children = _records(spec)
 
     trials = study.get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
