@@ -24,7 +24,8 @@ class PruningReporter(Callback):
     """Report the objective after each validation at `global_step`; stop training when pruned.
 
     Stopping via `trainer.should_stop` (not by raising TrialPruned) lets Lightning end cleanly,
-    so the trial's MLflow run can be marked KILLED rather than FAILED.
+    so the trial's MLflow run can be marked KILLED rather than FAILED. The last validation is
+    reported but never prunes: the training is already spent, so the trial completes with its value.
     """
 
     def __init__(self, trial: optuna.Trial, objective: Callable[[Mapping], float]) -> None:
@@ -39,7 +40,7 @@ class PruningReporter(Callback):
         if math.isnan(value):
             return
         self.trial.report(value, step=trainer.global_step)
-        if self.trial.should_prune():
+        if trainer.global_step < trainer.max_steps and self.trial.should_prune():
             self.pruned_at = trainer.global_step
             trainer.should_stop = True
 

@@ -77,3 +77,19 @@ def test_proposals_follow_the_trial_number_not_the_process():
     first, again = proposals(4), proposals(4)
     assert first == again
     assert len(set(first)) == 4
+
+
+def test_a_trial_is_never_pruned_at_its_last_validation():
+    """Its steps are spent by then: pruning it would only throw its value away."""
+    from types import SimpleNamespace
+
+    from harness.callbacks import PruningReporter
+
+    study = _study_with_two_finished_curves(LatestMedianPruner(n_startup_trials=2))
+    reporter = PruningReporter(study.ask(), objective=lambda metrics: metrics["val_wer"])
+    trainer = SimpleNamespace(sanity_checking=False, global_step=10, max_steps=30, should_stop=False)
+    for step, wer in ((10, 0.5), (20, 0.4), (30, 0.9)):  # worse than the median (0.35) only at the end
+        trainer.global_step, trainer.callback_metrics = step, {"val_wer": wer}
+        reporter.on_validation_end(trainer, None)
+    assert reporter.pruned_at is None and not trainer.should_stop
+    assert reporter.trial.should_prune()  # the pruner alone would have pruned it
