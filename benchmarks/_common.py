@@ -491,14 +491,17 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 
 def parse_args(description: str, argv: Sequence[str] | None, *, full: dict[str, int], smoke: dict[str, int],
-               ) -> argparse.Namespace:
-    """`--smoke` (tiny, for the test suite), `--data`, `--keep`, and each size knob with its full/smoke default."""
+               switches: dict[str, str] | None = None) -> argparse.Namespace:
+    """`--smoke` (tiny, for the test suite), `--data`, `--keep`, each size knob with its full/smoke default, and
+    the benchmark's own on/off `switches` ({name: help})."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--smoke", action="store_true", help="a tiny run that checks the benchmark works (not speed)")
     parser.add_argument("--data", type=Path, default=DEMO_DATA, help="dir with train.json and validation.json")
     parser.add_argument("--keep", action="store_true", help="keep the temporary project dir under /tmp")
     parser.add_argument("--validation-lines", type=int, default=None,
                         help="validate on the first N lines of validation.json only (default: all; smoke: 8)")
+    for key, text in (switches or {}).items():
+        parser.add_argument("--" + key.replace("_", "-"), action="store_true", help=text)
     for key, value in full.items():
         parser.add_argument("--" + key.replace("_", "-"), type=type(value), default=None,
                             help=f"default {value} (smoke: {smoke[key]})")

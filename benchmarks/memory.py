@@ -9,7 +9,6 @@ heap grew between the warm-up and the last trial.
 
 from __future__ import annotations
 
-import sys
 import tracemalloc
 from collections.abc import Sequence
 
@@ -31,8 +30,14 @@ def slope(points: list[tuple[int, float]]) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    trace = "--trace" in (argv := list(sys.argv[1:] if argv is None else argv))
-    args = parse_args(__doc__.splitlines()[0], [a for a in argv if a != "--trace"], full=FULL, smoke=SMOKE)
+    args = parse_args(
+        __doc__.splitlines()[0],
+        argv,
+        full=FULL,
+        smoke=SMOKE,
+        switches={"trace": "tracemalloc in the supervisor: where its heap grows after the warm-up"},
+    )
+    trace = args.trace
     header("memory: supervisor and trial RSS", args)
     if trace:  # `--trace`: where the supervisor's Python heap grows after the warm-up trials
         tracemalloc.start(8)

@@ -215,13 +215,7 @@ def special_tokens(info: CheckpointInfo) -> frozenset[str]:
         proto = Path(model_path).read_bytes()
     else:
         with tarfile.open(info.path, "r:*") as archive:
-            members = {Path(m.name).name: m for m in archive.getmembers()}
-            member = members.get(model_path.removeprefix("nemo:"))
-            if member is None:
-                raise HarnessError(
-                    f"{info.path}: the tokenizer model {model_path or '(none)'} is not in the checkpoint."
-                )
-            proto = archive.extractfile(member).read()
+            proto = _artifact(archive, {Path(m.name).name: m for m in archive.getmembers()}, model_path)
     processor = sentencepiece.SentencePieceProcessor(model_proto=proto)
     pieces = (processor.id_to_piece(i) for i in range(processor.get_piece_size()))
     return frozenset(piece for piece in pieces if piece.startswith("<|") and piece.endswith("|>"))
@@ -262,12 +256,16 @@ def _write_artifacts(archive: tarfile.TarFile, members: dict, entry: DictConfig,
     folder.mkdir(parents=True, exist_ok=True)
     for key, filename in ARTIFACT_KEYS.items():
         value = str(entry.get(key) or "")
-        if not value.startswith("nemo:"):
-            continue
-        member = members.get(value.removeprefix("nemo:"))
-        if member is None:
-            raise HarnessError(f"The checkpoint lacks the tokenizer file {value} named in its config.")
-        (folder / filename).write_bytes(archive.extractfile(member).read())
+        if value.startswith("nemo:"):
+            (folder / filename).write_bytes(_artifact(archive, members, value))
     if not (folder / "tokenizer.model").is_file():
         raise HarnessError(f"No tokenizer.model for {folder.name} inside the checkpoint; it cannot be extracted.")
     return folder.resolve()
+
+
+def _artifact(archive: tarfile.TarFile, members: dict, value: str) -> bytes:
+    """The bytes of a `nemo:<file>` tokenizer artifact named in the config."""
+    member = members.get(value.removeprefix("nemo:")) if value.startswith("nemo:") else None
+    if member is None:
+        raise HarnessError(f"{archive.name} lacks the tokenizer file {value or '(none)'} named in its config.")
+    return archive.extractfile(member).read()

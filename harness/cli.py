@@ -74,9 +74,9 @@ def _transcribe(args: argparse.Namespace, console: Console) -> int:
     switches = {}
     for item in args.behaviour:
         name, _, value = item.partition("=")
-        if is_on(value) is None:
-            raise HarnessError(f"--behaviour {item!r}: write NAME=on or NAME=off.")
         switches[name] = is_on(value)
+        if switches[name] is None:
+            raise HarnessError(f"--behaviour {item!r}: write NAME=on or NAME=off.")
     from nemo.collections.asr.models import EncDecMultiTaskModel
 
     from harness.spec import TrainingSpec
