@@ -30,6 +30,9 @@ CONFIG_KEY = "harness_custom_tokens"  # the declaration, inside a trial's (and c
 PLACEHOLDER = re.compile(r"<\|spltoken\d+\|>")
 ON_VALUES = (True, 1, "true", "yes", "on", "1")
 OFF_VALUES = (False, 0, "false", "no", "off", "0")
+# NeMo 3.0's CanaryTokenizer tokenizes a non-empty canary2 `decodercontext` with the language it
+# finds at `prompt.split("<|")[4]`: with a behaviour token after `source_lang` that is the token.
+CONTEXT_BREAKS = ("canary2", "aggregate")
 
 
 def is_on(value: Any) -> bool | None:
@@ -97,9 +100,22 @@ def check_declaration(spec: SweepSpec, special_tokens: frozenset[str]) -> list[P
     return problems
 
 
-def check_entry(where: str, data: Mapping, spec: SweepSpec) -> list[Problem]:
-    """Every line must say whether each behaviour is on (unless the behaviour has a default)."""
+def check_entry(
+    where: str, data: Mapping, spec: SweepSpec, *, prompt_format: str, tokenizer_kind: str
+) -> list[Problem]:
+    """Every line must say whether each behaviour is on (unless the behaviour has a default), and
+    must not combine the behaviour tokens with a decoder context the tokenizer cannot handle."""
     problems = []
+    if spec.custom_tokens and data.get("decodercontext") and (prompt_format, tokenizer_kind) == CONTEXT_BREAKS:
+        problems.append(
+            Problem(
+                where,
+                "`decodercontext` is set, which NeMo's canary2 aggregate tokenizer cannot combine with custom "
+                "behaviours (it reads the prompt's 5th token as the target language and finds the behaviour "
+                'token after `source_lang`): remove `decodercontext` from the line (or set it to "") '
+                f"or remove `custom_tokens` from {spec.source or 'the sweep spec'}",
+            )
+        )
     for name, behaviour in spec.custom_tokens.items():
         if behaviour.field not in data:
             if behaviour.default is None:
@@ -186,7 +202,8 @@ def transcribe(
 ):
     """`model.transcribe()` with behaviour tokens in the prompt, e.g. `behaviours={"terse": True}`.
 
-    Behaviours left out take their declared default; a behaviour without one must be given.
+    Behaviours left out take their declared default; a behaviour without one must be given. The
+    canary (v1) prompt also names the task, which NeMo would default to `asr` even for a translation.
     """
     declared = declared_behaviours(model.cfg)
     unknown = sorted(set(behaviours) - set(declared))
@@ -201,4 +218,14 @@ def transcribe(
             raise HarnessError(f"Behaviour {name!r} has no default; pass behaviours={{{name!r}: True or False}}.")
         states[name] = bool(state)
     source = prompted_source_lang(source_lang, prompt_tokens(declared, states))
+    if model.cfg.get("prompt_format") == "canary":
+        # NeMo copies only `taskname` into each utterance (a `task` kwarg is silently dropped).
+        explicit = kwargs.pop("task", None) or kwargs.get("taskname")
+        kwargs["taskname"] = explicit or canary_v1_task(source_lang, target_lang)
     return model.transcribe(audio, source_lang=source, target_lang=target_lang, **kwargs)
+
+
+def canary_v1_task(source_lang: str, target_lang: str) -> str:
+    """The canary (v1) prompt's task: `ast` (its <|translate|> token) when the languages differ, else `asr`."""
+    source, target = (lang.removeprefix("<|").removesuffix("|>") for lang in (source_lang, target_lang))
+    return "asr" if source == target else "ast"

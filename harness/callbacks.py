@@ -14,10 +14,9 @@ import optuna
 import torch
 from lightning.pytorch import Callback
 
+from harness.metrics import Collect
 from harness.progress import write_progress
 from harness.tracking import Tracker
-
-Collect = Callable[[Mapping], dict]  # trainer.callback_metrics -> {name: float}
 
 
 class PruningReporter(Callback):

@@ -7,6 +7,11 @@ Modes (search-space param `freeze`):
   parameters, train mode so running statistics adapt to the new domain (NeMo CTC tutorials' recipe).
 - `all_but_bn_se`: everything frozen except those BatchNorm/SE layers.
 
+Modes differ only in what trains, never in how the input is augmented: the top-level model, the
+preprocessor (dither) and `spec_augmentation` always stay in train mode, because NeMo applies
+SpecAugment only while the top-level model is training (`EncDecMultiTaskModel.forward`). Only the
+frozen submodules are put in eval mode.
+
 `transcribe()` and Lightning's evaluation loop reset train/eval modes, so `FreezeCallback`
 re-applies the mode whenever training (re)starts.
 """
@@ -35,10 +40,26 @@ def enable_bn_se(root: nn.Module) -> None:
                 param.requires_grad_(True)
 
 
+AUGMENTATION = ("preprocessor", "spec_augmentation")  # children that must keep training mode (dither, masks)
+
+
 def _freeze(module: nn.Module) -> None:
+    """No gradients and eval mode (dropout off, BatchNorm statistics fixed) for a frozen submodule."""
     for param in module.parameters():
         param.requires_grad_(False)
     module.eval()
+
+
+def _freeze_all_but_augmentation(model: nn.Module) -> None:
+    """Freeze every parameter, but put only weight-carrying children in eval: never the model itself.
+
+    `model.eval()` would also switch off SpecAugment, dither and dropout outside the frozen layers.
+    """
+    for param in model.parameters():
+        param.requires_grad_(False)
+    for name, child in model.named_children():
+        if name not in AUGMENTATION and any(True for _ in child.parameters()):
+            child.eval()
 
 
 def apply_freeze(model: nn.Module, mode: str) -> None:
@@ -51,7 +72,7 @@ def apply_freeze(model: nn.Module, mode: str) -> None:
     if mode == "none":
         return
     if mode == "all_but_bn_se":
-        _freeze(model)
+        _freeze_all_but_augmentation(model)
         enable_bn_se(model)
         return
     _freeze(model.encoder)

@@ -1,29 +1,27 @@
 """Validation metrics and the sweep objective.
 
-NeMo logs `val_wer` (corpus WER as a 0..1 fraction, NaN when the set has no ASR samples) and
-`val_bleu` (0..1, 0 when it has no translation samples). The objective is built from those,
-never from `val_loss`, whose meaning changes with `use_loss_mask_for_prompt`.
+Each validation publishes `val_wer`, `val_wer_normalized` (0..1+ fractions, absent when the set has
+no ASR samples) and `val_bleu` (0..1, absent without translation samples), overall and per pair
+(`val_wer/en-en`), all scored by `harness.evaluation` from the hypotheses of NeMo's own decode
+(`harness.transcripts`). The objective is built from those, never from `val_loss`, whose meaning
+changes with `use_loss_mask_for_prompt`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from lightning.pytorch import Callback
 
 from harness.spec import ObjectiveSpec
 
-TRACKED = ("val_wer", "val_bleu", "val_loss")
+Collect = Callable[[Mapping], dict]  # trainer.callback_metrics -> {name: float}
 
 
-def scalar_metrics(callback_metrics: Mapping) -> dict[str, float]:
-    """Plain floats of the validation metrics the harness tracks (tensors -> float)."""
-    out = {}
-    for key in TRACKED:
-        if key in callback_metrics:
-            out[key] = float(callback_metrics[key])
-    return out
+def logged_loss(callback_metrics: Mapping) -> dict[str, float]:
+    """`val_loss` as a float: the one figure of NeMo's own logging the harness keeps."""
+    return {"val_loss": float(callback_metrics["val_loss"])} if "val_loss" in callback_metrics else {}
 
 
 def objective_values(metrics: Mapping[str, float], objective: ObjectiveSpec) -> list[float]:
@@ -31,6 +29,7 @@ def objective_values(metrics: Mapping[str, float], objective: ObjectiveSpec) -> 
     wer, bleu = metrics.get("val_wer", math.nan), metrics.get("val_bleu", math.nan)
     values = {
         "wer": [wer],
+        "wer_normalized": [metrics.get("val_wer_normalized", math.nan)],
         "bleu": [bleu],
         "mix": [wer - objective.bleu_weight * bleu],
         "pareto": [wer, bleu],
@@ -58,15 +57,16 @@ def is_better(a: float, b: float | None, direction: str) -> bool:
 class ValidationHistory(Callback):
     """Every validation's metrics by global step; the trial's final and best values come from it."""
 
-    def __init__(self, objective: ObjectiveSpec, direction: str) -> None:
+    def __init__(self, objective: ObjectiveSpec, direction: str, collect: Collect) -> None:
         self.objective = objective
         self.direction = direction
+        self.collect = collect
         self.history: list[dict[str, float]] = []
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking:
             return
-        self.history.append({"step": trainer.global_step, **scalar_metrics(trainer.callback_metrics)})
+        self.history.append({"step": trainer.global_step, **self.collect(trainer.callback_metrics)})
 
     @property
     def final(self) -> dict[str, float]:

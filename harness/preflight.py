@@ -5,7 +5,7 @@ trains while any remains. What is checked is what would otherwise fail late or, 
 silently on garbage: unreadable manifests, missing or undecodable audio, zero durations, empty
 transcripts, a text field that is not there, languages the tokenizer cannot produce, prompt
 fields the prompt format requires, custom behaviours (tokens the tokenizer has, a switch on every
-line), and a validation set with no samples for the objective.
+line, no decoder context they would break), and a validation set with no samples for the objective.
 """
 
 from __future__ import annotations
@@ -87,7 +87,9 @@ def _check_entry(path: Path, entry: Entry, spec: SweepSpec, info: CheckpointInfo
         )
     problems += _check_text(where, data, spec.data.text_field)
     problems += _check_languages(where, data, spec, info)
-    problems += behaviours.check_entry(where, data, spec)
+    problems += behaviours.check_entry(
+        where, data, spec, prompt_format=info.prompt_format, tokenizer_kind=info.tokenizer_kind
+    )
     return problems
 
 
@@ -145,7 +147,8 @@ def _check_languages(where: str, data: dict, spec: SweepSpec, info: CheckpointIn
 def _check_objective_samples(path: Path, entries: list[Entry], spec: SweepSpec) -> list[Problem]:
     """WER needs same-language samples and BLEU translation samples in the validation set."""
     same = sum(1 for e in entries if e.data.get("source_lang") == e.data.get("target_lang"))
-    needs = {"wer": ("ASR (source_lang == target_lang)", same), "bleu": ("translation", len(entries) - same)}
+    asr = ("ASR (source_lang == target_lang)", same)
+    needs = {"wer": asr, "wer_normalized": asr, "bleu": ("translation", len(entries) - same)}
     metrics = ["wer", "bleu"] if spec.objective.metric in ("mix", "pareto") else [spec.objective.metric]
     return [
         Problem(str(path), f"no {kind} samples, so the objective `{spec.objective.metric}` cannot be computed")

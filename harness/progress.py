@@ -80,7 +80,8 @@ class SweepView:
             table.add_column(column)
         for name, trial_dir in running:
             report = read_progress(trial_dir)
-            metrics = " ".join(f"{k}={v:.4f}" for k, v in report.get("metrics", {}).items())
+            overall = {k: v for k, v in report.get("metrics", {}).items() if "/" not in k}  # per pair: MLflow
+            metrics = " ".join(f"{k}={v:.4f}" for k, v in overall.items())
             step = f"{report.get('step', 0)}/{report.get('max_steps', '?')}"
             table.add_row(name, step, metrics)
         self.live.update(Group(header, table))

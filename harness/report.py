@@ -96,10 +96,13 @@ def trial_note(trial: FrozenTrial) -> str:
     return "; ".join(notes)
 
 
+FINAL_COLUMNS = ("val_wer", "val_wer_normalized", "val_bleu")
+
+
 def trial_rows(summary: SweepSummary) -> tuple[list[str], list[list[str]]]:
     """All trials as table rows, best first, shared by the console table and the written report."""
     names = sorted({p for t in summary.trials for p in t.params})
-    headers = ["trial", "state", "objective", *names, "val_wer", "val_bleu", "steps", "seed", "note"]
+    headers = ["trial", "state", "objective", *names, *FINAL_COLUMNS, "steps", "seed", "note"]
     rows = []
     for t in ordered_trials(summary.trials, summary.study):
         final = t.user_attrs.get("final", {})
@@ -109,8 +112,7 @@ def trial_rows(summary: SweepSummary) -> tuple[list[str], list[list[str]]]:
                 t.state.name,
                 _num(primary_value(t)),
                 *[format_param(t.params.get(n, "")) for n in names],
-                _num(final.get("val_wer")),
-                _num(final.get("val_bleu")),
+                *[_num(final.get(column)) for column in FINAL_COLUMNS],
                 str(trial_steps(t) or ""),
                 str(t.user_attrs.get("seed", "")),
                 trial_note(t),
@@ -256,6 +258,12 @@ def write_report(spec: SweepSpec, *, html_report: bool = True) -> ReportFiles:
     return files
 
 
+def _curve_metric(spec: SweepSpec) -> str:
+    """The validation figure the decision rests on (WER for the combined objectives)."""
+    metric = spec.objective.metric
+    return f"val_{metric}" if metric in ("wer", "wer_normalized", "bleu") else "val_wer"
+
+
 def make_plots(spec: SweepSpec, summary: SweepSummary, out: Path) -> list[plots.Plot]:
     """Every figure of the report; the Pareto front only for a multi-objective study."""
     trials = summary.trials
@@ -269,7 +277,7 @@ def make_plots(spec: SweepSpec, summary: SweepSummary, out: Path) -> list[plots.
         plots.objective_history(trials, summary.direction, out),
         plots.param_importance(summary.study, out),
         plots.objective_vs_params(trials, _distributions(spec, trials), out),
-        plots.learning_curves(curves, out),
+        plots.learning_curves(curves, out, metric=_curve_metric(spec)),
     ]
     if summary.multi_objective:
         figures.append(plots.pareto_front(summary.study, out))
@@ -374,6 +382,7 @@ def _decision(spec: SweepSpec, summary: SweepSummary, best_config: Path | None) 
     blocks: list[Block] = [
         Heading("Decision"),
         Text(lead),
+        Text(f"The decision was made on {spec.objective.meaning}, at each trial's final validation."),
         Table(["param", "value"], [[k, format_param(v)] for k, v in best.params.items()]),
         Text("Re-run it, or take its fine-tuned checkpoint:"),
         Code(f"{reproduce_command(spec, best.number)}\n{export_command(spec, best.number)}", "bash"),
@@ -415,7 +424,12 @@ def _against_baseline(summary: SweepSummary) -> list[Block]:
         rows.append([name, _num(before), _num(after), change, "lower" if "wer" in name else "higher"])
     return [
         Heading("Best trial against the zero-shot baseline"),
-        Text("Validation set; WER and BLEU are 0..1 fractions. Per-pair rows are `source-target` language pairs."),
+        Text(
+            "Validation set; WER and BLEU are 0..1 fractions. Per-pair rows are `source-target` language pairs. "
+            "`wer` compares the text as written; `wer_normalized` lower-cases both sides, strips punctuation and "
+            "applies Whisper's English normaliser to English; `bleu` is sacreBLEU corpus BLEU (13a). Overall rows "
+            "are corpus figures over all pairs of their kind."
+        ),
         Table(["metric", "baseline", "best trial", "change", "better is"], rows),
     ]
 

@@ -51,11 +51,24 @@ class BudgetSpec:
 
 @dataclass
 class ObjectiveSpec:
-    """What Optuna optimises: WER (minimise), BLEU (maximise), `wer - bleu_weight * bleu`, or
-    `pareto`: both at once (a multi-objective study; its trials are not pruned)."""
+    """What Optuna optimises: WER as written (minimise), `wer_normalized` (WER after lower-casing and
+    stripping punctuation, minimise), BLEU (maximise), `wer - bleu_weight * bleu`, or `pareto`:
+    WER and BLEU at once (a multi-objective study; its trials are not pruned)."""
 
-    metric: Literal["wer", "bleu", "mix", "pareto"] = "wer"
+    metric: Literal["wer", "wer_normalized", "bleu", "mix", "pareto"] = "wer"
     bleu_weight: float = 1.0
+
+    @property
+    def meaning(self) -> str:
+        """What the decision was made on, in words for the report."""
+        wer = "WER on the text as written (case and punctuation count)"
+        return {
+            "wer": wer,
+            "wer_normalized": "normalised WER (lower-cased, punctuation stripped, Whisper's English normaliser)",
+            "bleu": "corpus BLEU (sacreBLEU, 13a)",
+            "mix": f"{wer} minus {self.bleu_weight:g} x corpus BLEU",
+            "pareto": f"{wer} and corpus BLEU together (Pareto front)",
+        }[self.metric]
 
 
 @dataclass
@@ -84,7 +97,7 @@ class TrainingSpec:
     """Trainer settings shared by all trials: one code path for CPU and GPU (`accelerator: auto`)."""
 
     accelerator: str = "auto"
-    devices: int = 1
+    devices: int = 1  # one device per trial (checked on load); parallelism comes from workers, one per GPU
     precision: str = "auto"
     num_workers: int = 0
     validation_batch_size: int = 16
@@ -202,7 +215,20 @@ def load_spec(name_or_path: str) -> SweepSpec:
     if not isinstance(raw, dict):
         raise HarnessError(f"{path} must be a mapping of keys (model, data, search_space, ...).")
     raw = {"name": path.stem, **raw, "source": str(path)}
-    return build(SweepSpec, raw, where=str(path), prefix="")
+    spec = build(SweepSpec, raw, where=str(path), prefix="")
+    _check_devices(spec.training, where=str(path))
+    return spec
+
+
+def _check_devices(training: TrainingSpec, *, where: str) -> None:
+    """One device per trial: Lightning would accept `devices: 2` and then fail inside the trial process."""
+    if training.devices != 1:
+        raise HarnessError(
+            f"{where}: `training.devices` is {training.devices!r}, but a trial runs on exactly one device "
+            "(multi-GPU trials are not supported yet): set it to 1 and run one trial per GPU instead "
+            "(`harness sweep --workers N` on one machine, `harness worker` on each further machine, "
+            "as the README's 'Many workers' describes)."
+        )
 
 
 # PyYAML reads YAML 1.1, where an unquoted `on:` / `off:` key is the boolean True / False.

@@ -391,14 +391,16 @@ class Supervisor:
         trial_dir.mkdir(parents=True, exist_ok=True)
         for stale in ("result.json", "progress.json"):
             (trial_dir / stale).unlink(missing_ok=True)
+        # The baseline is the model as released: the user's manifests, without behaviour tokens it never learnt.
+        released = mode == "baseline"
         cfg = trial_config(
             self.info.config,
             params,
-            data=self.data,
+            data=self.spec.data if released else self.data,
             training=self.spec.training,
             budget=self.spec.budget,
             seed=seed,
-            custom_tokens=self.spec.custom_tokens,
+            custom_tokens=None if released else self.spec.custom_tokens,
         )
         if self.spec.training.tokenizers == "extract":
             extract_tokenizers(self.nemo, cfg, trial_dir / "tokenizers")

@@ -20,6 +20,7 @@ from typing import NoReturn
 
 EXIT_OOM = 3
 MODEL_FILE = "model.nemo"
+PREDICTIONS_FILE = "predictions.jsonl"  # the last validation's transcripts (pair, reference, hypothesis)
 FAULT_ENV = "HARNESS_INJECT_FAULT"  # tests: "oom" raises torch.cuda.OutOfMemoryError at the first step
 
 
@@ -93,30 +94,36 @@ def _train_or_validate(job: Job, spec, trial_dir: Path) -> Result:
     """Restore under the trial config; fine-tune (reporting to Optuna and MLflow) or only validate."""
     from omegaconf import OmegaConf
 
-    from harness.behaviours import prompted_data
     from harness.callbacks import FaultInjector, MetricsLogger, ProgressWriter, PruningReporter
-    from harness.evaluation import evaluate_manifest
     from harness.freezing import FreezeCallback
-    from harness.metrics import ValidationHistory, objective_value, objective_values, scalar_metrics
+    from harness.metrics import ValidationHistory, logged_loss, objective_value, objective_values
     from harness.study import open_study, trial_handle
     from harness.tracking import Tracker
-    from harness.training import BatchStats, build_trainer, inference_context, inference_device, restore_model
+    from harness.training import BatchStats, build_trainer, restore_model
+    from harness.transcripts import ValidationTranscripts
 
     tracker = Tracker(spec.tracking_uri, spec.experiment_name)
-    history = ValidationHistory(spec.objective, spec.direction)
+    transcripts = ValidationTranscripts()
+
+    def collect(callback_metrics) -> dict[str, float]:
+        """One validation's record: NeMo's loss, and WER/BLEU scored from its hypotheses."""
+        return {**logged_loss(callback_metrics), **transcripts.figures}
+
+    history = ValidationHistory(spec.objective, spec.direction, collect)
     batches = BatchStats()
     callbacks = [
+        transcripts,
         history,
         batches,
         FreezeCallback(job.freeze),
-        MetricsLogger(tracker, job.run_id, scalar_metrics),
-        ProgressWriter(trial_dir, job.max_steps, scalar_metrics),
+        MetricsLogger(tracker, job.run_id, collect),
+        ProgressWriter(trial_dir, job.max_steps, collect),
     ]
     pruning = study = None
     if job.trial_id is not None and not spec.multi_objective:
         study = open_study(spec)
         pruning = PruningReporter(
-            trial_handle(study, job.trial_id), lambda m: objective_value(scalar_metrics(m), spec.objective)
+            trial_handle(study, job.trial_id), lambda m: objective_value(collect(m), spec.objective)
         )
         callbacks.append(pruning)
     if os.environ.get(FAULT_ENV):
@@ -131,17 +138,13 @@ def _train_or_validate(job: Job, spec, trial_dir: Path) -> Result:
     )
     model = restore_model(Path(job.nemo), OmegaConf.load(trial_dir / "config.yaml"), trainer)
     if job.mode == "baseline":
-        trainer.validate(model, verbose=False)
-        history.on_validation_end(trainer, model)
+        trainer.validate(model, verbose=False)  # its on_validation_end hooks record the history
     else:
         trainer.fit(model)
     pruned = pruning is not None and pruning.pruned_at is not None
     final = dict(history.final)
-    if not pruned:  # per language pair, for trials that ran to the end and for the baseline
-        with inference_context(spec.training):
-            model.to(inference_device(spec.training))
-            pairs = evaluate_manifest(model, Path(prompted_data(spec).validation), spec.data.text_field)
-        final |= {f"val_{k}": v for k, v in pairs.items() if "/" in k}
+    if transcripts.transcripts:  # the last validation's hypotheses, for users to read beside the figures
+        tracker.log_artifact(job.run_id, transcripts.write(trial_dir / PREDICTIONS_FILE), "predictions")
     values = objective_values(final, spec.objective)
     objective = values if spec.multi_objective else values[0]
     if not pruned and job.mode == "train" and job.save_model and _may_be_kept(spec, study, values[0]):

@@ -12,7 +12,7 @@ from harness.behaviours import ORIGINAL_SOURCE_LANG, prompted_data, write_prompt
 from harness.canary import inspect_checkpoint, trial_config
 from harness.errors import HarnessError
 from harness.model_source import packaged_model
-from harness.preflight import preflight
+from harness.preflight import check_manifest, preflight
 from harness.spec import BudgetSpec, TrainingSpec, load_spec
 from harness.speech import DEMO_RATES, DEMO_VOICES, build_corpus
 from harness.training import restore_model
@@ -79,6 +79,49 @@ def test_preflight_names_every_bad_token_and_line_at_once(project, terse_data):
     assert re.search(rf"{re.escape(str(train))}:1: missing `terse` \(custom behaviour `terse`\)", message)
     assert f"{train}:2: `terse` is 'maybe'; use true or false" in message
     assert "missing `digits`" not in message  # `digits` has a default: lines without the field are fine
+
+
+def test_preflight_refuses_a_decoder_context_next_to_behaviour_tokens(project, terse_data):
+    """A non-empty canary2 `decodercontext` would crash the aggregate tokenizer at the first batch."""
+
+    def edit(index, entry):
+        entry["decodercontext"] = {0: "open the gate", 1: ""}.get(index, "")  # empty: NeMo skips it
+        return entry
+
+    train = copy_manifest(terse_data["train"], project / "train.json", edit)
+    data = {"train": train, "validation": terse_data["validation"]}
+    spec = load_spec(write_spec(project, "context", spec_dict(data, custom_tokens=TERSE)))
+    with pytest.raises(HarnessError) as error:
+        preflight(spec, inspect_checkpoint(packaged_model("canary-tiny")))
+    message = str(error.value)
+    assert "Preflight found 1 problem(s)" in message
+    assert (
+        f"{train}:1: `decodercontext` is set, which NeMo's canary2 aggregate tokenizer cannot combine with custom "
+        "behaviours" in message
+    )
+    assert f'set it to "") or remove `custom_tokens` from {spec.source}' in message
+    # The unified tokenizer (canary-1b-v2's kind) takes a context; without behaviours there is no token to trip on.
+    assert check_manifest(train, spec, inspect_checkpoint(packaged_model("canary-tiny-v2")), split="train")[1] == []
+    plain = load_spec(write_spec(project, "plain", spec_dict(data)))
+    assert check_manifest(train, plain, inspect_checkpoint(packaged_model("canary-tiny")), split="train")[1] == []
+
+
+def test_nemo_really_breaks_on_a_context_before_a_behaviour_token(tiny_nemo):
+    """Why the preflight refuses it (NeMo 3.0): if this stops failing, the refusal can go."""
+    from nemo.collections.asr.models import EncDecMultiTaskModel
+
+    model = EncDecMultiTaskModel.restore_from(str(tiny_nemo), map_location="cpu")
+    slots = {"emotion": "<|emo:undefined|>", "target_lang": "en", "pnc": "yes", "itn": "no"}
+    slots |= {"timestamp": "no", "diarize": "no"}
+
+    def prompt(source_lang: str, context: str) -> list[str]:
+        turn = {"role": "user", "slots": {**slots, "source_lang": source_lang, "decodercontext": context}}
+        return model.tokenizer.ids_to_tokens(model.prompt.encode_dialog([turn])["context_ids"].tolist())
+
+    assert ON in prompt(f"<|en|>{ON}", "")
+    assert "<|en|>" in prompt("en", "open the gate")
+    with pytest.raises(Exception, match="spltoken0"):
+        prompt(f"<|en|>{ON}", "open the gate")
 
 
 @pytest.mark.parametrize("twin", ["canary-tiny", "canary-tiny-v1", "canary-tiny-v2"])
@@ -218,3 +261,38 @@ def test_transcribe_command_switches_the_behaviour(fine_tuned, capsys):
     assert _article_rate(texts["on"]) < _article_rate(texts["off"])
     assert main(["transcribe", str(nemo), audio[0], "--behaviour", "digits=on"]) == 2
     assert "declares no behaviour 'digits' (it has: terse)" in capsys.readouterr().out
+
+
+V1 = ["<|startoftranscript|>", "<|en|>"]  # then task, target language, pnc
+V2 = ["<|startofcontext|>", "<|startoftranscript|>", "<|emo:undefined|>", "<|en|>"]  # then target, pnc, ...
+
+
+@pytest.mark.parametrize(
+    ("twin", "target", "expected"),
+    [
+        ("canary-tiny-v1", "de", [*V1, "<|translate|>", "<|de|>", "<|nopnc|>"]),
+        ("canary-tiny-v1", "en", [*V1, "<|transcribe|>", "<|en|>", "<|nopnc|>"]),
+        ("canary-tiny", "de", [*V2, "<|de|>", "<|nopnc|>", "<|noitn|>", "<|notimestamp|>", "<|nodiarize|>"]),
+    ],
+)
+def test_transcribe_command_prompts_the_task_the_languages_ask_for(twin, target, expected, tmp_path, monkeypatch):
+    """The decoder prompt itself (not the twin's output text): canary (v1) names the task, canary2 does not."""
+    import numpy as np
+    import soundfile
+    from nemo.collections.asr.models import EncDecMultiTaskModel
+
+    from harness.cli import main
+
+    prompts = []
+    decode = EncDecMultiTaskModel._transcribe_forward
+
+    def spy(self, *args, **kwargs):
+        outputs = decode(self, *args, **kwargs)
+        prompts.extend(self.tokenizer.ids_to_tokens(row.tolist()) for row in outputs["decoder_input_ids"])
+        return outputs
+
+    monkeypatch.setattr(EncDecMultiTaskModel, "_transcribe_forward", spy)
+    wav = tmp_path / "tone.wav"
+    soundfile.write(wav, 0.1 * np.sin(np.linspace(0, 440 * 2 * np.pi, 16000)), 16000)
+    assert main(["transcribe", twin, str(wav), "--target-lang", target, "--pnc", "no"]) == 0
+    assert prompts == [expected]

@@ -211,13 +211,16 @@ def test_report_holds_decision_evidence_and_provenance(sweep, written):
     for name, value in best.params.items():
         assert f"| {name} | {format_param(value)} |" in md
     baseline = study.user_attrs["baseline"]
-    for metric in ("val_wer", "val_bleu", "val_wer/en-en", "val_bleu/en-de"):
+    for metric in ("val_wer", "val_wer_normalized", "val_bleu", "val_wer/en-en", "val_bleu/en-de"):
         assert f"| {metric} | {baseline[metric]:.4f} | {best.user_attrs['final'][metric]:.4f} |" in md
+    # Which WER decided, and one BLEU: the overall figure is the only translation pair's figure.
+    assert "The decision was made on WER on the text as written (case and punctuation count)" in md
+    assert baseline["val_bleu"] == pytest.approx(baseline["val_bleu/en-de"])
     worse = best.value >= baseline["val_wer"]  # objective wer, minimised
     assert ("does not beat the zero-shot baseline" in md) == worse
     test = study.user_attrs["test"]
     assert test["trial"] == best.number
-    for metric in ("test_wer", "test_bleu", "test_wer/en-en", "test_bleu/en-de"):
+    for metric in ("test_wer", "test_wer_normalized", "test_bleu", "test_wer/en-en", "test_bleu/en-de"):
         assert f"| {metric} | {test['metrics'][metric]:.4f} |" in md
     # Every trial, with its state and the reason it did not complete.
     for t in study.trials:

@@ -33,7 +33,7 @@ def test_wrong_type_and_literal(project):
         load_spec("bad")
     spec = spec_dict({"train": "t.json", "validation": "v.json"}, objective={"metric": "cer"})
     write_spec(project, "bad", spec)
-    with pytest.raises(HarnessError, match=r"`objective.metric` is 'cer'; use one of wer, bleu, mix"):
+    with pytest.raises(HarnessError, match=r"`objective.metric` is 'cer'; use one of wer, wer_normalized, bleu, mix"):
         load_spec("bad")
 
 
@@ -58,3 +58,19 @@ def test_environment_supplies_storage_and_tracking(project, monkeypatch):
         yaml.safe_dump({**spec_dict({"train": "t", "validation": "v"}), "storage": "sqlite:///x.db"})
     )
     assert load_spec("env").storage_url == "sqlite:///x.db"
+
+
+@pytest.mark.parametrize("devices", [2, 0])
+def test_more_than_one_device_per_trial_is_refused_on_load(project, devices):
+    # Lightning accepts `devices: 2` and then fails inside every trial: refuse it before anything runs.
+    write_spec(project, "multi", spec_dict({"train": "t.json", "validation": "v.json"}, training={"devices": devices}))
+    with pytest.raises(HarnessError) as error:
+        load_spec("multi")
+    message = str(error.value)
+    assert message.startswith(f"sweeps/multi.yaml: `training.devices` is {devices}, but a trial runs on exactly one")
+    assert "multi-GPU trials are not supported yet" in message
+    assert "set it to 1" in message and "harness worker" in message
+    spec = spec_dict({"train": "t.json", "validation": "v.json"}, training={"num_nodes": 2})
+    write_spec(project, "nodes", spec)  # no multi-node trials either: the key does not exist
+    with pytest.raises(HarnessError, match=r"sweeps/nodes.yaml: unknown key `training.num_nodes`"):
+        load_spec("nodes")

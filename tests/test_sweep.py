@@ -60,7 +60,9 @@ def test_sweep_records_every_trial_in_optuna_and_mlflow(finished_sweep, monkeypa
     kept = sorted(p.parent.name for p in spec.trials_dir.glob("trial-*/model.nemo"))
     assert kept == [f"trial-{best.number:04d}"]
     best_run = children[f"trial-{best.number:04d}"]
-    assert {"test_wer", "test_bleu", "test_wer/en-en", "test_bleu/en-de"} <= set(best_run.data.metrics)
+    assert {"test_wer", "test_wer_normalized", "test_bleu", "test_wer/en-en", "test_bleu/en-de"} <= set(
+        best_run.data.metrics
+    )
     assert parent.data.metrics["best_test_wer"] == best_run.data.metrics["test_wer"]
     for trial in trials:
         run = children[f"trial-{trial.number:04d}"]
@@ -68,9 +70,13 @@ def test_sweep_records_every_trial_in_optuna_and_mlflow(finished_sweep, monkeypa
         assert set(trial.params) == set(SEARCH_SPACE)
         assert {k: run.data.params[k] for k in trial.params} == {k: format_param(v) for k, v in trial.params.items()}
         assert run.data.params["trial_number"] == str(trial.number)
-        for metric in ("val_wer", "val_bleu"):
+        # Every validation logs raw and normalised WER, BLEU, and each per pair (from its one decode).
+        for metric in ("val_wer", "val_wer_normalized", "val_bleu", "val_wer/en-en", "val_bleu/en-de"):
             history = client.get_metric_history(run.info.run_id, metric)
             assert [m.step for m in history] == [10, 20], metric
+        assert run.data.metrics["final_val_bleu"] == pytest.approx(run.data.metrics["final_val_bleu/en-de"])
+        predictions = [a.path for a in client.list_artifacts(run.info.run_id, "predictions")]
+        assert predictions == ["predictions/predictions.jsonl"]
         assert run.data.metrics["objective"] == pytest.approx(trial.value)
         assert run.data.metrics["best_val_wer"] <= run.data.metrics["final_val_wer"]
         assert {"final_val_wer/en-en", "final_val_bleu/en-de"} <= set(run.data.metrics)
@@ -100,6 +106,27 @@ def test_pruned_trial_is_killed_in_mlflow_and_stops_early(project, speech_data):
     assert run.info.status == "KILLED"
     assert run.data.metrics["steps_trained"] == 10
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_wer")] == [10]
+    assert "final_val_wer/en-en" in run.data.metrics  # per pair even when pruned: no decode of its own
+
+
+def test_baseline_is_the_released_model_on_the_users_manifests(project, terse_data):
+    """With custom behaviours, trials read prompted manifests; the zero-shot baseline must not (its
+    decoder never learnt the placeholder tokens): its hypotheses are those of a plain transcribe()."""
+    from nemo.collections.asr.models import EncDecMultiTaskModel
+
+    terse = {"terse": {"on": "<|spltoken0|>", "off": "<|spltoken1|>", "field": "terse"}}
+    spec = load_spec(write_spec(project, "released", spec_dict(terse_data, full=True, custom_tokens=terse)))
+    supervisor = Supervisor(spec, console=Console(file=io.StringIO(), width=200))
+    baseline = supervisor.baseline()
+    assert {"val_wer", "val_wer_normalized", "val_bleu", "val_wer/en-en", "val_bleu/en-de"} <= set(baseline)
+
+    lines = (spec.trials_dir / "baseline" / "predictions.jsonl").read_text().splitlines()
+    recorded = [json.loads(line)["hypothesis"] for line in lines]
+    model = EncDecMultiTaskModel.restore_from(str(supervisor.nemo), map_location="cpu").eval()
+    plain = model.transcribe(str(terse_data["validation"]), batch_size=16, verbose=False)
+    assert recorded == [h.text for h in plain]
+    config = (spec.trials_dir / "baseline" / "config.yaml").read_text()
+    assert "spltoken" not in config and str(terse_data["validation"]) in config
 
 
 def test_out_of_memory_is_recorded_as_oom_and_retried_with_same_params(project, speech_data, monkeypatch):

@@ -1,0 +1,107 @@
+"""Hypotheses from the decode NeMo's validation already runs, scored with the harness's one definition.
+
+NeMo's validation decodes every sample once, inside its WER and BLEU metrics (`metric.decode`), and
+logs only aggregates (BLEU unsmoothed, no per-pair split, no normalisation). `ValidationTranscripts`
+listens to that decode, so per-pair and normalised figures cost no second pass over the validation
+set, and offers them as `figures`: the trial's consumers (pruning, MLflow, history) read these
+instead of NeMo's logged `val_wer` / `val_bleu`, so every record holds one consistent set.
+(Writing them into `trainer.callback_metrics` does not hold: Lightning refreshes that dict from
+the logged values on every read.)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from lhotse.cut import MixedCut
+from lightning.pytorch import Callback
+
+from harness.behaviours import ORIGINAL_SOURCE_LANG
+from harness.evaluation import Transcript, score
+
+PREFIX = "val_"
+_ATTACHED = "_harness_transcripts"
+
+
+class ValidationTranscripts(Callback):
+    """Collect (pair, reference, hypothesis) per validation; `figures` scores the latest one:
+    `val_wer`, `val_wer_normalized`, `val_bleu` and their per-pair values (`val_wer/en-en`)."""
+
+    def __init__(self) -> None:
+        self._order: list[str] = []  # cut ids in the validation's batch order
+        self._by_cut: dict[str, Transcript] = {}
+        self._figures: dict[str, float] | None = None
+
+    @property
+    def transcripts(self) -> list[Transcript]:
+        """The last validation's transcripts, in manifest (batch) order."""
+        return [self._by_cut[cut] for cut in self._order if cut in self._by_cut]
+
+    @property
+    def figures(self) -> dict[str, float]:
+        """The last validation's scores, computed once per validation."""
+        if self._figures is None:
+            self._figures = {PREFIX + key: value for key, value in score(self.transcripts).items()}
+        return self._figures
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self._order, self._by_cut, self._figures = [], {}, None
+        _listen(pl_module.metric, lambda cuts, _: self._order.extend(_cut(c).id for c in cuts), decodes=False)
+        for name in pl_module.metric_cfg.metrics:  # MultiTaskMetric sets each metric as a model attribute
+            _listen(getattr(pl_module, name), self._record)
+
+    def _record(self, cuts, hypotheses) -> None:
+        for cut, hypothesis in zip(cuts, hypotheses, strict=True):
+            cut = _cut(cut)
+            custom = cut.custom or {}
+            self._by_cut[cut.id] = Transcript(
+                source_lang=str(custom.get(ORIGINAL_SOURCE_LANG, custom.get("source_lang", "?"))),
+                target_lang=str(custom.get("target_lang", "?")),
+                reference=" ".join(s.text or "" for s in cut.supervisions),
+                hypothesis=getattr(hypothesis, "text", str(hypothesis)),
+            )
+
+    def write(self, path: Path) -> Path:
+        """The last validation's transcripts as JSON lines (a trial artifact a user can read)."""
+        lines = [
+            json.dumps({"pair": t.pair, "reference": t.reference, "hypothesis": t.hypothesis}, ensure_ascii=False)
+            for t in self.transcripts
+        ]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return path
+
+
+def _cut(cut):
+    return cut.first_non_padding_cut if isinstance(cut, MixedCut) else cut
+
+
+def _listen(metric, record: Callable, *, decodes: bool = True) -> None:
+    """Wrap a NeMo metric's `update` (it receives the batch's cuts) and, where it decodes, its `decode`.
+
+    Both are plain instance attributes in NeMo 3.0 (MultiTaskMetric, WER, BLEU); wrapping is
+    idempotent, and a metric that NeMo rebuilds (`change_prompt`, `change_decoding_strategy`) is
+    wrapped again at the next validation. Without `decodes`, `record(cuts, None)` sees every batch."""
+    if getattr(metric, _ATTACHED, False):
+        return
+    update = metric.update
+    pending: list = []
+
+    def update_with_cuts(*args, **kwargs):
+        pending[:] = list(kwargs.get("cuts") or [])
+        if not decodes:
+            record(pending, None)
+        return update(*args, **kwargs)
+
+    metric.update = update_with_cuts
+    if decodes:
+        decode = metric.decode
+
+        def decode_and_record(*args, **kwargs):
+            hypotheses = decode(*args, **kwargs)
+            record(pending, hypotheses)  # strict: a hypothesis without its cut would be a silent gap
+            return hypotheses
+
+        metric.decode = decode_and_record
+    setattr(metric, _ATTACHED, True)

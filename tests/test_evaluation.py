@@ -1,0 +1,62 @@
+"""Scoring: one WER and one BLEU definition, overall figures that are corpus figures, normalised WER."""
+
+import math
+
+import pytest
+import sacrebleu
+
+from harness.evaluation import Transcript, corpus_wer, normalize, score
+
+
+def _rows(pair: str, texts: list[tuple[str, str]]) -> list[Transcript]:
+    source, target = pair.split("-")
+    return [Transcript(source, target, reference, hypothesis) for reference, hypothesis in texts]
+
+
+def test_normalised_wer_forgives_case_punctuation_and_spelled_numbers_in_english():
+    reference = "switch on the lamp at twenty five past ten"
+    hypothesis = "Switch on the lamp, at 25 past 10!"
+    assert corpus_wer([reference], [hypothesis]) > 0.4
+    assert normalize(hypothesis, "en") == normalize(reference, "en")
+    metrics = score(_rows("en-en", [(reference, hypothesis)]))
+    assert metrics["wer_normalized"] == 0.0 and metrics["wer"] > 0.4
+
+
+def test_other_languages_get_the_basic_rules_only():
+    assert normalize("Schalte das  Licht AUS, bitte!", "de") == "schalte das licht aus bitte"
+    assert normalize("Il est 25 heures.", "fr") == "il est 25 heures"  # numbers are left as written
+
+
+def test_overall_bleu_is_the_corpus_bleu_over_all_pairs_not_the_mean_of_pairs():
+    de = _rows("en-de", [("schalte das licht im keller aus", "schalte das licht im keller aus")] * 3)
+    fr = _rows("en-fr", [("allume la lampe de la cuisine", "ferme la porte du garage maintenant")] * 2)
+    metrics = score(de + fr)
+    assert metrics["bleu/en-de"] == pytest.approx(1.0)
+    assert metrics["bleu/en-fr"] < 0.2
+    expected = sacrebleu.corpus_bleu([r.hypothesis for r in de + fr], [[r.reference for r in de + fr]]).score / 100
+    assert metrics["bleu"] == pytest.approx(expected)
+    assert metrics["bleu"] != pytest.approx((metrics["bleu/en-de"] + metrics["bleu/en-fr"]) / 2)
+    assert not any(name.startswith("wer") for name in metrics)  # no ASR samples: no WER, not a 0
+
+
+def test_a_single_pair_agrees_with_the_overall_figure():
+    rows = _rows("en-de", [("guten morgen herr mueller", "guten morgen herr mueller"), ("das ist gut", "das gut")])
+    rows += _rows("en-en", [("open the gate", "open the gate now"), ("close it", "close it")])
+    metrics = score(rows)
+    for kind, pair in (("bleu", "en-de"), ("wer", "en-en"), ("wer_normalized", "en-en")):
+        assert metrics[kind] == pytest.approx(metrics[f"{kind}/{pair}"])
+    assert metrics["wer"] == pytest.approx(1 / 5)  # one insertion over five reference words
+
+
+def test_overall_wer_weights_pairs_by_their_words():
+    long = _rows("en-en", [("one two three four five six seven eight", "one two three four five six seven eight")])
+    short = _rows("de-de", [("eins zwei", "drei vier")])
+    metrics = score(long + short)
+    assert metrics["wer"] == pytest.approx(2 / 10)
+    assert metrics["wer/de-de"] == 1.0 and metrics["wer/en-en"] == 0.0
+
+
+def test_empty_references_count_insertions():
+    assert corpus_wer(["", ""], ["", ""]) == 0.0
+    assert corpus_wer([""], ["noise"]) == 1.0
+    assert math.isnan(corpus_wer([], []))
