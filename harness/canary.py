@@ -16,6 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from harness.batching import apply_batch_duration
 from harness.behaviours import CONFIG_KEY as BEHAVIOURS_KEY
 from harness.behaviours import ORIGINAL_SOURCE_LANG, declaration
 from harness.errors import HarnessError
@@ -112,12 +113,14 @@ def trial_config(
     cfg = copy.deepcopy(base)
     with open_dict(cfg):
         _apply_data(cfg, data, training, seed)
-        _apply_batch_duration(cfg.train_ds, float(params.get("batch_duration", _base_batch_duration(base))), training)
+        _reset_released_keys(cfg)
+        apply_batch_duration(cfg.train_ds, float(params.get("batch_duration", _base_batch_duration(base))), training)
         _apply_optim(cfg, params, budget)
         if "use_loss_mask_for_prompt" in params:
             cfg.use_loss_mask_for_prompt = bool(params["use_loss_mask_for_prompt"])
-        if "multitask_metrics_cfg" not in cfg or cfg.multitask_metrics_cfg is None:
-            cfg.multitask_metrics_cfg = copy.deepcopy(MULTITASK_METRICS)
+        # Always ours: every validation sample must be decoded by exactly one metric, whose
+        # hypotheses harness.transcripts scores (a released cfg may constrain or omit some).
+        cfg.multitask_metrics_cfg = copy.deepcopy(MULTITASK_METRICS)
         cfg.restore_timestamps_model = False  # NeMo 3.0 crashes building a model after a restore otherwise
         cfg.log_prediction = False
         if custom_tokens:
@@ -151,7 +154,6 @@ def _apply_data(cfg: DictConfig, data: DataSpec, training: TrainingSpec, seed: i
         "lang_field": data.lang_field,
         "num_workers": training.num_workers,
         "pin_memory": False,
-        "tarred_audio_filepaths": None,
     }
     cfg.train_ds = cfg.get("train_ds") or {}
     # Lhotse's sampler shuffles with `shard_seed`, "trng" (true random) in released configs: a
@@ -170,23 +172,66 @@ def _apply_data(cfg: DictConfig, data: DataSpec, training: TrainingSpec, seed: i
     cfg.test_ds = None  # a null manifest makes the model constructor raise; tests run separately
 
 
-def _apply_batch_duration(train_ds: DictConfig, seconds: float, training: TrainingSpec) -> None:
-    """Make `batch_duration` govern the batch.
+# Loader keys a released or user-fine-tuned config may carry that make NeMo read other data than
+# the trial's manifests, or batch or alter it otherwise, each with the value that turns it off
+# (NeMo 3.0's Lhotse dataloader and `setup_training_data`).
+RELEASED_DATA_KEYS: dict[str, Any] = {
+    "input_cfg": None,  # a blend of data sets, read instead of manifest_filepath
+    "cuts_path": None,  # Lhotse manifests, read instead of manifest_filepath
+    "shar_path": None,  # Lhotse Shar shards, likewise
+    "tarred_audio_filepaths": None,  # audio read from tar shards instead of the manifest's files
+    "is_tarred": False,  # training sizes its epoch by len(dataset) / batch_size: a crash with batch_duration
+    "multi_config": False,  # the sub-configs inside train_ds replace it
+    "use_multimodal_sampling": False,  # batches counted in tokens: batch_duration is ignored
+    "concatenate_samples": False,  # sampled cuts glued into longer ones
+    "perturb_speed": False,  # 0.9x and 1.1x copies mixed in: three times the data, other audio
+    "noise_path": None,  # noise mixed into the audio
+    "max_tps": float("inf"),  # a scalar drops cuts with more tokens per second (a list only shapes 2-D buckets)
+}
+# Validation batches by `validation_batch_size`; either bucket key turns bucketing back on.
+RELEASED_VALIDATION_KEYS: dict[str, Any] = {"bucket_duration_bins": None, "bucket_batch_size": None}
+# Absolute step counts sized for the release's 100k+ steps: `hold_steps` keeps a short trial at its
+# peak LR throughout, `constant_steps` (CosineAnnealing and kin) leaves it no steps to decay in.
+# `hold_ratio` and `constant_ratio` are kept: NeMo multiplies them by the trainer's max_steps,
+# which is the trial budget.
+RELEASED_SCHED_KEYS = ("hold_steps", "constant_steps")
 
-    Lhotse ignores `batch_duration` while `bucket_batch_size` is set, and 2-D bins without it
-    crash, so both are cleared, bucketing is off and utterance length is bounded.
+
+def released_overrides(cfg: DictConfig) -> list[str]:
+    """The keys of a pretrained config that would bypass the trial's data, batching or step budget.
+
+    Which keys, and why each, are the RELEASED_* tables above. `trial_config` resets each
+    (schedule keys are removed: NeMo's schedulers take them as keyword arguments, and those
+    without a hold phase reject even a null). Resetting rather than refusing keeps every released
+    or fine-tuned checkpoint usable; the names are returned so a supervisor can tell the user once
+    per sweep what was ignored, e.g. `train_ds.input_cfg`.
     """
-    train_ds.update(
-        {
-            "batch_duration": seconds,
-            "batch_size": None,
-            "bucket_batch_size": None,
-            "bucket_duration_bins": None,
-            "use_bucketing": False,
-            "max_duration": training.max_duration,
-            "min_duration": training.min_duration,
-        }
-    )
+    found = []
+    for section, keys in (
+        ("train_ds", RELEASED_DATA_KEYS),
+        ("validation_ds", RELEASED_DATA_KEYS | RELEASED_VALIDATION_KEYS),
+    ):
+        loader = cfg.get(section) or {}
+        found += [f"{section}.{key}" for key, off in keys.items() if _is_on(loader.get(key), off)]
+    sched = (cfg.get("optim") or {}).get("sched") or {}
+    found += [f"optim.sched.{key}" for key in RELEASED_SCHED_KEYS if sched.get(key) is not None]
+    return found
+
+
+def _is_on(value: Any, off: Any) -> bool:
+    if isinstance(off, float):  # max_tps: only a finite scalar filters
+        return isinstance(value, int | float) and not isinstance(value, bool) and value < off
+    return bool(value) if off is False else value is not None
+
+
+def _reset_released_keys(cfg: DictConfig) -> None:
+    for name in released_overrides(cfg):
+        section, key = name.rsplit(".", 1)
+        node = OmegaConf.select(cfg, section)
+        if section == "optim.sched":
+            node.pop(key)
+        else:
+            node[key] = (RELEASED_DATA_KEYS | RELEASED_VALIDATION_KEYS)[key]
 
 
 def _apply_optim(cfg: DictConfig, params: dict[str, Any], budget: BudgetSpec) -> None:

@@ -89,19 +89,23 @@ def restore_model(nemo_path: Path, cfg: DictConfig, trainer: Trainer | None):
 
 
 class BatchStats(Callback):
-    """Count cuts and audio seconds per training batch: proof that batch_duration took effect.
+    """Count cuts, audio seconds and padding per training batch: proof that batch_duration took effect.
 
-    Sample counts stay on the batch's device until the summary: reading them every step would
-    make a GPU wait for each batch."""
+    Fill is real audio over padded audio (cuts x longest cut): how much of each batch's compute
+    trains on speech rather than zeros. Sample counts stay on the batch's device until the
+    summary (reading them every step would make a GPU wait for each batch); a tensor's shape is
+    known on the host, so the padded size costs nothing."""
 
     def __init__(self) -> None:
         self.cuts: list[int] = []
+        self.padded: list[int] = []
         self.samples: list[torch.Tensor] = []
         self.sample_rate = 16000
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.sample_rate = pl_module.cfg.get("sample_rate", 16000)
         self.cuts.append(int(batch.audio.shape[0]))
+        self.padded.append(int(batch.audio.shape[0]) * int(batch.audio.shape[-1]))
         self.samples.append(batch.audio_lens.detach().sum())
 
     @property
@@ -118,4 +122,6 @@ class BatchStats(Callback):
             "train_batch_cuts_mean": sum(self.cuts) / len(self.cuts),
             "train_batch_seconds_max": max(seconds),
             "train_audio_seconds": sum(seconds),
+            "train_audio_seconds_per_step": sum(seconds) / len(seconds),
+            "train_batch_fill": sum(seconds) * self.sample_rate / max(1, sum(self.padded)),
         }

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-BENCHMARKS = ["overhead", "startup", "throughput", "pruning", "memory"]
+BENCHMARKS = ["overhead", "startup", "throughput", "pruning", "memory", "batch_fill"]
 RESULT = re.compile(r"^RESULT .+ = -?\d+\.\d+.* \(target .+\): (met|NOT met)$")
 
 

@@ -6,7 +6,7 @@ import tarfile
 import pytest
 from omegaconf import OmegaConf
 
-from harness.canary import inspect_checkpoint, read_config, trial_config
+from harness.canary import inspect_checkpoint, read_config, released_overrides, trial_config
 from harness.errors import HarnessError
 from harness.spec import BudgetSpec, DataSpec, TrainingSpec
 
@@ -39,7 +39,7 @@ def test_trial_config_applies_every_knob(tiny_nemo):
     cfg = _surgery(base, params)
     train = cfg.train_ds
     assert train.batch_duration == 30.0 and train.batch_size is None
-    assert train.bucket_batch_size is None and train.bucket_duration_bins is None and train.use_bucketing is False
+    assert train.bucket_batch_size is None and train.bucket_duration_bins is None
     assert train.max_duration == 40.0
     assert (train.manifest_filepath, train.text_field, train.lang_field) == ("/d/train.json", "text", "target_lang")
     assert train.seed == train.shard_seed == 5  # reproducible shuffling, not "trng"
@@ -56,6 +56,55 @@ def test_trial_config_applies_every_knob(tiny_nemo):
     assert cfg.encoder == base.encoder and cfg.transf_decoder == base.transf_decoder
     assert cfg.tokenizer == base.tokenizer and cfg.prompt_format == base.prompt_format
     assert base.train_ds.text_field == "answer" and base.train_ds.bucket_batch_size
+
+
+def test_batches_are_filled_by_1d_duration_buckets_that_batch_duration_governs(tiny_nemo):
+    from nemo.collections.common.data.lhotse.dataloader import (
+        determine_bucket_duration_bins,
+        make_structured_with_schema_warnings,
+    )
+
+    base = read_config(tiny_nemo)
+    assert len(base.train_ds.bucket_duration_bins[0]) == 2 and base.train_ds.quadratic_duration == 15  # as released
+    train = _surgery(base, {"batch_duration": 240}).train_ds
+    # batch_duration is the only batch-size knob: no fixed size, no per-bucket sizes (they override it)
+    assert train.batch_duration == 240.0 and train.batch_size is None and train.bucket_batch_size is None
+    assert train.use_bucketing is True and train.concurrent_bucketing is False  # a thread would reorder batches
+    assert train.quadratic_duration is None  # batch_duration counts padded seconds, no d^2 penalty
+    assert train.shard_seed == 5 and train.num_buckets == 15 and train.bucket_buffer_size == 10000
+    # NeMo derives the bins from the trial's duration bounds: 1-D, evenly spaced inside (0.1, 40).
+    bins = determine_bucket_duration_bins(make_structured_with_schema_warnings(train))
+    assert len(bins) == 14 and all(isinstance(b, float) for b in bins)
+    assert bins[0] == pytest.approx(0.1 + 39.9 / 15) and bins[-1] == pytest.approx(40.0 - 39.9 / 15)
+
+
+def test_released_keys_that_bypass_the_trial_are_named_and_reset(tiny_nemo):
+    from harness.twins import apply_overriding_keys
+
+    base = read_config(tiny_nemo)
+    assert released_overrides(base) == []  # the packaged twin carries none of them
+    dirty = read_config(tiny_nemo)
+    apply_overriding_keys(dirty, "/elsewhere/other.json")
+    dirty.optim.sched.hold_ratio = 0.1  # relative to max_steps, which is the trial's: kept
+    data_keys = ["input_cfg", "cuts_path", "shar_path", "tarred_audio_filepaths", "is_tarred"]
+    data_keys += ["use_multimodal_sampling", "concatenate_samples", "perturb_speed", "noise_path", "max_tps"]
+    named = released_overrides(dirty)
+    assert named == [f"train_ds.{k}" for k in data_keys] + [
+        "validation_ds.input_cfg",
+        "validation_ds.bucket_duration_bins",
+        "validation_ds.bucket_batch_size",
+        "optim.sched.hold_steps",
+    ]
+    cfg = _surgery(dirty, {"batch_duration": 30})
+    assert released_overrides(cfg) == []
+    train, val = cfg.train_ds, cfg.validation_ds
+    assert train.input_cfg is None and train.cuts_path is None and train.shar_path is None and not train.is_tarred
+    assert not (train.use_multimodal_sampling or train.concatenate_samples or train.perturb_speed)
+    assert train.noise_path is None and train.max_tps == float("inf")
+    assert train.manifest_filepath == "/d/train.json" and train.batch_duration == 30.0
+    assert val.input_cfg is None and val.bucket_duration_bins is None and val.bucket_batch_size is None
+    assert "hold_steps" not in cfg.optim.sched and cfg.optim.sched.hold_ratio == 0.1
+    assert dirty.train_ds.input_cfg[0].manifest_filepath == "/elsewhere/other.json"  # base untouched
 
 
 def test_warmup_scales_with_the_trial_budget(tiny_nemo):

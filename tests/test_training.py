@@ -1,8 +1,11 @@
 """Training: the sampled batch_duration really governs the batches of the trial's dataloader."""
 
 import itertools
+import json
 import math
+import shutil
 import statistics
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +13,7 @@ from lightning.pytorch import Callback
 
 from harness.canary import inspect_checkpoint, trial_config
 from harness.spec import BudgetSpec, DataSpec, TrainingSpec
-from harness.training import build_trainer, restore_model
+from harness.training import BatchStats, build_trainer, restore_model
 
 SAMPLE_RATE = 16000
 
@@ -129,3 +132,82 @@ def test_extracted_tokenizers_give_the_same_model_as_the_archive(tiny_nemo, spee
         with torch.no_grad():
             losses.append(float(model.validation_pass(next(iter(model._validation_dl)), 0)["val_loss"]))
     assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+
+
+class _Batches(Callback):
+    """What each training step really got: cuts (with their audio sources) and the padded tensor."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.seen.append(batch)
+
+
+def test_a_trial_logs_batch_fill_and_audio_seconds_per_step(tiny_nemo, speech_data):
+    stats, batches = BatchStats(), _Batches()
+    trainer = build_trainer(
+        TrainingSpec(accelerator="cpu"), max_steps=4, val_check_interval=4, callbacks=[stats, batches]
+    )
+    model = _model(tiny_nemo, speech_data, {"batch_duration": 12}, max_steps=4, trainer=trainer)
+    trainer.fit(model)
+    summary = stats.summary()
+    real = [float(b.audio_lens.sum()) for b in batches.seen]
+    padded = [b.audio.shape[0] * b.audio.shape[1] for b in batches.seen]
+    assert len(real) == 4 and all(r <= 12 * SAMPLE_RATE for r in real)
+    assert summary["train_batch_fill"] == pytest.approx(sum(real) / sum(padded))
+    assert 0.5 < summary["train_batch_fill"] <= 1.0
+    assert summary["train_audio_seconds_per_step"] == pytest.approx(sum(real) / SAMPLE_RATE / 4)
+    assert summary["train_audio_seconds_per_step"] == pytest.approx(summary["train_audio_seconds"] / 4)
+
+
+def test_a_checkpoint_carrying_other_data_and_batching_keys_still_trains_on_the_sweeps_manifest(
+    tiny_nemo, speech_data, tmp_path
+):
+    from harness.twins import apply_overriding_keys, rewrite_config
+
+    other = str(speech_data["validation"])  # what the dirty keys point at: kept, they would train on it
+    dirty = rewrite_config(tiny_nemo, tmp_path / "dirty.nemo", lambda cfg: apply_overriding_keys(cfg, other))
+    info = inspect_checkpoint(dirty)
+    training = TrainingSpec(accelerator="cpu", validation_batch_size=4)
+    data = DataSpec(train=str(speech_data["train"]), validation=str(speech_data["validation"]))
+    budget = BudgetSpec(max_steps=20, val_check_interval=20, warmup_fraction=0.1)
+    cfg = trial_config(info.config, {"batch_duration": 8}, data=data, training=training, budget=budget, seed=0)
+    stats, batches = BatchStats(), _Batches()
+    trainer = build_trainer(training, max_steps=4, val_check_interval=4, callbacks=[stats, batches])
+    model = restore_model(dirty, cfg, trainer=trainer)
+    assert next(iter(model._validation_dl)).audio.shape[0] == 4  # validation_batch_size, not 2-D buckets
+    trainer.fit(model)
+    train_lines = [json.loads(line) for line in speech_data["train"].read_text().splitlines()]
+    durations = {line["audio_filepath"]: line["duration"] for line in train_lines}
+    assert len(batches.seen) == 4 and stats.summary()["train_audio_seconds"] > 0
+    for batch in batches.seen:
+        assert float(batch.audio_lens.sum()) <= 8 * SAMPLE_RATE  # batch_duration governs
+        for cut in batch.cuts:  # plain cuts of the sweep's train manifest: no blend, speed copies, glue or noise
+            tracks = [t.cut for t in cut.tracks] if type(cut).__name__ == "MixedCut" else [cut]  # padded to the batch
+            assert [type(t).__name__ for t in tracks[1:]] == ["PaddingCut"] * (len(tracks) - 1)
+            source = tracks[0].recording.sources[0].source
+            assert type(tracks[0]).__name__ == "MonoCut" and source in durations
+            assert tracks[0].duration == pytest.approx(durations[source], abs=0.01)
+
+
+def test_batches_do_not_depend_on_where_the_data_lies(tiny_nemo, speech_data, tmp_path):
+    """The same data in two places (another checkout, another machine) gives the same batches in the
+    same order: nothing path-shaped reaches shuffling, bucketing or cut ids."""
+    views = []
+    for place in (tmp_path / "a", tmp_path / "much" / "deeper" / "b"):
+        (place / "audio").mkdir(parents=True)
+        copies = {}
+        for split in ("train", "validation"):
+            lines = []
+            for line in speech_data[split].read_text().splitlines():
+                entry = json.loads(line)
+                shutil.copy(entry["audio_filepath"], place / "audio")
+                lines.append(
+                    json.dumps({**entry, "audio_filepath": str(place / "audio" / Path(entry["audio_filepath"]).name)})
+                )
+            copies[split] = place / f"{split}.json"
+            copies[split].write_text("\n".join(lines) + "\n")
+        batches = _batches(tiny_nemo, copies, 10.0, count=4)
+        views.append([([c.id for c in b.cuts], float(b.audio.sum())) for b in batches])
+    assert views[0] == views[1]
