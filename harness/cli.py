@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tarfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from harness.errors import HarnessError
+
+if TYPE_CHECKING:
+    from harness.canary import CheckpointInfo
+from harness.stopping import EXIT_CODES, INTERRUPTED, Stopped
 
 DEMO_DATA_DIR = Path("data/demo")
 
@@ -24,20 +30,25 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
     spec.storage = getattr(args, "storage", None) or spec.storage
     spec.tracking.uri = getattr(args, "tracking_uri", None) or spec.tracking.uri
     Supervisor(spec, console=console, slots=default_slots(args.workers)).run()
-    return _publish(spec, console, html=True)
+    if not _publish(spec, console, html=True):
+        console.print("[red]error:[/] the sweep ended with no complete trial; the failures are listed above.")
+        return 1
+    return 0
 
 
 def _report(args: argparse.Namespace, console: Console) -> int:
     from harness.spec import load_spec
 
-    return _publish(load_spec(args.sweep), console, html=not args.no_html)
+    _publish(load_spec(args.sweep), console, html=not args.no_html)
+    return 0
 
 
-def _publish(spec, console: Console, *, html: bool) -> int:
-    """Print the summary, then write the report page (Markdown, HTML, best.yaml) and log it to MLflow."""
+def _publish(spec, console: Console, *, html: bool) -> bool:
+    """Print the summary, then write the report page (Markdown, HTML, best.yaml) and log it to MLflow.
+    True when the sweep has a complete trial."""
     from harness.report import print_report, write_report
 
-    print_report(spec, console)
+    summary = print_report(spec, console)
     files = write_report(spec, html_report=html)
     for warning in files.warnings:
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
@@ -45,7 +56,7 @@ def _publish(spec, console: Console, *, html: bool) -> int:
     console.print("Report: " + ", ".join(str(p) for p in written), highlight=False)
     if files.logged_to:
         console.print(f"Logged on MLflow run {files.logged_to} under `report/`.", highlight=False)
-    return 0
+    return summary.best is not None
 
 
 def _export(args: argparse.Namespace, console: Console) -> int:
@@ -69,6 +80,7 @@ def _reproduce(args: argparse.Namespace, console: Console) -> int:
 def _transcribe(args: argparse.Namespace, console: Console) -> int:
     """Decode audio with a fine-tuned checkpoint, its custom behaviours switched per `--behaviour`."""
     from harness.behaviours import is_on, transcribe
+    from harness.canary import inspect_checkpoint
     from harness.model_source import resolve_model
 
     switches = {}
@@ -77,13 +89,21 @@ def _transcribe(args: argparse.Namespace, console: Console) -> int:
         switches[name] = is_on(value)
         if switches[name] is None:
             raise HarnessError(f"--behaviour {item!r}: write NAME=on or NAME=off.")
+    given = Path(args.model).expanduser()
+    if given.is_dir():
+        raise HarnessError(f"Model {given} is a directory; pass a .nemo file (e.g. from `harness export`).")
+    # An existing file is the model itself, whatever its name (not a Hugging Face id because it has a `/`).
+    nemo = given.resolve() if given.is_file() else resolve_model(args.model)
+    if not tarfile.is_tarfile(nemo):
+        raise HarnessError(f"Model {nemo} is not a .nemo checkpoint (not a tar archive); pass a .nemo file.")
+    _check_transcribe_input(args, inspect_checkpoint(nemo), switches)  # before NeMo loads: seconds, not minutes
     from nemo.collections.asr.models import EncDecMultiTaskModel
 
     from harness.spec import TrainingSpec
     from harness.training import inference_device
 
     device = inference_device(TrainingSpec())  # accelerator auto: the GPU where there is one
-    model = EncDecMultiTaskModel.restore_from(str(resolve_model(args.model)), map_location=device).eval()
+    model = EncDecMultiTaskModel.restore_from(str(nemo), map_location=device).eval()
     texts = transcribe(
         model,
         [str(path) for path in args.audio],
@@ -99,6 +119,35 @@ def _transcribe(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _check_transcribe_input(args: argparse.Namespace, info: CheckpointInfo, switches: dict[str, bool]) -> None:
+    """Refuse what restoring the model and decoding would fail on, late and with pages of NeMo log:
+    audio that is missing, undecodable, stereo or at another rate, unknown languages and behaviours.
+    Reading `info` from the archive has already refused a file that is not a `.nemo`."""
+    from harness.behaviours import declared_behaviours
+    from harness.preflight import audio_problem, model_sample_rate
+
+    problems = [p for _, p in (audio_problem(path, model_sample_rate(info)) for path in args.audio) if p]
+    for option, lang in (("--source-lang", args.source_lang), ("--target-lang", args.target_lang)):
+        plain = lang and lang.removeprefix("<|").removesuffix("|>")
+        if info.languages and plain and plain not in info.languages:
+            problems.append(
+                f"{option} {lang!r} is not a language of {info.path.name} (it has {', '.join(info.languages)})"
+            )
+    declared = declared_behaviours(info.config)
+    for name in sorted(set(switches) - set(declared)):
+        problems.append(
+            f"--behaviour {name}: {info.path.name} declares no behaviour {name!r} "
+            f"(it has: {', '.join(sorted(declared)) or 'none'})"
+        )
+    for name, behaviour in sorted(declared.items()):
+        if name not in switches and behaviour.default is None:
+            problems.append(f"--behaviour {name}=on or {name}=off is required: {info.path.name} declares no default")
+    if len(problems) == 1:
+        raise HarnessError(problems[0] + ".")
+    if problems:
+        raise HarnessError("Nothing was transcribed:\n" + "\n".join(f"  {p}" for p in problems))
+
+
 def _demo_data(args: argparse.Namespace, console: Console) -> int:
     from harness.speech import build_demo_data
 
@@ -108,13 +157,36 @@ def _demo_data(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _count(text: str) -> int:
+    """argparse type for `--workers` and `--trials`: a whole number >= 1. Zero or less would
+    silently mean "the default" or "run nothing" and exit 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _trial_number(text: str) -> int:
+    """argparse type for `--trial`: Optuna numbers trials from 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a trial number (0, 1, ...), not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a trial number (0, 1, ...), not {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description="Optuna sweeps that fine-tune NeMo Canary models.")
     sub = parser.add_subparsers(dest="command", required=True)
     sweep = sub.add_parser("sweep", help="run (or resume) a sweep: sweeps/<name>.yaml")
     sweep.add_argument("sweep", help="sweep name (sweeps/<name>.yaml) or a YAML path")
-    sweep.add_argument("--trials", type=int, help="override budget.trials (total across runs and workers)")
-    sweep.add_argument("--workers", type=int, help="trials at once on this machine (default: one per visible GPU)")
+    sweep.add_argument("--trials", type=_count, help="override budget.trials (total across runs and workers)")
+    sweep.add_argument("--workers", type=_count, help="trials at once on this machine (default: one per visible GPU)")
     sweep.set_defaults(func=_sweep)
     worker = sub.add_parser("worker", help="join a sweep from any machine through shared storage and tracking")
     worker.add_argument("sweep")
@@ -122,8 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--tracking-uri", help="MLflow tracking server, e.g. http://mlflow:5000 ($HARNESS_TRACKING_URI)"
     )
-    worker.add_argument("--trials", type=int, help="override budget.trials")
-    worker.add_argument("--workers", type=int, help="trials at once on this machine (default: one per visible GPU)")
+    worker.add_argument("--trials", type=_count, help="override budget.trials")
+    worker.add_argument("--workers", type=_count, help="trials at once on this machine (default: one per visible GPU)")
     worker.set_defaults(func=_sweep)
     report = sub.add_parser("report", help="best trial, evidence and provenance: mlruns/reports/<sweep>/")
     report.add_argument("sweep")
@@ -131,12 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(func=_report)
     export = sub.add_parser("export", help="copy the best (or a chosen) trial's fine-tuned model.nemo")
     export.add_argument("sweep")
-    export.add_argument("--trial", type=int, help="trial number (default: the best trial)")
+    export.add_argument("--trial", type=_trial_number, help="trial number (default: the best trial)")
     export.add_argument("--out", type=Path, required=True, help="target .nemo file, or a directory")
     export.set_defaults(func=_export)
     reproduce = sub.add_parser("reproduce", help="re-run a trial from its recorded params and seed")
     reproduce.add_argument("sweep")
-    reproduce.add_argument("--trial", type=int, help="trial number (default: the best trial)")
+    reproduce.add_argument("--trial", type=_trial_number, help="trial number (default: the best trial)")
     reproduce.set_defaults(func=_reproduce)
     decode = sub.add_parser("transcribe", help="decode audio with a (fine-tuned) .nemo and its custom behaviours")
     decode.add_argument("model", help="a .nemo file (e.g. from `harness export`) or a packaged twin's name")
@@ -162,9 +234,12 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as exc:
         console.print(f"[red]error:[/] {exc}", highlight=False)
         return 2
+    except Stopped as stop:  # Ctrl-C or SIGTERM inside a sweep: what was recorded, and how to resume
+        console.print(f"[yellow]{stop}[/]", highlight=False)
+        return stop.exit_code
     except KeyboardInterrupt:
-        console.print("[yellow]Interrupted; the running trial was stopped and recorded.[/]")
-        return 130
+        console.print("[yellow]Interrupted; no trial or run was in flight, so nothing needed recording.[/]")
+        return EXIT_CODES[INTERRUPTED]
 
 
 if __name__ == "__main__":

@@ -28,11 +28,18 @@ class Entry:
 
 
 def read_manifest(path: Path) -> tuple[list[Entry], list[Problem]]:
-    """All parseable entries plus a Problem for each line that is not a JSON object."""
+    """All parseable entries plus a Problem for each line that is not UTF-8 or not a JSON object.
+
+    Lines are decoded one by one, so a stray Latin-1 byte is one located problem, not a traceback."""
     entries: list[Entry] = []
     problems: list[Problem] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                problems.append(Problem(f"{path}:{number}", _not_utf8(path, raw, exc)))
+                continue
             if not line.strip():
                 continue
             try:
@@ -47,6 +54,14 @@ def read_manifest(path: Path) -> tuple[list[Entry], list[Problem]]:
                 continue
             entries.append(Entry(number, data))
     return entries, problems
+
+
+def _not_utf8(path: Path, raw: bytes, exc: UnicodeDecodeError) -> str:
+    """Which byte is wrong and how to re-encode the file (NeMo reads manifests as UTF-8 too)."""
+    return (
+        f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); save the manifest as UTF-8 "
+        f"(for Latin-1 text: `iconv -f latin1 -t utf-8 {path} > fixed.json`)"
+    )
 
 
 def manifest_lines(path: Path) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ line, no decoder context they would break), and a validation set with no samples
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import soundfile
@@ -26,12 +27,16 @@ DURATION_SLACK = 0.25  # seconds a manifest duration may exceed the audio file
 
 
 def check_spec(spec: SweepSpec) -> list[Problem]:
-    """Budget settings that would make a trial never validate at its last step."""
+    """Budget settings that would make a trial never validate at its last step, and a GPU that is not there.
+
+    Single numbers are range-checked when the spec is loaded (harness.spec); these depend on each
+    other, on a command-line override (`--trials`) or on the machine."""
     problems = []
     budget = spec.budget
     where = spec.source or spec.name
     if budget.trials < 1:
         problems.append(Problem(where, "`budget.trials` must be at least 1"))
+    problems += _check_accelerator(spec, where)
     if budget.val_check_interval < 1 or budget.max_steps < budget.val_check_interval:
         problems.append(Problem(where, "`budget.val_check_interval` must be between 1 and `budget.max_steps`"))
     elif budget.max_steps % budget.val_check_interval:
@@ -45,6 +50,24 @@ def check_spec(spec: SweepSpec) -> list[Problem]:
     return problems
 
 
+def _check_accelerator(spec: SweepSpec, where: str) -> list[Problem]:
+    """`accelerator: gpu` on a machine without one fails inside every trial; say so once, up front."""
+    accelerator = spec.training.accelerator
+    if accelerator not in ("gpu", "cuda"):
+        return []
+    from harness.sweep import visible_gpus  # here, not at the top: harness.sweep imports this module
+
+    if visible_gpus():
+        return []
+    return [
+        Problem(
+            where,
+            f"`training.accelerator` is {accelerator}, but no GPU is visible on this machine (torch sees no CUDA "
+            "device); set `training.accelerator: auto` (the GPU where there is one, else the CPU) or `cpu`",
+        )
+    ]
+
+
 def check_manifest(
     path: Path, spec: SweepSpec, info: CheckpointInfo, *, split: str
 ) -> tuple[list[Entry], list[Problem]]:
@@ -53,7 +76,10 @@ def check_manifest(
         return [], [
             Problem(str(path), f"manifest does not exist; set `data.{split}` in {spec.source} to a NeMo manifest")
         ]
-    entries, problems = read_manifest(path)
+    try:
+        entries, problems = read_manifest(path)
+    except OSError as exc:
+        return [], [Problem(str(path), f"manifest cannot be read ({exc.strerror or exc}); check its permissions")]
     for entry in entries:
         problems += _check_entry(path, entry, spec, info, split)
     text_field = spec.data.text_field
@@ -71,12 +97,14 @@ def _check_entry(path: Path, entry: Entry, spec: SweepSpec, info: CheckpointInfo
     problems = []
     audio = data.get("audio_filepath")
     duration = data.get("duration")
+    duration_problem = _duration_problem(duration)
     if not isinstance(audio, str):
         problems.append(Problem(where, "missing `audio_filepath`"))
     else:
-        problems += _check_audio(where, resolve_audio(path, audio), duration)
-    if not isinstance(duration, int | float) or duration <= 0:
-        problems.append(Problem(where, f"`duration` must be a positive number of seconds, not {duration!r}"))
+        known = None if duration_problem else duration
+        problems += _check_audio(where, resolve_audio(path, audio), known, model_sample_rate(info))
+    if duration_problem:
+        problems.append(Problem(where, duration_problem))
     elif split == "train" and duration > spec.training.max_duration:
         problems.append(
             Problem(
@@ -93,15 +121,57 @@ def _check_entry(path: Path, entry: Entry, spec: SweepSpec, info: CheckpointInfo
     return problems
 
 
-def _check_audio(where: str, audio: Path, duration) -> list[Problem]:
+def _duration_problem(duration) -> str | None:
+    """Why a manifest `duration` is unusable, or None. NaN passes `<= 0` and infinity every limit."""
+    if isinstance(duration, bool) or not isinstance(duration, int | float):
+        return f"`duration` must be a positive number of seconds, not {duration!r}"
+    if math.isnan(duration):
+        return "`duration` is NaN; write the audio's length in seconds (e.g. from `soxi -D FILE`)"
+    if math.isinf(duration):
+        return "`duration` is infinite; write the audio's length in seconds (e.g. from `soxi -D FILE`)"
+    if duration <= 0:
+        return f"`duration` must be a positive number of seconds, not {duration!r}"
+    return None
+
+
+def model_sample_rate(info: CheckpointInfo) -> int | None:
+    """The sample rate the checkpoint's preprocessor expects (16 kHz for every Canary), if it says."""
+    rate = info.config.get("sample_rate") or (info.config.get("preprocessor") or {}).get("sample_rate")
+    return int(rate) if rate else None
+
+
+def audio_problem(audio: Path, sample_rate: int | None) -> tuple[float | None, str | None]:
+    """(seconds, None) for a mono file at the model's rate, else (seconds or None, what is wrong and the fix).
+
+    Refused rather than resampled: NeMo fails on stereo late, in every trial ("Expected ... single
+    channel"); another rate would be resampled on the fly in every epoch's data loading. One `sox`
+    run fixes both for good."""
     if not audio.is_file():
-        return [Problem(where, f"audio file {audio} does not exist")]
+        return None, f"audio file {audio} does not exist"
     try:
         header = soundfile.info(str(audio))
     except Exception as exc:  # noqa: BLE001 - any decoder error means "cannot train on this"
-        return [Problem(where, f"audio file {audio} cannot be decoded ({exc})")]
-    actual = header.frames / header.samplerate
-    if isinstance(duration, int | float) and duration > actual + DURATION_SLACK:
+        return None, f"audio file {audio} cannot be decoded ({exc}); use WAV or FLAC"
+    seconds = header.frames / header.samplerate if header.samplerate else None
+    wrong = []
+    if header.channels != 1:
+        wrong.append(f"{header.channels} channels (the model takes mono)")
+    if sample_rate and header.samplerate != sample_rate:
+        wrong.append(f"a sample rate of {header.samplerate} Hz (the model takes {sample_rate} Hz)")
+    if not wrong:
+        return seconds, None
+    rate = sample_rate or header.samplerate
+    fixed = audio.with_name(f"{audio.stem}-mono-{rate}.wav")
+    return seconds, (
+        f"audio file {audio} has {' and '.join(wrong)}; convert it, e.g. `sox {audio} -r {rate} -c 1 {fixed}`"
+    )
+
+
+def _check_audio(where: str, audio: Path, duration: float | None, sample_rate: int | None) -> list[Problem]:
+    actual, problem = audio_problem(audio, sample_rate)
+    if problem:
+        return [Problem(where, problem)]
+    if duration is not None and actual is not None and duration > actual + DURATION_SLACK:
         return [Problem(where, f"`duration` {duration:.2f}s is longer than the audio ({actual:.2f}s)")]
     return []
 

@@ -2,7 +2,8 @@
 
 A tuned learning rate is only worth trusting if someone else can tell what it was tuned on. The
 report records package versions, the harness commit (and whether the tree had local edits), the
-checksum of the pretrained checkpoint and of every manifest, the hardware and the seeds, so a
+checksum of the pretrained checkpoint and of every manifest's data (audio and text by content, not
+by path), the hardware and the seeds, so a
 re-run that disagrees can be traced to what changed.
 """
 
@@ -20,12 +21,14 @@ from pathlib import Path
 
 import harness
 from harness.errors import HarnessError
+from harness.manifest import resolve_audio
 from harness.model_source import resolve_model
 from harness.spec import SweepSpec
 from harness.tracking import git_commit
 
 PACKAGES = ("nemo_toolkit", "torch", "lightning", "optuna", "mlflow")
 CHUNK = 1 << 20
+AUDIO_HASHES_FILE = "audio-sha256.json"  # in the state dir: audio hashes by (path, size, mtime)
 
 
 @dataclass
@@ -63,7 +66,7 @@ def collect(spec: SweepSpec, trial_seeds: dict[int, int]) -> Provenance:
         git_commit=commit,
         git_dirty=git_dirty() if commit else None,
         checkpoint=checkpoint_record(spec.model),
-        manifests=[manifest_record(role, path) for role, path in _manifests(spec)],
+        manifests=[manifest_record(role, path, spec.state_dir / AUDIO_HASHES_FILE) for role, path in _manifests(spec)],
         hardware=hardware(),
         sampler_seed=spec.sampler.seed,
         training_seed=spec.training.seed,
@@ -115,21 +118,63 @@ def checkpoint_record(model: str) -> FileRecord:
     return FileRecord("checkpoint", str(path), sha256(path), note=f"model: {model} -> {path.name}")
 
 
-def manifest_record(role: str, path_text: str) -> FileRecord:
-    """Line count, total audio hours (sum of `duration`) and hash of one NeMo manifest."""
+def manifest_record(role: str, path_text: str, cache: Path | None = None) -> FileRecord:
+    """Line count, total audio hours (sum of `duration`) and a hash of the data by content.
+
+    The hash covers each line's audio bytes and its other fields, never `audio_filepath`: the
+    same data copied to another machine or checkout has the same hash, and a changed recording
+    or transcript a different one. Audio hashes are cached by (path, size, mtime) in `cache`.
+    """
     path = Path(path_text)
     if not path.is_file():
         return FileRecord(role, path_text, None, note="missing on this machine")
-    lines, seconds = 0, 0.0
-    with path.open() as f:
+    audio = AudioHashes(cache)
+    digest = hashlib.sha256()
+    lines, seconds, missing = 0, 0.0, 0
+    with path.open(encoding="utf-8", errors="replace") as f:
         for line in f:
             if not line.strip():
                 continue
             lines += 1
-            # preflight reports malformed lines; provenance only describes the file
-            with contextlib.suppress(ValueError, TypeError, AttributeError):
-                seconds += float(json.loads(line).get("duration", 0.0))
-    return FileRecord(role, str(path.resolve()), sha256(path), lines=lines, hours=seconds / 3600)
+            try:  # preflight reports malformed lines; provenance only describes the file
+                entry = json.loads(line)
+                seconds += float(entry.get("duration", 0.0))
+                audio_hash = audio.of(resolve_audio(path, str(entry.pop("audio_filepath"))))
+            except (ValueError, TypeError, AttributeError, KeyError, OSError):
+                entry, audio_hash = line.strip(), None
+                missing += 1
+            digest.update(f"{audio_hash}\t{json.dumps(entry, sort_keys=True)}\n".encode())
+    audio.save()
+    note = "content: audio bytes + fields" + (f"; {missing} lines without readable audio" if missing else "")
+    return FileRecord(role, str(path.resolve()), digest.hexdigest(), lines=lines, hours=seconds / 3600, note=note)
+
+
+class AudioHashes:
+    """sha256 of audio files, remembered by (path, size, mtime): a report re-hashes only what changed."""
+
+    def __init__(self, cache: Path | None) -> None:
+        self.cache = cache
+        self.known: dict[str, list] = {}
+        if cache is not None and cache.is_file():
+            with contextlib.suppress(ValueError, OSError):
+                self.known = json.loads(cache.read_text())
+
+    def of(self, audio: Path) -> str:
+        stat = audio.stat()
+        key, stamp = str(audio.resolve()), [stat.st_size, stat.st_mtime_ns]
+        remembered = self.known.get(key)
+        if remembered and remembered[:2] == stamp:
+            return remembered[2]
+        value = sha256(audio)
+        self.known[key] = [*stamp, value]
+        return value
+
+    def save(self) -> None:
+        if self.cache is not None:
+            self.cache.parent.mkdir(parents=True, exist_ok=True)
+            partial = self.cache.with_suffix(f".{os.getpid()}.tmp")
+            partial.write_text(json.dumps(self.known))
+            os.replace(partial, self.cache)
 
 
 def hardware() -> str:

@@ -24,12 +24,14 @@ from rich.console import Console
 from rich.table import Table as RichTable
 
 from harness import plots, provenance
+from harness.definition import check_study
 from harness.errors import HarnessError
 from harness.metrics import is_better, objective_value
+from harness.records import PARENT_ATTR
 from harness.search_space import format_param, load_search_space
 from harness.spec import SweepSpec
-from harness.study import best_trial, open_storage, primary_value
-from harness.sweep import BASELINE_ATTR, PARENT_ATTR, TEST_ATTR
+from harness.study import best_trial, primary_value, require_study
+from harness.sweep import BASELINE_ATTR, TEST_ATTR
 from harness.tracking import Tracker, run_name
 from harness.trial import Result
 
@@ -62,13 +64,11 @@ class SweepSummary:
 
 
 def summarize(spec: SweepSpec) -> SweepSummary:
-    """Load the sweep's study read-only; a sweep that never ran is a clear error."""
-    try:
-        study = optuna.load_study(study_name=spec.name, storage=open_storage(spec.storage_url))
-    except KeyError:
-        raise HarnessError(
-            f"No sweep named {spec.name!r} in {spec.storage_url}; run `harness sweep {spec.name}` first."
-        ) from None
+    """Load the sweep's study read-only. A sweep that never ran is an error that creates nothing; a
+    spec that no longer defines the study (objective, search space) is one too, not a mislabelled report."""
+    study = require_study(spec)
+    space = load_search_space(spec.search_space) if Path(spec.search_space).is_file() else None
+    check_study(spec, study, space, adopt=False)
     trials = study.get_trials(deepcopy=False)
     return SweepSummary(study, trials, best_trial(study), study.user_attrs.get(BASELINE_ATTR))
 
@@ -330,7 +330,7 @@ def log_report(spec: SweepSpec, summary: SweepSummary, files: ReportFiles) -> No
         for plot in files.plots:
             if plot.path is not None:
                 tracker.log_artifact(parent, plot.path, f"{ARTIFACT_PATH}/plots")
-    except (MlflowException, OSError) as exc:
+    except (HarnessError, MlflowException, OSError) as exc:  # HarnessError: the store is unreachable
         files.warnings.append(f"could not log the report to MLflow at {spec.tracking_uri}: {exc}")
         return
     files.logged_to = parent

@@ -1,30 +1,62 @@
 """Search spaces: `search_spaces/*.yaml` turned into Optuna distributions.
 
-Only parameters the trial knows how to apply are accepted (see `KNOWN_PARAMS`): a knob the
-trial would silently ignore is worse than an error, because the sweep would "tune" nothing.
+Only parameters the trial knows how to apply are accepted (see `KNOBS`): a knob the trial would
+silently ignore is worse than an error, because the sweep would "tune" nothing. Every choice and
+bound is checked against what its knob can take when the space is loaded: `choices: ["false"]`
+would train with the loss mask on (`bool("false")` is True) while Optuna, MLflow and the report
+all say false, and a negative learning rate would fail every trial, late.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna.distributions as od
-import yaml
 
 from harness.errors import HarnessError
+from harness.spec import read_yaml
 
 FREEZE_MODES = ("none", "encoder", "encoder_bn_se", "all_but_bn_se")
 
-# name -> what it means; config surgery (harness.canary) applies each one.
-KNOWN_PARAMS = {
-    "lr": "peak learning rate of optim (log scale is usual)",
-    "batch_duration": "train_ds.batch_duration, seconds of audio per batch",
-    "freeze": f"freezing mode, one of {', '.join(FREEZE_MODES)}",
-    "use_loss_mask_for_prompt": "exclude decoder prompt tokens from the training loss",
-    "weight_decay": "optim.weight_decay",
-    "warmup_fraction": "share of max_steps spent warming up the learning rate",
+
+@dataclass(frozen=True)
+class Knob:
+    """A parameter the trial applies: what it means and which values it can take."""
+
+    meaning: str
+    values: str  # the accepted values, in words for error messages
+    accepts: Callable[[Any], bool]
+    numeric: bool = True  # numbers may come as float/int ranges; the others only as choices
+
+
+# Config surgery (harness.canary) and freezing (harness.freezing) apply each one.
+KNOBS = {
+    "lr": Knob("peak learning rate of optim (log scale is usual)", "a number > 0", lambda v: v > 0),
+    "batch_duration": Knob(
+        "train_ds.batch_duration, seconds of audio per batch", "a number of seconds > 0", lambda v: v > 0
+    ),
+    "freeze": Knob(
+        f"freezing mode, one of {', '.join(FREEZE_MODES)}",
+        f"one of {', '.join(FREEZE_MODES)}",
+        lambda v: isinstance(v, str) and v in FREEZE_MODES,
+        numeric=False,
+    ),
+    "use_loss_mask_for_prompt": Knob(
+        "exclude decoder prompt tokens from the training loss",
+        "true or false (YAML booleans, without quotes)",
+        lambda v: isinstance(v, bool),
+        numeric=False,
+    ),
+    "weight_decay": Knob("optim.weight_decay", "a number >= 0", lambda v: v >= 0),
+    "warmup_fraction": Knob(
+        "share of max_steps spent warming up the learning rate", "a number >= 0 and below 1", lambda v: 0 <= v < 1
+    ),
 }
+KNOWN_PARAMS = {name: knob.meaning for name, knob in KNOBS.items()}
 
 
 def load_search_space(path: str | Path) -> dict[str, od.BaseDistribution]:
@@ -32,7 +64,7 @@ def load_search_space(path: str | Path) -> dict[str, od.BaseDistribution]:
     path = Path(path)
     if not path.is_file():
         raise HarnessError(f"Search space {path} does not exist (set `search_space:` in the sweep spec).")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = read_yaml(path) or {}
     if not isinstance(raw, dict) or not raw:
         raise HarnessError(f"{path} must map parameter names to {{type: ..., ...}} entries.")
     return {name: _distribution(name, entry, path) for name, entry in raw.items()}
@@ -40,42 +72,111 @@ def load_search_space(path: str | Path) -> dict[str, od.BaseDistribution]:
 
 def _distribution(name: str, entry: Any, path: Path) -> od.BaseDistribution:
     """One entry: `{type: float|int, low, high, log?, step?}` or `{type: categorical, choices}`."""
-    if name not in KNOWN_PARAMS:
-        known = ", ".join(KNOWN_PARAMS)
+    knob = KNOBS.get(name)
+    if knob is None:
+        known = ", ".join(KNOBS)
         raise HarnessError(f"{path}: unknown parameter `{name}`; the trial can apply: {known}.")
     if not isinstance(entry, dict) or "type" not in entry:
         raise HarnessError(f"{path}: `{name}` needs a `type` (float, int or categorical).")
     kind = entry["type"]
     args = {k: v for k, v in entry.items() if k != "type"}
+    if kind not in ("float", "int", "categorical"):
+        raise HarnessError(f"{path}: `{name}.type` is {kind!r}; use float, int or categorical.")
+    if kind != "categorical" and not knob.numeric:
+        raise HarnessError(f"{path}: `{name}` must be `type: categorical` with choices from: {knob.values}.")
     try:
-        if kind == "float":
-            dist = od.FloatDistribution(float(args.pop("low")), float(args.pop("high")), **_flags(args))
-        elif kind == "int":
-            dist = od.IntDistribution(int(args.pop("low")), int(args.pop("high")), **_flags(args))
-        elif kind == "categorical":
-            dist = od.CategoricalDistribution(list(args.pop("choices")))
+        if kind == "categorical":
+            dist = od.CategoricalDistribution(_choices(name, knob, args.pop("choices"), path))
         else:
-            raise HarnessError(f"{path}: `{name}.type` is {kind!r}; use float, int or categorical.")
+            low, high = (_bound(name, knob, key, args.pop(key), kind, path) for key in ("low", "high"))
+            flags = _flags(name, args, low, high, path)
+            cls = od.FloatDistribution if kind == "float" else od.IntDistribution
+            dist = cls(low, high, **flags)
     except KeyError as exc:
         raise HarnessError(f"{path}: `{name}` is missing `{exc.args[0]}`.") from None
     except (ValueError, TypeError) as exc:
         raise HarnessError(f"{path}: `{name}` is invalid: {exc}.") from None
     if args:
         raise HarnessError(f"{path}: `{name}` has unknown keys {sorted(args)}.")
-    if name == "freeze":
-        bad = [c for c in dist.choices if c not in FREEZE_MODES]
-        if bad:
-            raise HarnessError(f"{path}: `freeze` choice {bad[0]!r} is unknown; use {', '.join(FREEZE_MODES)}.")
     return dist
 
 
-def _flags(args: dict) -> dict:
-    """Pop the optional `log` and `step` flags shared by float and int distributions."""
-    flags = {}
-    for key in ("log", "step"):
-        if key in args:
-            flags[key] = args.pop(key)
+def _choices(name: str, knob: Knob, choices: Any, path: Path) -> list:
+    """Every choice must be a value the knob takes, of the right type: Optuna records it verbatim."""
+    if not isinstance(choices, list) or not choices:
+        raise HarnessError(f"{path}: `{name}.choices` must be a non-empty list, like [a, b].")
+    for choice in choices:
+        if knob.numeric:
+            if isinstance(choice, str):
+                raise HarnessError(
+                    f"{path}: `{name}` choice {choice!r} is text, not a number; write it without quotes "
+                    "(YAML reads 1e-4 without a decimal point as text: write 1.0e-4)."
+                )
+            if not _is_number(choice):
+                raise HarnessError(
+                    f"{path}: `{name}` choice {choice!r} is not a number; `{name}` must be {knob.values}."
+                )
+        elif name == "use_loss_mask_for_prompt" and isinstance(choice, str):
+            raise HarnessError(
+                f"{path}: `{name}` choice {choice!r} is text, not a boolean (the trial would read any "
+                "non-empty text as true); write true or false without quotes."
+            )
+        elif name == "freeze" and not knob.accepts(choice):
+            raise HarnessError(f"{path}: `freeze` choice {choice!r} is unknown; use {', '.join(FREEZE_MODES)}.")
+        if not knob.accepts(choice):
+            raise HarnessError(f"{path}: `{name}` choice {choice!r} is not allowed; `{name}` must be {knob.values}.")
+    return choices
+
+
+def _bound(name: str, knob: Knob, key: str, value: Any, kind: str, path: Path) -> float | int:
+    """A range's `low` or `high`: a finite number the knob accepts (whole for int ranges).
+
+    A string that reads as a number is taken as that number: PyYAML reads `1e-5` (no decimal
+    point) as text, and a bound only ever reaches Optuna as a float."""
+    number = value
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+    if not _is_number(number):
+        raise HarnessError(f"{path}: `{name}.{key}` is {value!r}; it must be a number ({knob.values}).")
+    if kind == "int":
+        if not float(number).is_integer():
+            raise HarnessError(
+                f"{path}: `{name}.{key}` is {value!r}, but an int range needs whole numbers; "
+                "use `type: float` or a whole number."
+            )
+        number = int(number)
+    else:
+        number = float(number)
+    if not knob.accepts(number):
+        raise HarnessError(f"{path}: `{name}.{key}` is {value!r}, but `{name}` must be {knob.values}.")
+    return number
+
+
+def _flags(name: str, args: dict, low: float, high: float, path: Path) -> dict:
+    """Pop the optional `log` and `step` flags shared by float and int ranges, checked against the bounds."""
+    if low > high:
+        raise HarnessError(f"{path}: `{name}.low` ({low:g}) is above `{name}.high` ({high:g}); swap them.")
+    flags = {key: args.pop(key) for key in ("log", "step") if key in args}
+    log = flags.get("log", False)
+    if not isinstance(log, bool):
+        raise HarnessError(f"{path}: `{name}.log` is {log!r}; write true or false without quotes.")
+    if log and low <= 0:
+        raise HarnessError(
+            f"{path}: `{name}` has `log: true` but `low` is {low:g}; a log range needs low > 0: "
+            "raise `low` or drop `log`."
+        )
+    step = flags.get("step")
+    if step is not None and (not _is_number(step) or step <= 0):
+        raise HarnessError(f"{path}: `{name}.step` is {step!r}; it must be a number > 0.")
     return flags
+
+
+def _is_number(value: Any) -> bool:
+    """A real, finite int or float (YAML's `true` is a bool, not 1; `.nan` and `.inf` are no values)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def format_param(value: Any) -> str:

@@ -9,41 +9,39 @@ from __future__ import annotations
 
 import hashlib
 import math
-import random
 import statistics
-import time
 from collections.abc import Callable
-from pathlib import Path
 
 import optuna
+from optuna.distributions import BaseDistribution
+from optuna.exceptions import DuplicatedStudyError
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
+from harness.definition import check_study, record_new
+from harness.errors import HarnessError
 from harness.spec import SweepSpec
+from harness.stores import (
+    OPTUNA_STORE,
+    STORAGE_SETTING,
+    engine_kwargs,
+    open_database,
+    reported,
+    sqlite_path,
+    store_name,
+)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def open_storage(url: str, *, attempts: int = 5) -> RDBStorage:
+def open_storage(url: str) -> RDBStorage:
     """An RDB storage; SQLite waits for locks instead of failing when several processes write.
 
-    Workers on several hosts may meet a fresh database together; creating its schema races, so
-    a failed creation is retried once the other worker has finished it.
+    A fresh SQLite file is created by one process at a time; an unreachable server or a file that
+    is not a database is a one-line error (see harness.stores).
     """
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        kwargs = {"connect_args": {"timeout": 120}}
-    else:
-        kwargs = {"pool_pre_ping": True}
-    for attempt in range(attempts):
-        try:
-            return RDBStorage(url, engine_kwargs=kwargs)
-        except SQLAlchemyError:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(1 + attempt + random.random())
-    raise AssertionError("unreachable")
+    return open_database(url, lambda: RDBStorage(url, engine_kwargs=engine_kwargs(url)))
 
 
 def trial_seed(study_seed: int, number: int) -> int:
@@ -123,21 +121,67 @@ def make_sampler(spec: SweepSpec, seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(4, spec.budget.trials))
 
 
-def open_study(spec: SweepSpec) -> optuna.Study:
-    """Create the sweep's study or load it (resume); each trial's sampler seed follows from its number."""
-    storage = open_storage(spec.storage_url)
-    try:
-        study = optuna.create_study(
-            study_name=spec.name,
-            storage=storage,
-            directions=spec.directions,
-            load_if_exists=True,
-            pruner=make_pruner(spec),
-        )
-    except SQLAlchemyError:  # another worker created it at the same instant
-        study = optuna.load_study(study_name=spec.name, storage=storage, pruner=make_pruner(spec))
+def open_study(spec: SweepSpec, space: dict[str, BaseDistribution] | None = None) -> optuna.Study:
+    """The sweep's study; each trial's sampler seed follows from its number.
+
+    With `space` (the supervisor) it is created with its definition, or loaded (resume, another
+    worker) and checked against the spec. Without (a trial process) it must exist and is only
+    checked for its objective: a trial never creates a study.
+    """
+    study = None
+    with reported(OPTUNA_STORE, spec.storage_url, STORAGE_SETTING):
+        storage = open_storage(spec.storage_url)
+        if space is not None:
+            try:
+                study = optuna.create_study(
+                    study_name=spec.name, storage=storage, directions=spec.directions, pruner=make_pruner(spec)
+                )
+            except (DuplicatedStudyError, SQLAlchemyError):  # it exists, or another worker created it just now
+                study = None
+            else:
+                record_new(study, spec, space)
+        if study is None:
+            study = _load(spec, storage)
+            check_study(spec, study, space, adopt=space is not None)
     study.sampler = TrialSeededSampler(lambda seed: make_sampler(spec, seed), spec.sampler.seed)
     return study
+
+
+def find_study(spec: SweepSpec) -> optuna.Study | None:
+    """The sweep's study if its storage holds one; creates nothing (no database file, no study)."""
+    path = sqlite_path(spec.storage_url)
+    if path is not None and not path.is_file():
+        return None
+    with reported(OPTUNA_STORE, spec.storage_url, STORAGE_SETTING):
+        try:
+            return optuna.load_study(
+                study_name=spec.name, storage=open_storage(spec.storage_url), pruner=make_pruner(spec)
+            )
+        except KeyError:
+            return None
+
+
+def require_study(spec: SweepSpec) -> optuna.Study:
+    """The sweep's study for reading (report, export); an error naming the storage if there is none."""
+    study = find_study(spec)
+    if study is not None:
+        return study
+    path = sqlite_path(spec.storage_url)
+    if path is not None and not path.is_file():
+        where = f"its {OPTUNA_STORE} {path} does not exist"
+    else:
+        where = f"the {OPTUNA_STORE} {store_name(spec.storage_url)} holds no study of that name"
+    raise HarnessError(f"Sweep {spec.name!r} has no study yet: {where}; run `harness sweep {spec.name}` first.")
+
+
+def _load(spec: SweepSpec, storage: RDBStorage) -> optuna.Study:
+    try:
+        return optuna.load_study(study_name=spec.name, storage=storage, pruner=make_pruner(spec))
+    except KeyError:
+        raise HarnessError(
+            f"Sweep {spec.name!r} has no study in the {OPTUNA_STORE} {store_name(spec.storage_url)}; "
+            f"run `harness sweep {spec.name}` first."
+        ) from None
 
 
 def primary_value(trial: optuna.trial.FrozenTrial) -> float | None:

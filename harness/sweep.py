@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -28,25 +29,31 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 
 from harness.behaviours import write_prompted_manifests
-from harness.canary import CheckpointInfo, extract_tokenizers, inspect_checkpoint, trial_config
+from harness.canary import CheckpointInfo, extract_tokenizers, inspect_checkpoint, released_overrides, trial_config
 from harness.errors import HarnessError
 from harness.model_source import resolve_model
 from harness.preflight import preflight
 from harness.progress import SweepView
+from harness.records import check_records, open_records
 from harness.search_space import format_param, load_search_space
 from harness.spec import SweepSpec
-from harness.study import best_trial, open_study, primary_value
-from harness.tracking import BASELINE_ROLE, REPRODUCTION_ROLE, TRIAL_ROLE, Tracker, run_name
+from harness.stopping import INTERRUPTED, TERMINATED, Stopped, reason_of, shielded, stop_requests
+from harness.stores import redact
+from harness.study import best_trial, primary_value
+from harness.tracking import BASELINE_ROLE, REPRODUCTION_ROLE, TRIAL_ROLE, run_name
 from harness.trial import EXIT_OOM, MODEL_FILE, Job, Result
 
 LOG_TAIL_LINES = 200
-PARENT_ATTR = "mlflow_parent_run_id"
 BASELINE_ATTR = "baseline"
 TEST_ATTR = "test"
 POLL_SECONDS = 0.25  # how soon a finished trial is noticed (its slot idles until then)
 VIEW_SECONDS = 1.0  # the live view queries the study at most this often
 HEARTBEAT_SECONDS = 30.0
 STALE_SECONDS = 600.0  # a RUNNING trial on another host with no heartbeat for this long is dead
+SUPERVISOR_DIED = "killed: its supervisor died"
+SUPERVISOR_REASONS = (INTERRUPTED, TERMINATED, SUPERVISOR_DIED)  # fail reasons that are not the trial's own
+SAME_FAILURES_TO_STOP = 3
+STOP_GRACE_SECONDS = 10.0  # a trial process gets this long to exit on SIGTERM (Slurm's KillWait is 30 s)
 
 
 @dataclass
@@ -115,24 +122,26 @@ class Supervisor:
         self.console = console or Console()
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
         self.slots = slots if slots is not None else default_slots(None)
+        self.space = load_search_space(spec.search_space)
+        # A bad or mismatched store fails in seconds, before the model is fetched and the data checked.
+        check_records(spec, self.space)
         self.nemo = resolve_model(spec.model)
         self.info: CheckpointInfo = inspect_checkpoint(self.nemo)
-        self.space = load_search_space(spec.search_space)
         preflight(spec, self.info)
-        spec.state_dir.mkdir(parents=True, exist_ok=True)
         self.data = write_prompted_manifests(spec)  # the user's manifests, or copies with behaviour tokens
-        # Both databases exist before any trial process touches them (fresh SQLite schemas race).
-        self.study = open_study(spec)
-        self.tracker = Tracker(spec.tracking_uri, spec.experiment_name, artifact_root=spec.state_dir / "artifacts")
-        self.parent_run = self.tracker.parent_run(
-            sweep=spec.name,
-            study_key=f"{_redact(spec.storage_url)}#{spec.name}#{self.study._study_id}",
+        # Both stores exist before any trial process touches them; the study and its parent run are linked.
+        records = open_records(
+            spec,
+            self.space,
             params=self._sweep_params(),
-            tags={"optuna.study_name": spec.name, "optuna.storage": _redact(spec.storage_url)},
+            tags={"optuna.study_name": spec.name, "optuna.storage": redact(spec.storage_url)},
         )
-        self.study.set_user_attr(PARENT_ATTR, self.parent_run)
+        self.study, self.tracker, self.parent_run = records.study, records.tracker, records.parent_run
         self.view = SweepView(self.console, name=spec.name, budget=spec.budget.trials)
         self._view_refreshed = 0.0
+        self._running: dict[int, Running] = {}  # slot -> trial process in flight
+        self._blocking: tuple[subprocess.Popen, str, str] | None = None  # (process, run id, what) waited for
+        self._parent_open = False  # the parent run is RUNNING because of this supervisor
 
     def _sweep_params(self) -> dict:
         b = self.spec.budget
@@ -159,45 +168,128 @@ class Supervisor:
     # -- the loop ---------------------------------------------------------------------------
 
     def run(self) -> list[Outcome]:
-        """Reconcile dead trials, evaluate the baseline once, then fill the slots until the budget is met."""
-        self.spec.trials_dir.mkdir(parents=True, exist_ok=True)
-        self.tracker.client.update_run(self.parent_run, status="RUNNING")
-        self.reconcile()
-        self.baseline()
+        """Reconcile dead trials, evaluate the baseline once, then fill the slots until the budget is met.
+
+        Ctrl-C or SIGTERM at any point (baseline, trials, test set) stops the processes in flight
+        and records them (`_record_stop`); the `Stopped` raised says what was recorded."""
+        self._parent_open = True
+        with self._stoppable():
+            self.spec.trials_dir.mkdir(parents=True, exist_ok=True)
+            self.tracker.client.update_run(self.parent_run, status="RUNNING")
+            self._note_reset_keys()
+            self.reconcile()
+            self.baseline()
+            outcomes = self._fill_slots()
+            self.test_best()
+            self._summarise()
+            self.tracker.end_run(self.parent_run, "FINISHED")
+        return outcomes
+
+    def _fill_slots(self) -> list[Outcome]:
+        """Start trials while the budget, the clock and the failures allow; record each as it ends."""
         deadline = None
         if self.spec.budget.timeout_minutes:
             deadline = time.monotonic() + 60 * self.spec.budget.timeout_minutes
         outcomes: list[Outcome] = []
-        running: dict[int, Running] = {}
+        hopeless = None
         with self.view:
-            try:
-                while True:
-                    out_of_time = deadline is not None and time.monotonic() > deadline
-                    for slot in range(len(self.slots)):
-                        if slot in running or out_of_time or self.budget_used() >= self.spec.budget.trials:
-                            continue
-                        running[slot] = self._start(self.study.ask(self.space), slot)
-                    if not running:
-                        break
-                    time.sleep(POLL_SECONDS)
-                    for slot, job in list(running.items()):
-                        if job.proc.poll() is None:
-                            self._heartbeat(job)
-                            continue
-                        del running[slot]
-                        outcomes.append(self._finish(job))
-                    self._refresh(running)
-            except KeyboardInterrupt:
-                for job in running.values():
-                    self._abandon(job, "interrupted")
-                self.tracker.end_run(self.parent_run, "KILLED")
-                raise
+            while True:
+                out_of_time = deadline is not None and time.monotonic() > deadline
+                for slot in range(len(self.slots)):
+                    if (
+                        slot in self._running
+                        or out_of_time
+                        or hopeless
+                        or self.budget_used() >= self.spec.budget.trials
+                    ):
+                        continue
+                    self._running[slot] = self._start(self.study.ask(self.space), slot)
+                if not self._running:
+                    break
+                time.sleep(POLL_SECONDS)
+                for slot, job in list(self._running.items()):
+                    if job.proc.poll() is None:
+                        self._heartbeat(job)
+                        continue
+                    del self._running[slot]
+                    outcomes.append(self._finish(job))
+                    hopeless = hopeless or self._repeated_failure()
+                self._refresh(self._running)
         if deadline is not None and time.monotonic() > deadline:
             self.view.log("[yellow]Wall-clock budget reached; stopped starting trials.[/]")
-        self.test_best()
-        self._summarise()
-        self.tracker.end_run(self.parent_run, "FINISHED")
+        if hopeless:
+            self._give_up(hopeless)
         return outcomes
+
+    def _repeated_failure(self) -> FrozenTrial | None:
+        """The latest failed trial, once the sweep's first `SAME_FAILURES_TO_STOP` decided trials all
+        failed with one reason: a setting every trial trips on (a bad path, OOM at every size) should
+        not spend the whole budget. Stops recorded by a supervisor (Ctrl-C, SIGTERM) do not count."""
+        decided = self.study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        )
+        failures = [t for t in decided if t.user_attrs.get("fail_reason") not in SUPERVISOR_REASONS]
+        if len(failures) < SAME_FAILURES_TO_STOP or any(t.state != TrialState.FAIL for t in failures):
+            return None
+        if len({t.user_attrs.get("fail_reason") for t in failures}) != 1:
+            return None
+        return max(failures, key=lambda t: t.number)
+
+    def _give_up(self, last: FrozenTrial) -> None:
+        """End the sweep's parent run FAILED and raise the one error every trial hit."""
+        reason = str(last.user_attrs.get("fail_reason"))
+        hint = (
+            "lower `batch_duration` in the search space or freeze more of the model"
+            if reason == "oom"
+            else "fix what the log shows"
+        )
+        self.tracker.set_tags(self.parent_run, {"harness.fail_reason": reason[:250]})
+        self.tracker.end_run(self.parent_run, "FAILED")
+        self._parent_open = False
+        log = self.spec.trials_dir / run_name(last.number) / "trial.log"
+        raise HarnessError(
+            f"Stopped early: the first {SAME_FAILURES_TO_STOP} trials of sweep {self.spec.name} all failed with "
+            f"the same error ({reason}); {hint} ({log}), then run the same command to resume."
+        )
+
+    @contextlib.contextmanager
+    def _stoppable(self) -> Iterator[None]:
+        """Ctrl-C and SIGTERM inside: everything in flight is stopped and recorded before `Stopped`."""
+        with stop_requests():
+            try:
+                yield
+            except KeyboardInterrupt as stop:
+                with shielded():
+                    raise self._record_stop(reason_of(stop)) from None
+
+    def _record_stop(self, reason: str) -> Stopped:
+        """Stop the trial processes (FAIL, re-queued) and any evaluation in flight; end their runs KILLED."""
+        stopped = []
+        for job in list(self._running.values()):
+            self._abandon(job, reason)
+            stopped.append(f"{run_name(job.trial.number)} (FAIL: {reason}, re-queued)")
+        self._running.clear()
+        if self._blocking is not None:
+            proc, run_id, what = self._blocking
+            _stop_process(proc)
+            self.tracker.end_run(run_id, "KILLED")
+            stopped.append(f"the {what} (its run KILLED)")
+            self._blocking = None
+        if self._parent_open:
+            self.tracker.end_run(self.parent_run, "KILLED")
+            self._parent_open = False
+            stopped.append("the sweep's parent run KILLED")
+        how = "Terminated (SIGTERM)" if reason == TERMINATED else "Interrupted"
+        done = "; ".join(stopped) if stopped else "nothing was running"
+        return Stopped(reason, f"{how}: recorded {done}. Run the same command to resume.")
+
+    def _note_reset_keys(self) -> None:
+        """Say once per sweep which released-config keys config surgery resets (they would bypass trials)."""
+        reset = released_overrides(self.info.config)
+        if reset:
+            self.view.log(
+                f"[dim]The checkpoint's config carries keys that would bypass the trial; reset: {', '.join(reset)}[/]"
+            )
 
     def budget_used(self) -> int:
         """Trials that count against the budget: decided ones (a re-queued failure does not) and running ones."""
@@ -272,10 +364,12 @@ class Supervisor:
         proc, log = self._spawn(
             trial_dir, params or {}, run_id=run_id, seed=seed, max_steps=max_steps, slot=0, mode=mode, nemo=nemo
         )
+        self._blocking = (proc, run_id, "zero-shot baseline" if mode == "baseline" else f"{mode} run")
         try:
             code = proc.wait()
         finally:
             log.close()
+        self._blocking = None
         result = Result.read(trial_dir) or Result(state="fail", reason=_exit_reason(code))
         if result.state != "complete":
             if end_status is not None:
@@ -292,7 +386,9 @@ class Supervisor:
         trial = self.best_trial() if number is None else next((t for t in complete if t.number == number), None)
         if trial is None:
             known = ", ".join(str(t.number) for t in complete) or "none yet"
-            raise HarnessError(f"Trial {number} of sweep {self.spec.name} did not complete (complete trials: {known}).")
+            raise HarnessError(
+                f"Trial {number} of sweep {self.spec.name} did not complete (completed trial numbers: {known})."
+            )
         name = run_name(trial.number)
         seed = int(trial.user_attrs["seed"])
         run_id = self.tracker.child_run(
@@ -307,15 +403,16 @@ class Supervisor:
             },
         )
         self.view.log(f"Reproducing {name}: {_fmt_params(trial.params)} seed={seed}")
-        result = self._run_blocking(
-            self.spec.trials_dir / f"{name}-reproduction",
-            run_id=run_id,
-            mode="train",
-            nemo=self.nemo,
-            params=dict(trial.params),
-            seed=seed,
-            max_steps=int(trial.user_attrs.get("steps", self.spec.budget.max_steps)),
-        )
+        with self._stoppable():
+            result = self._run_blocking(
+                self.spec.trials_dir / f"{name}-reproduction",
+                run_id=run_id,
+                mode="train",
+                nemo=self.nemo,
+                params=dict(trial.params),
+                seed=seed,
+                max_steps=int(trial.user_attrs.get("steps", self.spec.budget.max_steps)),
+            )
         if result is None:
             raise HarnessError(
                 f"The reproduction of {name} failed; see {self.spec.trials_dir / (name + '-reproduction')}."
@@ -496,12 +593,9 @@ class Supervisor:
         return attempt + 1 if attempt < self.spec.budget.max_retries else None
 
     def _abandon(self, job: Running, reason: str) -> None:
-        """Ctrl-C: stop the trial process; nothing stays RUNNING, the run is KILLED, the trial re-queued."""
-        job.proc.terminate()
-        try:
-            job.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            job.proc.kill()
+        """A stop (Ctrl-C, SIGTERM): end the trial process; nothing stays RUNNING, the run is KILLED,
+        the trial re-queued with the same params."""
+        _stop_process(job.proc)
         job.log.close()
         self._fail(job.trial, job.run_id, reason, next_attempt=job.attempt, log=None, status="KILLED")
 
@@ -517,7 +611,7 @@ class Supervisor:
                 continue
             if here and _alive(t.user_attrs.get("trial_pid")):
                 os.kill(t.user_attrs["trial_pid"], signal.SIGKILL)  # an orphan still training
-            reason = "killed: its supervisor died"
+            reason = SUPERVISOR_DIED
             attempt = self._next_attempt(int(t.user_attrs.get("attempt", 0)))
             self._fail(t, t.user_attrs.get("mlflow_run_id"), reason, next_attempt=attempt, log=None)
             self.view.log(f"[yellow]{run_name(t.number)} was left RUNNING by a dead supervisor: FAIL, re-queued[/]")
@@ -569,6 +663,16 @@ class Supervisor:
         self.tracker.set_tags(self.parent_run, {"harness.best_trial": run_name(best.number)})
 
 
+def _stop_process(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within the grace period."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=STOP_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def _die_with_parent() -> None:
     """Linux: the trial process gets SIGKILL when its supervisor dies, so no orphan keeps a GPU."""
     with contextlib.suppress(OSError):
@@ -607,14 +711,6 @@ def _write_tail(log: Path) -> Path:
     lines = log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:] if log.exists() else []
     tail.write_text("\n".join(lines) + "\n")
     return tail
-
-
-def _redact(url: str) -> str:
-    """Storage URLs may carry passwords; MLflow tags must not."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
 
 
 def _fmt_params(params: dict) -> str:

@@ -2,8 +2,8 @@
 
 The harness owns this instead of NeMo's exp_manager switch (broken in NeMo 3.0) or Optuna's
 deprecated MLflowCallback (no parent run, no curves). Every call passes the tracking URI
-explicitly; the supervisor creates the store before any trial process starts, so fresh SQLite
-schemas never race.
+explicitly. The parent run carries its study's uid (harness.definition), so a study made afresh
+in a recreated database never takes over the parent run of the study it replaced.
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
 from harness.search_space import format_param
+from harness.stores import MLFLOW_STORE, TRACKING_SETTING, open_mlflow, reported
 
+UID_TAG = "harness.study_uid"
 PARENT_ROLE = "sweep"
 TRIAL_ROLE = "trial"
 BASELINE_ROLE = "baseline"
@@ -41,12 +43,17 @@ def git_commit() -> str | None:
 
 
 class Tracker:
-    """A handle on one sweep's MLflow experiment."""
+    """A handle on one sweep's MLflow experiment; `create=False` only looks (its id may then be None)."""
 
-    def __init__(self, uri: str, experiment: str, artifact_root: Path | None = None) -> None:
+    def __init__(self, uri: str, experiment: str, artifact_root: Path | None = None, *, create: bool = True) -> None:
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
-        self.experiment_id = self._ensure_experiment(experiment, artifact_root)
+        self.client = open_mlflow(uri)
+        with reported(MLFLOW_STORE, uri, TRACKING_SETTING):
+            if create:
+                self.experiment_id: str | None = self._ensure_experiment(experiment, artifact_root)
+            else:
+                found = self.client.get_experiment_by_name(experiment)
+                self.experiment_id = found.experiment_id if found is not None else None
 
     def _ensure_experiment(self, name: str, artifact_root: Path | None) -> str:
         found = self.client.get_experiment_by_name(name)
@@ -62,34 +69,47 @@ class Tracker:
                 raise
             return self.client.get_experiment_by_name(name).experiment_id
 
-    def parent_run(self, *, sweep: str, study_key: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
-        """The sweep's parent run: found by its study key (resume, other workers) or created.
+    def parent_run(self, *, sweep: str, study_uid: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
+        """The parent run of the study `study_uid`: found (resume, other workers) or created.
 
         Workers that start together may each create one; all of them then agree on the oldest
         and delete their own duplicate, so a sweep always has exactly one parent run.
         """
-        found = self._parents(study_key)
+        found = self.parents(study_uid=study_uid)
         if found:
-            return found[0]
-        all_tags = {"harness.role": PARENT_ROLE, "harness.sweep": sweep, "harness.study_key": study_key, **tags}
+            return found[0].info.run_id
+        all_tags = {"harness.role": PARENT_ROLE, "harness.sweep": sweep, UID_TAG: study_uid, **tags}
         commit = git_commit()
         if commit:
             all_tags["mlflow.source.git.commit"] = commit
         mine = self.client.create_run(self.experiment_id, run_name=sweep, tags=all_tags).info.run_id
-        winner = self._parents(study_key)[0]
+        winner = self.parents(study_uid=study_uid)[0].info.run_id
         if winner != mine:
             self.client.delete_run(mine)
             return winner
         self.log_params(mine, params)
         return mine
 
-    def _parents(self, study_key: str) -> list[str]:
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`harness.study_key` = '{study_key}' and tags.`harness.role` = '{PARENT_ROLE}'",
-            order_by=["attributes.start_time ASC"],
-        )
-        return [r.info.run_id for r in sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))]
+    def parents(self, *, study_uid: str | None = None, sweep: str | None = None) -> list[Run]:
+        """Active parent runs in this experiment, oldest first: of one study (uid) or of one sweep name."""
+        if self.experiment_id is None:
+            return []
+        query = f"tags.`harness.role` = '{PARENT_ROLE}'"
+        if study_uid is not None:
+            query += f" and tags.`{UID_TAG}` = '{study_uid}'"
+        runs = self.client.search_runs([self.experiment_id], filter_string=query, max_results=5000)
+        runs = [r for r in runs if sweep is None or r.data.tags.get("harness.sweep") == sweep]
+        return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
+
+    def sweep_run(self, run_id: str) -> Run | None:
+        """Run `run_id` if it is an active parent run in this experiment (a recorded link still holds)."""
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            return None
+        if run.info.experiment_id != self.experiment_id or run.info.lifecycle_stage != "active":
+            return None
+        return run if run.data.tags.get("harness.role") == PARENT_ROLE else None
 
     def child_run(
         self, parent_id: str, *, name: str, role: str, params: Mapping[str, Any], tags: Mapping[str, str]

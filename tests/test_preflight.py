@@ -1,11 +1,15 @@
 """Preflight: bad input gets one clear error naming file:line and the fix; nothing trains."""
 
+import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
+import soundfile
 
 from harness.canary import inspect_checkpoint
 from harness.errors import HarnessError
+from harness.manifest import resolve_audio
 from harness.preflight import check_manifest
 from harness.spec import load_spec
 from harness.sweep import Supervisor
@@ -111,3 +115,65 @@ def test_canary_v1_prompt_requires_taskname_and_pnc(project, speech_data, tiny_n
         str(p) for p in v1_problems
     ]
     assert f"{stripped}:1: missing `pnc`, required by the canary prompt format" in [str(p) for p in v1_problems]
+
+
+def _audio_variant(project, manifest, name: str, *, channels: int = 1, rate: int | None = None):
+    """A copy of the manifest's first audio file, as stereo and/or relabelled to another sample rate."""
+    first = json.loads(manifest.read_text().splitlines()[0])
+    samples, native = soundfile.read(resolve_audio(manifest, first["audio_filepath"]))
+    path = project / name
+    soundfile.write(path, np.stack([samples] * channels, axis=1) if channels > 1 else samples, rate or native)
+    return path
+
+
+def _first_entry(**changes):
+    """A `copy_manifest` edit that changes the first entry only."""
+    return lambda i, entry: {**entry, **changes} if i == 0 else entry
+
+
+# One line each, naming file:line and the fix, before any database exists. Each of these
+# passed preflight and then failed every trial (or trained on garbage) before.
+BAD_VALUES = {
+    "nan": "{bad}:1: `duration` is NaN; write the audio's length in seconds (e.g. from `soxi -D FILE`)",
+    "inf": "{bad}:1: `duration` is infinite; write the audio's length in seconds (e.g. from `soxi -D FILE`)",
+    "stereo": "{bad}:1: audio file {audio} has 2 channels (the model takes mono); "
+    "convert it, e.g. `sox {audio} -r 16000 -c 1 {fixed}`",
+    "8khz": "{bad}:1: audio file {audio} has a sample rate of 8000 Hz (the model takes 16000 Hz); "
+    "convert it, e.g. `sox {audio} -r 16000 -c 1 {fixed}`",
+    "latin1": "{bad}:2: not UTF-8 text (byte 0xe9 at column {column}); save the manifest as UTF-8 "
+    "(for Latin-1 text: `iconv -f latin1 -t utf-8 {bad} > fixed.json`)",
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_VALUES))
+def test_bad_manifest_values_are_named_at_file_and_line(project, speech_data, case):
+    source = speech_data["validation"]
+    audio = fixed = column = None
+    edit = None
+    if case in ("nan", "inf"):
+        edit = _first_entry(duration=float(case))  # json.dumps writes NaN / Infinity, which json.loads reads
+    elif case in ("stereo", "8khz"):
+        channels, rate = (2, None) if case == "stereo" else (1, 8000)
+        audio = _audio_variant(project, source, f"{case}.wav", channels=channels, rate=rate)
+        fixed = audio.with_name(f"{case}-mono-16000.wav")
+        edit = _first_entry(audio_filepath=str(audio))
+    bad = copy_manifest(source, project / "val.json", edit)
+    if case == "latin1":
+        lines = bad.read_bytes().split(b"\n")
+        lines[1] = lines[1].replace(b'"text": "', b'"text": "caf\xe9 ', 1)
+        column = lines[1].index(b"\xe9") + 1
+        bad.write_bytes(b"\n".join(lines))
+    message = _supervise(project, {**speech_data, "validation": bad})
+    assert BAD_VALUES[case].format(bad=bad, audio=audio, fixed=fixed, column=column) in message
+    assert "Preflight found 1 problem(s); nothing was trained" in message
+
+
+@pytest.mark.parametrize("accelerator", ["gpu", "cuda"])
+def test_gpu_accelerator_without_a_gpu(project, speech_data, monkeypatch, accelerator):
+    monkeypatch.setattr("harness.sweep.visible_gpus", lambda: 0)
+    message = _supervise(project, speech_data, training={"accelerator": accelerator})
+    assert (
+        f"sweeps/pre.yaml: `training.accelerator` is {accelerator}, but no GPU is visible on this machine "
+        "(torch sees no CUDA device); set `training.accelerator: auto` (the GPU where there is one, else the CPU) "
+        "or `cpu`"
+    ) in message

@@ -35,7 +35,7 @@ from optuna.trial import TrialState, create_trial
 from PIL import Image
 from rich.console import Console
 
-from harness import plots
+from harness import plots, provenance
 from harness.cli import main
 from harness.model_source import resolve_model
 from harness.report import SweepSummary, make_plots, report_dir
@@ -246,7 +246,8 @@ def test_report_holds_decision_evidence_and_provenance(sweep, written):
         manifest = Path(getattr(sweep.data, role))
         lines = manifest.read_text().splitlines()
         hours = sum(json.loads(line)["duration"] for line in lines) / 3600
-        assert f"| {role} | {manifest.resolve()} | {len(lines)} | {hours:.4f} | {_sha256(manifest)} |" in md
+        content = provenance.manifest_record(role, str(manifest)).sha256  # audio + fields, not paths
+        assert f"| {role} | {manifest.resolve()} | {len(lines)} | {hours:.4f} | {content} |" in md
     assert re.search(r"^\| hardware \(where this report was made\) \| (CPU: .+, \d+ cores|\d+ x .+) \|$", md, re.M)
     for t in study.trials:
         assert f"| {run_name(t.number)} | {t.user_attrs['seed']} |" in md

@@ -246,3 +246,79 @@ def test_two_hosts_share_a_study_on_postgres_and_an_mlflow_server(project, speec
             if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id
         }
         assert {f"trial-{t.number:04d}" for t in trials} <= children
+
+
+# -- stops a cluster sends: SIGTERM (scancel, preemption), Ctrl-C; trials that all fail alike ------
+
+
+@pytest.mark.parametrize("command", ["sweep", "worker"])
+def test_sigterm_stops_and_records_the_running_trial(project, speech_data, command):
+    """`sweep`: SIGTERM to the supervisor alone (systemd, kill); `worker`: to its whole process group, as
+    Slurm's scancel does, so the trial process gets it too."""
+    spec = load_spec(
+        write_spec(
+            project, "term", spec_dict(speech_data, budget={"trials": 2, "max_steps": 400}, pruner={"type": "none"})
+        )
+    )
+    args = ["sweep", "term"] if command == "sweep" else ["worker", "term", "--storage", spec.storage_url]
+    proc = _start(args, project, project / "term.log")
+    trial_pid = _wait_for(lambda: _trial_pid(spec.trials_dir, 0), 240, "trial-0000 to train")
+    if command == "sweep":
+        os.kill(proc.pid, signal.SIGTERM)
+    else:
+        os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=60) == 143
+    output = (project / "term.log").read_text()
+    assert "Terminated (SIGTERM): recorded trial-0000 (FAIL: terminated, re-queued)" in output
+    assert "Traceback" not in output
+    _wait_for(lambda: subprocess.run(["kill", "-0", str(trial_pid)], capture_output=True).returncode != 0, 10, "exit")
+
+    (trial, retry) = _study(spec).get_trials()
+    assert trial.state == TrialState.FAIL and trial.user_attrs["fail_reason"] == "terminated"
+    assert trial.user_attrs["requeued"] and retry.state == TrialState.WAITING
+    assert retry.system_attrs["fixed_params"] == trial.params  # re-queued with the same params
+    statuses = {r.data.tags["mlflow.runName"]: r.info.status for r in _runs(spec)}
+    assert statuses == {"term": "KILLED", "trial-0000": "KILLED"}
+
+
+def test_ctrl_c_during_the_baseline_ends_its_runs(project, speech_data):
+    spec = load_spec(write_spec(project, "intr", spec_dict(speech_data, full=True)))
+    proc = _start(["sweep", "intr"], project, project / "intr.log")
+    _wait_for(lambda: any(r.data.tags.get("mlflow.runName") == "baseline" for r in _runs_if_any(spec)), 240, "baseline")
+    time.sleep(2)  # the baseline process is evaluating
+    os.kill(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    output = (project / "intr.log").read_text()
+    assert "Interrupted: recorded the zero-shot baseline (its run KILLED)" in output
+    statuses = {r.data.tags["mlflow.runName"]: r.info.status for r in _runs(spec)}
+    assert statuses == {"intr": "KILLED", "baseline": "KILLED"}
+    assert "baseline" not in _study(spec).user_attrs  # evaluated again on resume
+    assert not _study(spec).get_trials()
+
+
+def _runs_if_any(spec):
+    try:
+        return _runs(spec)
+    except Exception:  # the store or experiment does not exist yet
+        return []
+
+
+def test_trials_that_all_fail_alike_stop_the_sweep_early(project, speech_data):
+    spec = load_spec(write_spec(project, "doomed", spec_dict(speech_data, budget={"trials": 6, "max_retries": 1})))
+    proc = _start(["sweep", "doomed"], project, project / "doomed.log", HARNESS_INJECT_FAULT="broken")
+    assert proc.wait(timeout=600) == 2
+    output = (project / "doomed.log").read_text()
+    assert "Stopped early: the first 3 trials of sweep doomed all failed with the same error" in output
+    assert "injected fault 'broken'" in output and "trial-0002" in output
+    states = [t.state for t in _study(spec).get_trials()]  # the last failure's retry waits for a resume
+    assert states == [TrialState.FAIL] * 3 + [TrialState.WAITING]
+    parent = next(r for r in _runs(spec) if r.data.tags.get("harness.role") == "sweep")
+    assert parent.info.status == "FAILED"
+
+
+def test_a_sweep_without_a_complete_trial_exits_non_zero(project, speech_data):
+    spec = load_spec(write_spec(project, "none", spec_dict(speech_data, budget={"trials": 1, "max_retries": 0})))
+    proc = _start(["sweep", "none"], project, project / "none.log", HARNESS_INJECT_FAULT="oom")
+    assert proc.wait(timeout=600) == 1
+    assert "the sweep ended with no complete trial" in (project / "none.log").read_text()
+    assert [t.user_attrs["fail_reason"] for t in _study(spec).get_trials()] == ["oom"]

@@ -74,3 +74,52 @@ def test_more_than_one_device_per_trial_is_refused_on_load(project, devices):
     write_spec(project, "nodes", spec)  # no multi-node trials either: the key does not exist
     with pytest.raises(HarnessError, match=r"sweeps/nodes.yaml: unknown key `training.num_nodes`"):
         load_spec("nodes")
+
+
+# A number of the right type but out of range stopped or broke every trial, late (or never ran one).
+@pytest.mark.parametrize(
+    ("section", "key", "value", "rule"),
+    [
+        ("budget", "max_steps", 0, "at least 1 (training steps per trial)"),
+        ("budget", "max_steps", -5, "at least 1 (training steps per trial)"),
+        ("budget", "val_check_interval", 0, "at least 1 (steps between validations)"),
+        ("budget", "trials", 0, "at least 1 (trials in total, across runs and workers)"),
+        ("budget", "timeout_minutes", 0, "a number of minutes > 0, or null for no wall-clock limit"),
+        ("budget", "warmup_fraction", 1.0, "at least 0 and below 1 (the share of max_steps)"),
+        ("budget", "warmup_fraction", float("nan"), "at least 0 and below 1 (the share of max_steps)"),
+        ("budget", "max_retries", -1, "at least 0"),
+        ("pruner", "n_warmup_steps", -1, "at least 0"),
+        ("training", "validation_batch_size", 0, "at least 1"),
+        ("training", "max_duration", 0, "a number of seconds > 0"),
+    ],
+)
+def test_out_of_range_numbers_name_the_key_on_load(project, section, key, value, rule):
+    write_spec(project, "bad", spec_dict({"train": "t.json", "validation": "v.json"}, **{section: {key: value}}))
+    with pytest.raises(HarnessError) as caught:
+        load_spec("bad")
+    message = str(caught.value)
+    assert message.startswith(f"sweeps/bad.yaml: `{section}.{key}` is ") and message.endswith(f"; it must be {rule}.")
+
+
+def test_min_duration_must_be_below_max_duration(project):
+    spec = spec_dict({"train": "t.json", "validation": "v.json"}, training={"min_duration": 5, "max_duration": 5})
+    write_spec(project, "bad", spec)
+    with pytest.raises(HarnessError, match=r"`training.min_duration` \(5s\) must be below `training.max_duration`"):
+        load_spec("bad")
+
+
+def test_misspelt_accelerator_is_refused_on_load(project):
+    write_spec(project, "bad", spec_dict({"train": "t.json", "validation": "v.json"}, training={"accelerator": "gpus"}))
+    with pytest.raises(HarnessError, match=r"`training.accelerator` is 'gpus'; use one of auto, cpu, gpu, cuda"):
+        load_spec("bad")
+
+
+def test_non_utf8_spec_names_file_and_line(project):
+    text = yaml.safe_dump(spec_dict({"train": "t.json", "validation": "v.json"}))
+    (project / "sweeps" / "latin.yaml").write_bytes(b"# r\xe9glages\n" + text.encode())
+    with pytest.raises(HarnessError) as caught:
+        load_spec("latin")
+    assert str(caught.value) == (
+        "sweeps/latin.yaml:1: not UTF-8 text (byte 0xe9 at column 4); save the file as UTF-8 "
+        "(for Latin-1 text: `iconv -f latin1 -t utf-8 sweeps/latin.yaml > fixed.yaml`)."
+    )

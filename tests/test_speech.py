@@ -114,3 +114,16 @@ def test_build_corpus_is_cached_and_rebuilt_when_arguments_change(tmp_path: Path
 
     build_corpus("home", tmp_path, splits=splits, **{**TINY, "seed": 1})
     assert manifests["train"].stat().st_mtime_ns != before[manifests["train"]]
+
+
+@needs_espeak
+def test_the_same_corpus_built_at_two_paths_is_the_same_data(tmp_path: Path) -> None:
+    """Two checkouts synthesise byte-identical audio (sox dithers with a random seed unless told to
+    repeat), so a trial trains on the same data wherever the demo was built."""
+    from harness.provenance import manifest_record
+
+    first = build_corpus("commands", tmp_path / "a", splits={"train": 6}, **TINY)["train"]
+    second = build_corpus("commands", tmp_path / "b" / "deeper", splits={"train": 6}, **TINY)["train"]
+    for one, two in zip(manifest_lines(first), manifest_lines(second), strict=True):
+        assert Path(one["audio_filepath"]).read_bytes() == Path(two["audio_filepath"]).read_bytes()
+    assert manifest_record("train", str(first)).sha256 == manifest_record("train", str(second)).sha256

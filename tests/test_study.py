@@ -1,14 +1,22 @@
-"""Pruning decisions and the supervisor's footprint, on real Optuna studies (in memory)."""
+"""Pruning decisions, the supervisor's footprint, and what defines a study, on real Optuna studies."""
 
 import subprocess
 import sys
+from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 
+from harness.cli import main
+from harness.definition import DEFINITION_ATTR, study_uid
+from harness.errors import HarnessError
+from harness.records import check_records, open_records
+from harness.search_space import load_search_space
 from harness.spec import PrunerSpec, load_spec
-from harness.study import LatestMedianPruner, TrialSeededSampler, make_pruner
-from tests.conftest import spec_dict, write_spec
+from harness.study import LatestMedianPruner, TrialSeededSampler, make_pruner, open_storage, open_study
+from harness.tracking import UID_TAG, Tracker
+from tests.conftest import SEARCH_SPACE, spec_dict, write_spec
 
 
 def _study_with_two_finished_curves(pruner) -> optuna.Study:
@@ -93,3 +101,84 @@ def test_a_trial_is_never_pruned_at_its_last_validation():
         reporter.on_validation_end(trainer, None)
     assert reporter.pruned_at is None and not trainer.should_stop
     assert reporter.trial.should_prune()  # the pruner alone would have pruned it
+
+
+# -- what defines a study: a resumed sweep must still be the same sweep ---------------------------
+
+PARAMS = {"lr": 1e-3, "batch_duration": 10, "freeze": "none", "use_loss_mask_for_prompt": True}
+NO_DATA = {"train": "train.json", "validation": "validation.json"}  # every check here stops before preflight
+
+
+def _started_sweep(project, name: str, **overrides):
+    """A sweep whose stores are open and whose study holds one complete trial (WER 0.3)."""
+    spec = load_spec(write_spec(project, name, spec_dict(NO_DATA, **overrides)))
+    space = load_search_space(spec.search_space)
+    study = open_records(spec, space, params={}, tags={}).study
+    study.add_trial(optuna.trial.create_trial(params=PARAMS, distributions=space, value=0.3))
+    return spec, space
+
+
+def _fails(capsys, *args: str) -> str:
+    assert main(list(args)) == 2
+    out = capsys.readouterr().out
+    assert out.startswith("error:") and "Traceback" not in out, out
+    return " ".join(out.split())
+
+
+def test_a_changed_objective_stops_the_resumed_sweep_and_its_report(project, capsys):
+    """Today wer -> bleu reuses the study's `minimize`: the best trial becomes the one with BLEU 0."""
+    spec, space = _started_sweep(project, "obj")
+    write_spec(project, "obj", spec_dict(NO_DATA, objective={"metric": "bleu"}))
+
+    out = _fails(capsys, "sweep", "obj")
+    assert (
+        "sweeps/obj.yaml: the objective is now bleu (maximize), but sweep 'obj' was created for wer (minimize)" in out
+    )
+    assert f"study 'obj' in {spec.state_dir / 'optuna.db'}, 1 trial" in out
+    assert "copy sweeps/obj.yaml to sweeps/<new-name>.yaml and run `harness sweep <new-name>`" in out
+    report = _fails(capsys, "report", "obj")
+    assert "the objective is now bleu (maximize)" in report and "(bleu, minimize)" not in report
+    with pytest.raises(HarnessError, match="objective is now bleu"):
+        open_study(load_spec("obj"))  # a trial process of the changed spec does not report into the study
+
+    # The same direction is no excuse: WER as written and normalised WER are different rankings.
+    write_spec(project, "obj", spec_dict(NO_DATA, objective={"metric": "wer_normalized"}))
+    assert "now wer_normalized (minimize), but sweep 'obj' was created for wer (minimize)" in _fails(
+        capsys, "sweep", "obj"
+    )
+    write_spec(project, "obj", spec_dict(NO_DATA))  # put back: the sweep is itself again
+    check_records(load_spec("obj"), space)
+
+
+def test_a_changed_search_space_stops_the_resumed_sweep(project, capsys):
+    spec, _ = _started_sweep(project, "space")
+    changed = {k: v for k, v in SEARCH_SPACE.items() if k != "freeze"}
+    changed["lr"] = {"type": "float", "low": 1e-5, "high": 1e-2, "log": True}
+    changed["weight_decay"] = {"type": "float", "low": 0.0, "high": 0.1}
+    Path(spec.search_space).write_text(yaml.safe_dump(changed))
+
+    out = _fails(capsys, "sweep", "space")
+    assert f"{spec.search_space} changed since sweep 'space' was created" in out
+    assert "`weight_decay` added; `freeze` removed; `lr` was 0.0005..0.003 log, is now 1e-05..0.01 log" in out
+    assert "Put the search space back to use this sweep" in out
+
+
+def test_a_study_made_by_an_older_harness_is_checked_then_adopted(project):
+    """It records no definition: its directions and its trials' distributions stand in for it."""
+    spec = load_spec(write_spec(project, "old", spec_dict(NO_DATA)))
+    space = load_search_space(spec.search_space)
+    study = optuna.create_study(study_name="old", storage=open_storage(spec.storage_url), direction="minimize")
+    study.add_trial(optuna.trial.create_trial(params=PARAMS, distributions=space, value=0.3))
+
+    bleu = load_spec(write_spec(project, "old", spec_dict(NO_DATA, objective={"metric": "bleu"})))
+    with pytest.raises(HarnessError, match=r"created for an objective \(minimize\)"):
+        open_study(bleu, space)
+    # Its parent run, linked by run id only, is kept and tagged with the uid the study now gets.
+    tracker = Tracker(spec.tracking_uri, spec.experiment_name)
+    old_tags = {"harness.role": "sweep", "harness.sweep": "old", "harness.study_key": "sqlite:///...#old#1"}
+    legacy = tracker.client.create_run(tracker.experiment_id, run_name="old", tags=old_tags).info.run_id
+    study.set_user_attr("mlflow_parent_run_id", legacy)
+    resumed = open_records(spec, space, params={}, tags={})
+    assert resumed.study.user_attrs[DEFINITION_ATTR]["objective"] == "wer"
+    assert resumed.parent_run == legacy
+    assert tracker.client.get_run(legacy).data.tags[UID_TAG] == study_uid(resumed.study)

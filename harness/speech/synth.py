@@ -41,8 +41,9 @@ def synthesize(text: str, out_path: Path, *, voice: str, rate: int, sample_rate:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+    # -R: sox dithers with a random seed otherwise, and the same corpus built in two checkouts differs
     convert = subprocess.run(
-        ["sox", "-q", "-t", "wav", "-", "-r", str(sample_rate), "-c", "1", "-b", "16", str(out_path)],
+        ["sox", "-R", "-q", "-t", "wav", "-", "-r", str(sample_rate), "-c", "1", "-b", "16", str(out_path)],
         stdin=speak.stdout,
         capture_output=True,
     )
