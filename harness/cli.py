@@ -157,27 +157,24 @@ def _demo_data(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _count(text: str) -> int:
-    """argparse type for `--workers` and `--trials`: a whole number >= 1. Zero or less would
-    silently mean "the default" or "run nothing" and exit 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
+def _whole_number(minimum: int, what: str):
+    """An argparse type: a whole number >= `minimum`. `--workers 0` would otherwise silently mean
+    the default, and `--workers -1` run nothing and exit 0."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {what}, not {value}")
+        return value
+
+    return parse
 
 
-def _trial_number(text: str) -> int:
-    """argparse type for `--trial`: Optuna numbers trials from 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a trial number (0, 1, ...), not {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a trial number (0, 1, ...), not {value}")
-    return value
+_count = _whole_number(1, "a whole number of at least 1")  # --workers, --trials
+_trial_number = _whole_number(0, "a trial number (0, 1, ...)")  # Optuna numbers trials from 0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -55,6 +55,16 @@ def test_prompted_manifests_carry_the_token_after_the_source_language(project, t
             assert (" the " in f" {line['text']} ") is not line["terse"], line
 
 
+def _preflight_error(project, terse_data, edit, behaviours):
+    """Preflight of a sweep over an edited copy of the training manifest: (that copy, spec, the error)."""
+    train = copy_manifest(terse_data["train"], project / "train.json", edit)
+    data = {"train": train, "validation": terse_data["validation"]}
+    spec = load_spec(write_spec(project, "bad", spec_dict(data, custom_tokens=behaviours)))
+    with pytest.raises(HarnessError) as error:
+        preflight(spec, inspect_checkpoint(packaged_model("canary-tiny")))
+    return train, spec, str(error.value)
+
+
 def test_preflight_names_every_bad_token_and_line_at_once(project, terse_data):
     def edit(index, entry):
         if index == 0:
@@ -63,16 +73,11 @@ def test_preflight_names_every_bad_token_and_line_at_once(project, terse_data):
             entry["terse"] = "maybe"
         return entry
 
-    train = copy_manifest(terse_data["train"], project / "train.json", edit)
     behaviours = {
         "terse": {"on": "<|en|>", "off": "<|spltoken999|>", "field": "terse"},
         "digits": {"on": ON, "off": ON, "field": "digits", "default": False},
     }
-    data = {"train": train, "validation": terse_data["validation"]}
-    spec = load_spec(write_spec(project, "bad", spec_dict(data, custom_tokens=behaviours)))
-    with pytest.raises(HarnessError) as error:
-        preflight(spec, inspect_checkpoint(packaged_model("canary-tiny")))
-    message = str(error.value)
+    train, _, message = _preflight_error(project, terse_data, edit, behaviours)
     assert "`custom_tokens.terse.on` is '<|en|>'; use a placeholder" in message
     assert "`custom_tokens.terse.off` is <|spltoken999|>, which the model's tokenizer does not have" in message
     assert "`custom_tokens.digits.off` reuses <|spltoken0|>" in message
@@ -88,12 +93,7 @@ def test_preflight_refuses_a_decoder_context_next_to_behaviour_tokens(project, t
         entry["decodercontext"] = {0: "open the gate", 1: ""}.get(index, "")  # empty: NeMo skips it
         return entry
 
-    train = copy_manifest(terse_data["train"], project / "train.json", edit)
-    data = {"train": train, "validation": terse_data["validation"]}
-    spec = load_spec(write_spec(project, "context", spec_dict(data, custom_tokens=TERSE)))
-    with pytest.raises(HarnessError) as error:
-        preflight(spec, inspect_checkpoint(packaged_model("canary-tiny")))
-    message = str(error.value)
+    train, spec, message = _preflight_error(project, terse_data, edit, TERSE)
     assert "Preflight found 1 problem(s)" in message
     assert (
         f"{train}:1: `decodercontext` is set, which NeMo's canary2 aggregate tokenizer cannot combine with custom "
@@ -102,7 +102,7 @@ def test_preflight_refuses_a_decoder_context_next_to_behaviour_tokens(project, t
     assert f'set it to "") or remove `custom_tokens` from {spec.source}' in message
     # The unified tokenizer (canary-1b-v2's kind) takes a context; without behaviours there is no token to trip on.
     assert check_manifest(train, spec, inspect_checkpoint(packaged_model("canary-tiny-v2")), split="train")[1] == []
-    plain = load_spec(write_spec(project, "plain", spec_dict(data)))
+    plain = load_spec(write_spec(project, "plain", spec_dict({"train": train, "validation": terse_data["validation"]})))
     assert check_manifest(train, plain, inspect_checkpoint(packaged_model("canary-tiny")), split="train")[1] == []
 
 

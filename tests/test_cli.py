@@ -23,10 +23,10 @@ def _said(capsys) -> str:
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["sweep", "x", "--workers", "0"], "argument --workers: must be at least 1, not 0"),
-        (["sweep", "x", "--workers", "-1"], "argument --workers: must be at least 1, not -1"),
+        (["sweep", "x", "--workers", "0"], "argument --workers: must be a whole number of at least 1, not 0"),
+        (["sweep", "x", "--workers", "-1"], "argument --workers: must be a whole number of at least 1, not -1"),
         (["worker", "x", "--workers", "two"], "argument --workers: must be a whole number of at least 1, not 'two'"),
-        (["sweep", "x", "--trials", "0"], "argument --trials: must be at least 1, not 0"),
+        (["sweep", "x", "--trials", "0"], "argument --trials: must be a whole number of at least 1, not 0"),
         (["reproduce", "x", "--trial", "-1"], "argument --trial: must be a trial number (0, 1, ...), not -1"),
         (["export", "x", "--trial", "-1", "--out", "m.nemo"], "argument --trial: must be a trial number (0, 1, ...)"),
     ],
