@@ -21,4 +21,4 @@ test:
 
 # Rebuild the packaged canary-tiny twin from its recipe (about 10 minutes on 2 CPU cores).
 twin: setup
-	$(BIN)/python -m harness.twins --name canary-tiny --out harness/assets/canary-tiny.nemo
+	$(BIN)/python -m tools.twins --name canary-tiny --out harness/assets/canary-tiny.nemo

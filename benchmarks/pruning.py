@@ -36,6 +36,7 @@ class Sweep:
 
 def run_sweep(project: Project, name: str, args, pruner: dict) -> Sweep:
     from harness.search_space import format_param
+    from harness.trial_record import TrialRecord
 
     spec = project.spec(
         name,
@@ -53,7 +54,7 @@ def run_sweep(project: Project, name: str, args, pruner: dict) -> Sweep:
     wall = time.time() - started
     rows, steps = [], 0
     for t in supervisor.study.get_trials(deepcopy=False):
-        trained = int(t.user_attrs.get("steps") or max(t.intermediate_values, default=0))
+        trained = TrialRecord.of(t).steps or max(t.intermediate_values, default=0)
         steps += trained
         params = " ".join(f"{k}={format_param(v)}" for k, v in t.params.items())
         value = t.value if t.value is not None else min(t.intermediate_values.values(), default=float("nan"))

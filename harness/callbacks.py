@@ -11,7 +11,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import optuna
-import torch
 from lightning.pytorch import Callback
 
 from harness.metrics import Collect
@@ -69,15 +68,3 @@ class ProgressWriter(Callback):
     def on_validation_end(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:
             write_progress(self.trial_dir, trainer.global_step, self.max_steps, self.collect(trainer.callback_metrics))
-
-
-class FaultInjector(Callback):
-    """Test hook: fail the way a real GPU trial can (only when HARNESS_INJECT_FAULT is set)."""
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if self.kind == "oom":
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
-        raise RuntimeError(f"injected fault {self.kind!r}")

@@ -2,7 +2,7 @@
 
 All NeMo Canary knowledge about configs lives here: how a `.nemo` stores its config, which
 tokenizer kind and prompt format a checkpoint uses, and how each sampled parameter is written
-into the copied config so that it really takes effect (see shared/DESIGN.md, "Approach A").
+into the copied config so that it really takes effect (docs/ARCHITECTURE.md, "Canary facts").
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ def resolve_model(model: str) -> Path:
         if not path.is_file():
             raise HarnessError(
                 f"The packaged model {model} is missing at {path}; rebuild it with "
-                f"`python -m harness.twins --name {model} --out {path}`."
+                f"`python -m tools.twins --name {model} --out {path}` from a source checkout."
             )
         return path
     if model.endswith(".nemo") or "/" not in model and model not in REGISTRY:

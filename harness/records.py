@@ -21,6 +21,7 @@ from harness.spec import SweepSpec
 from harness.stores import check_state_dir, ensure_state_dir, sqlite_path, store_name
 from harness.study import find_study, open_study
 from harness.tracking import UID_TAG, Tracker
+from harness.trial_record import TrialRecord
 
 PARENT_ATTR = "mlflow_parent_run_id"
 
@@ -76,7 +77,9 @@ def _linked_parent(spec: SweepSpec, study: optuna.Study | None, tracker: Tracker
         if found:
             return found[0].info.run_id
     recorded = study.user_attrs.get(PARENT_ATTR) if study is not None else None
-    tracked = study is not None and any("mlflow_run_id" in t.user_attrs for t in study.get_trials(deepcopy=False))
+    tracked = study is not None and any(
+        TrialRecord.of(t).mlflow_run_id is not None for t in study.get_trials(deepcopy=False)
+    )
     if recorded or tracked:
         # A study made by an older harness links by run id only: its parent run is adopted.
         run = tracker.sweep_run(recorded) if tracker is not None and recorded else None

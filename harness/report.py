@@ -34,6 +34,7 @@ from harness.study import best_trial, primary_value, require_study
 from harness.sweep import BASELINE_ATTR, TEST_ATTR
 from harness.tracking import Tracker, run_name
 from harness.trial import Result
+from harness.trial_record import TrialRecord
 
 REPORTS_DIR = "reports"
 ARTIFACT_PATH = "report"
@@ -86,13 +87,13 @@ def ordered_trials(trials: list[FrozenTrial], study: optuna.Study) -> list[Froze
 
 def trial_note(trial: FrozenTrial) -> str:
     """Why a trial did not complete (failure reason, or the step it was pruned at), and whose retry it is."""
-    notes = []
-    if trial.user_attrs.get("fail_reason"):
-        notes.append(str(trial.user_attrs["fail_reason"]))
-    elif "pruned_at" in trial.user_attrs:
-        notes.append(f"pruned at step {trial.user_attrs['pruned_at']}")
-    if "retry_of" in trial.user_attrs:
-        notes.append(f"retry of {run_name(int(trial.user_attrs['retry_of']))}")
+    notes, record = [], TrialRecord.of(trial)
+    if record.fail_reason:
+        notes.append(record.fail_reason)
+    elif record.pruned_at is not None:
+        notes.append(f"pruned at step {record.pruned_at}")
+    if record.retry_of is not None:
+        notes.append(f"retry of {run_name(record.retry_of)}")
     return "; ".join(notes)
 
 
@@ -105,7 +106,8 @@ def trial_rows(summary: SweepSummary) -> tuple[list[str], list[list[str]]]:
     headers = ["trial", "state", "objective", *names, *FINAL_COLUMNS, "steps", "seed", "note"]
     rows = []
     for t in ordered_trials(summary.trials, summary.study):
-        final = t.user_attrs.get("final", {})
+        record = TrialRecord.of(t)
+        final = record.final
         rows.append(
             [
                 run_name(t.number),
@@ -114,7 +116,7 @@ def trial_rows(summary: SweepSummary) -> tuple[list[str], list[list[str]]]:
                 *[format_param(t.params.get(n, "")) for n in names],
                 *[_num(final.get(column)) for column in FINAL_COLUMNS],
                 str(trial_steps(t) or ""),
-                str(t.user_attrs.get("seed", "")),
+                "" if record.seed is None else str(record.seed),
                 trial_note(t),
             ]
         )
@@ -123,7 +125,8 @@ def trial_rows(summary: SweepSummary) -> tuple[list[str], list[list[str]]]:
 
 def trial_steps(trial: FrozenTrial) -> int:
     """Optimizer steps a trial trained: recorded `steps`, else the step it was pruned at."""
-    return int(trial.user_attrs.get("steps") or trial.user_attrs.get("pruned_at") or 0)
+    record = TrialRecord.of(trial)
+    return record.steps or record.pruned_at or 0
 
 
 @dataclass
@@ -179,7 +182,7 @@ def print_report(spec: SweepSpec, console: Console) -> SweepSummary:
             f"({spec.objective.metric}, {summary.direction})"
         )
         console.print("  params: " + ", ".join(f"{k}={format_param(v)}" for k, v in best.params.items()))
-        console.print(f"  metrics: {_metrics(best.user_attrs.get('final', {}))}")
+        console.print(f"  metrics: {_metrics(TrialRecord.of(best).final)}")
     console.print(trials_table(summary))
     console.print(f"Compare the runs in the MLflow UI: [bold]{mlflow_ui_command(spec)}[/]")
     return summary
@@ -413,7 +416,7 @@ def baseline_verdict(spec: SweepSpec, summary: SweepSummary) -> str:
 def _against_baseline(summary: SweepSummary) -> list[Block]:
     """WER and BLEU, overall and per language pair: best trial (final validation) against zero-shot."""
     baseline = summary.baseline or {}
-    final = summary.best.user_attrs.get("final", {}) if summary.best else {}
+    final = TrialRecord.of(summary.best).final if summary.best else {}
     names = _metric_names([*baseline, *final])
     if not names:
         return [Heading("Best trial against the zero-shot baseline"), Text("No validation metrics recorded yet.")]
@@ -473,10 +476,11 @@ def _spec_sections(spec: SweepSpec) -> list[Block]:
 
 
 def _provenance(spec: SweepSpec, summary: SweepSummary) -> list[Block]:
-    seeds = {t.number: int(t.user_attrs["seed"]) for t in summary.trials if "seed" in t.user_attrs}
+    records = {t.number: TrialRecord.of(t) for t in summary.trials}
+    seeds = {number: r.seed for number, r in records.items() if r.seed is not None}
     p = provenance.collect(spec, seeds)
     dirty = {True: "yes (uncommitted changes)", False: "no", None: "unknown"}[p.git_dirty]
-    hosts = sorted({str(t.user_attrs["host"]) for t in summary.trials if "host" in t.user_attrs})
+    hosts = sorted({r.host for r in records.values() if r.host is not None})
     files = [p.checkpoint, *p.manifests]
     return [
         Heading("Provenance"),

@@ -42,6 +42,7 @@ from harness.stores import redact
 from harness.study import best_trial, primary_value
 from harness.tracking import BASELINE_ROLE, REPRODUCTION_ROLE, TRIAL_ROLE, run_name
 from harness.trial import EXIT_OOM, MODEL_FILE, Job, Result
+from harness.trial_record import TrialRecord
 
 LOG_TAIL_LINES = 200
 BASELINE_ATTR = "baseline"
@@ -228,16 +229,16 @@ class Supervisor:
         decided = self.study.get_trials(
             deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
         )
-        failures = [t for t in decided if t.user_attrs.get("fail_reason") not in SUPERVISOR_REASONS]
+        failures = [t for t in decided if TrialRecord.of(t).fail_reason not in SUPERVISOR_REASONS]
         if len(failures) < SAME_FAILURES_TO_STOP or any(t.state != TrialState.FAIL for t in failures):
             return None
-        if len({t.user_attrs.get("fail_reason") for t in failures}) != 1:
+        if len({TrialRecord.of(t).fail_reason for t in failures}) != 1:
             return None
         return max(failures, key=lambda t: t.number)
 
     def _give_up(self, last: FrozenTrial) -> None:
         """End the sweep's parent run FAILED and raise the one error every trial hit."""
-        reason = str(last.user_attrs.get("fail_reason"))
+        reason = str(TrialRecord.of(last).fail_reason)
         hint = (
             "lower `batch_duration` in the search space or freeze more of the model"
             if reason == "oom"
@@ -298,7 +299,7 @@ class Supervisor:
             if (
                 t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
                 or t.state == TrialState.FAIL
-                and not t.user_attrs.get("requeued")
+                and not TrialRecord.of(t).requeued
             ):
                 used += 1
         return used
@@ -336,7 +337,7 @@ class Supervisor:
             self.view.log(f"[yellow]No checkpoint of {run_name(best.number)} here ({checkpoint}); test set skipped.[/]")
             return None
         self.view.log(f"Scoring {run_name(best.number)} on the test set {self.spec.data.test} ...")
-        run_id = best.user_attrs["mlflow_run_id"]
+        run_id = TrialRecord.of(best).mlflow_run_id
         result = self._run_blocking(
             self.spec.trials_dir / "test", run_id=run_id, mode="test", nemo=checkpoint, end_status=None
         )
@@ -390,7 +391,10 @@ class Supervisor:
                 f"Trial {number} of sweep {self.spec.name} did not complete (completed trial numbers: {known})."
             )
         name = run_name(trial.number)
-        seed = int(trial.user_attrs["seed"])
+        record = TrialRecord.of(trial)
+        seed = record.seed
+        if seed is None:
+            raise HarnessError(f"{name} of sweep {self.spec.name} has no recorded seed; it cannot be reproduced.")
         run_id = self.tracker.child_run(
             self.parent_run,
             name=f"{name}-reproduction",
@@ -411,7 +415,7 @@ class Supervisor:
                 nemo=self.nemo,
                 params=dict(trial.params),
                 seed=seed,
-                max_steps=int(trial.user_attrs.get("steps", self.spec.budget.max_steps)),
+                max_steps=self.spec.budget.max_steps if record.steps is None else record.steps,
             )
         if result is None:
             raise HarnessError(
@@ -435,18 +439,13 @@ class Supervisor:
         """Create the trial's MLflow run and start its process."""
         number, params = trial.number, dict(trial.params)
         seed = self.spec.training.seed * 100_003 + number
-        owner = {
-            "seed": seed,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "worker": self.worker,
-            "heartbeat": time.time(),
-        }
-        for key, value in owner.items():
-            trial.set_user_attr(key, value)
+        TrialRecord.write(
+            trial, seed=seed, host=socket.gethostname(), pid=os.getpid(), worker=self.worker, heartbeat=time.time()
+        )
         tags = {"optuna.study_name": self.spec.name, "optuna.trial_number": str(number)}
-        if "retry_of" in trial.user_attrs:
-            tags["optuna.retry_of"] = str(trial.user_attrs["retry_of"])
+        record = TrialRecord.of(trial)
+        if record.retry_of is not None:
+            tags["optuna.retry_of"] = str(record.retry_of)
         run_id = self.tracker.child_run(
             self.parent_run,
             name=run_name(number),
@@ -454,7 +453,7 @@ class Supervisor:
             params={**params, "trial_number": number, "seed": seed},
             tags=tags,
         )
-        trial.set_user_attr("mlflow_run_id", run_id)
+        TrialRecord.write(trial, mlflow_run_id=run_id)
         trial_dir = self.spec.trials_dir / run_name(number)
         self.view.log(f"[bold]{run_name(number)}[/] started: {_fmt_params(params)}")
         proc, log = self._spawn(
@@ -467,8 +466,8 @@ class Supervisor:
             trial_id=trial._trial_id,
             number=number,
         )
-        trial.set_user_attr("trial_pid", proc.pid)
-        return Running(trial, proc, trial_dir, run_id, int(trial.user_attrs.get("attempt", 0)), slot, log)
+        TrialRecord.write(trial, trial_pid=proc.pid)
+        return Running(trial, proc, trial_dir, run_id, record.attempt, slot, log)
 
     def _spawn(
         self,
@@ -532,7 +531,7 @@ class Supervisor:
     def _heartbeat(self, job: Running) -> None:
         now = time.monotonic()
         if now - job.beat >= HEARTBEAT_SECONDS:
-            job.trial.set_user_attr("heartbeat", time.time())
+            TrialRecord.write(job.trial, heartbeat=time.time())
             job.beat = now
 
     def _finish(self, job: Running) -> Outcome:
@@ -551,14 +550,13 @@ class Supervisor:
         """Tell Optuna and close the MLflow run with the matching status; re-queue failures."""
         number = trial.number
         if result.final:
-            trial.set_user_attr("final", {k: v for k, v in result.final.items() if k != "step"})
-            trial.set_user_attr("steps", result.steps)
+            TrialRecord.write(trial, final={k: v for k, v in result.final.items() if k != "step"}, steps=result.steps)
         if result.state == "complete":
             self.study.tell(trial, result.objective)
             self.tracker.end_run(run_id, "FINISHED")
             return Outcome(number, TrialState.COMPLETE, result.objective, None, result)
         if result.state == "pruned":
-            trial.set_user_attr("pruned_at", result.pruned_at)
+            TrialRecord.write(trial, pruned_at=result.pruned_at)
             self.study.tell(trial, state=TrialState.PRUNED)
             self.tracker.end_run(run_id, "KILLED")
             return Outcome(number, TrialState.PRUNED, result.objective, f"pruned at step {result.pruned_at}", result)
@@ -577,8 +575,7 @@ class Supervisor:
     ) -> None:
         """FAIL in Optuna with a reason, FAILED/KILLED in MLflow, and a retry with the same params."""
         handle = trial if isinstance(trial, optuna.Trial) else optuna.Trial(self.study, trial._trial_id)
-        handle.set_user_attr("fail_reason", reason)
-        handle.set_user_attr("requeued", next_attempt is not None)
+        TrialRecord.write(handle, fail_reason=reason, requeued=next_attempt is not None)
         if run_id is not None:
             self.tracker.set_tags(run_id, {"harness.fail_reason": reason[:250]})
             if log is not None:
@@ -586,7 +583,8 @@ class Supervisor:
             self.tracker.end_run(run_id, status)
         self.study.tell(handle, state=TrialState.FAIL)
         if next_attempt is not None:
-            self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, "attempt": next_attempt})
+            retry = TrialRecord.attrs(retry_of=trial.number, attempt=next_attempt)
+            self.study.enqueue_trial(trial.params, user_attrs=retry)
 
     def _next_attempt(self, attempt: int) -> int | None:
         """A failed trial is retried with the same params up to `budget.max_retries` times."""
@@ -603,17 +601,18 @@ class Supervisor:
         """Fail and re-queue RUNNING trials whose supervisor is gone (dead pid here, stale heartbeat elsewhere)."""
         host, dead = socket.gethostname(), []
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            here = t.user_attrs.get("host") == host
+            record = TrialRecord.of(t)
+            here = record.host == host
             # A trial just asked by another worker has no owner attrs yet: its start time is its heartbeat.
-            beat = float(t.user_attrs.get("heartbeat") or t.datetime_start.timestamp())
-            gone = not _alive(t.user_attrs.get("pid")) if here else time.time() - beat > STALE_SECONDS
+            beat = record.heartbeat or t.datetime_start.timestamp()
+            gone = not _alive(record.pid) if here else time.time() - beat > STALE_SECONDS
             if not gone:
                 continue
-            if here and _alive(t.user_attrs.get("trial_pid")):
-                os.kill(t.user_attrs["trial_pid"], signal.SIGKILL)  # an orphan still training
+            if here and _alive(record.trial_pid):
+                os.kill(record.trial_pid, signal.SIGKILL)  # an orphan still training
             reason = SUPERVISOR_DIED
-            attempt = self._next_attempt(int(t.user_attrs.get("attempt", 0)))
-            self._fail(t, t.user_attrs.get("mlflow_run_id"), reason, next_attempt=attempt, log=None)
+            attempt = self._next_attempt(record.attempt)
+            self._fail(t, record.mlflow_run_id, reason, next_attempt=attempt, log=None)
             self.view.log(f"[yellow]{run_name(t.number)} was left RUNNING by a dead supervisor: FAIL, re-queued[/]")
             dead.append(t.number)
         return dead
@@ -733,7 +732,7 @@ def reproduce_trial(spec: SweepSpec, number: int | None, console: Console) -> tu
 
     supervisor = Supervisor(spec, console=console, slots=default_slots(1))
     trial, again = supervisor.reproduce(number)
-    original = trial.user_attrs.get("final", {})
+    original = TrialRecord.of(trial).final
     table = Table(title=f"{run_name(trial.number)}: recorded vs reproduced")
     for column in ("metric", "recorded", "reproduced", "difference"):
         table.add_column(column)

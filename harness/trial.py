@@ -21,7 +21,6 @@ from typing import NoReturn
 EXIT_OOM = 3
 MODEL_FILE = "model.nemo"
 PREDICTIONS_FILE = "predictions.jsonl"  # the last validation's transcripts (pair, reference, hypothesis)
-FAULT_ENV = "HARNESS_INJECT_FAULT"  # tests: "oom" raises torch.cuda.OutOfMemoryError at the first step
 
 
 @dataclass
@@ -94,7 +93,8 @@ def _train_or_validate(job: Job, spec, trial_dir: Path) -> Result:
     """Restore under the trial config; fine-tune (reporting to Optuna and MLflow) or only validate."""
     from omegaconf import OmegaConf
 
-    from harness.callbacks import FaultInjector, MetricsLogger, ProgressWriter, PruningReporter
+    from harness.callbacks import MetricsLogger, ProgressWriter, PruningReporter
+    from harness.fault_injection import injected_faults
     from harness.freezing import FreezeCallback
     from harness.metrics import ValidationHistory, logged_loss, objective_value, objective_values
     from harness.study import open_study, trial_handle
@@ -126,8 +126,7 @@ def _train_or_validate(job: Job, spec, trial_dir: Path) -> Result:
             trial_handle(study, job.trial_id), lambda m: objective_value(collect(m), spec.objective)
         )
         callbacks.append(pruning)
-    if os.environ.get(FAULT_ENV):
-        callbacks.append(FaultInjector(os.environ[FAULT_ENV]))
+    callbacks += injected_faults()  # the test hook; empty in every real run
 
     steps = max(job.max_steps, 1)
     trainer = build_trainer(

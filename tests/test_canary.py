@@ -79,7 +79,7 @@ def test_batches_are_filled_by_1d_duration_buckets_that_batch_duration_governs(t
 
 
 def test_released_keys_that_bypass_the_trial_are_named_and_reset(tiny_nemo):
-    from harness.twins import apply_overriding_keys
+    from tools.twins import apply_overriding_keys
 
     base = read_config(tiny_nemo)
     assert released_overrides(base) == []  # the packaged twin carries none of them

@@ -10,11 +10,11 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from rich.console import Console
 
+from harness.fault_injection import FAULT_ENV
 from harness.search_space import format_param, load_search_space
 from harness.spec import load_spec
 from harness.study import open_storage
 from harness.sweep import Supervisor
-from harness.trial import FAULT_ENV
 from tests.conftest import SEARCH_SPACE, spec_dict, write_spec
 from tests.test_report import SharedSweep, shared_sweep
 

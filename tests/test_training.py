@@ -164,7 +164,7 @@ def test_a_trial_logs_batch_fill_and_audio_seconds_per_step(tiny_nemo, speech_da
 def test_a_checkpoint_carrying_other_data_and_batching_keys_still_trains_on_the_sweeps_manifest(
     tiny_nemo, speech_data, tmp_path
 ):
-    from harness.twins import apply_overriding_keys, rewrite_config
+    from tools.twins import apply_overriding_keys, rewrite_config
 
     other = str(speech_data["validation"])  # what the dirty keys point at: kept, they would train on it
     dirty = rewrite_config(tiny_nemo, tmp_path / "dirty.nemo", lambda cfg: apply_overriding_keys(cfg, other))

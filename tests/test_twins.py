@@ -1,6 +1,8 @@
-"""Every small twin, one per Canary checkpoint family, runs a real trial through the harness."""
+"""Every small twin, one per Canary checkpoint family, runs a real trial through the harness; its
+recipe (`tools.twins`) builds exactly the packaged twins and stays out of the shipped package."""
 
 import io
+import tomllib
 
 import optuna
 import pytest
@@ -8,11 +10,12 @@ from optuna.trial import TrialState
 from rich.console import Console
 
 from harness.canary import inspect_checkpoint
-from harness.model_source import packaged_model
+from harness.model_source import PACKAGED, packaged_model
 from harness.spec import load_spec
 from harness.study import open_storage
 from harness.sweep import Supervisor
 from tests.conftest import spec_dict, write_spec
+from tools import twins as recipe
 
 TWINS = {
     # name: (tokenizer kind, prompt format, twin of)
@@ -47,3 +50,23 @@ def test_twin_runs_a_trial(project, speech_data, name):
     (trial,) = optuna.load_study(study_name=name, storage=open_storage(spec.storage_url)).get_trials()
     assert trial.state == TrialState.COMPLETE, (spec.trials_dir / "trial-0000" / "trial.log").read_text()[-2000:]
     assert trial.user_attrs["final"]["val_wer"] >= 0 and trial.user_attrs["steps"] == 4
+
+
+def test_the_recipe_builds_exactly_the_packaged_twins_into_harness_assets():
+    assert sorted(recipe.TWINS) == sorted(TWINS) == sorted(PACKAGED)
+    assert all(recipe.twin_spec(name).twin_of.startswith("nvidia/") for name in PACKAGED)
+    assert (recipe.REPO_ROOT / "pyproject.toml").is_file()  # two folders above tools/twins/
+    assert packaged_model("canary-tiny").resolve().parent == recipe.ASSETS_DIR
+    args = recipe.parse_args(["--name", "canary-tiny-v1"])
+    assert (args.name, args.work_dir, args.out) == ("canary-tiny-v1", recipe.REPO_ROOT / "build", None)
+
+
+def test_the_recipe_is_not_shipped():
+    """pyproject's package find takes `harness*` only: a wheel holds no `tools` (nor tests, benchmarks)."""
+    from setuptools import find_packages
+
+    find = tomllib.loads((recipe.REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    shipped = find_packages(str(recipe.REPO_ROOT), include=find["include"])
+    assert "harness" in shipped and "harness.assets" in shipped
+    assert {name.split(".")[0] for name in shipped} == {"harness"}
+    assert not (recipe.REPO_ROOT / "harness" / "twins.py").exists()

@@ -1,0 +1,105 @@
+"""What the harness records on each Optuna trial, as one typed record with one reader and one writer.
+
+A trial's record lives in its Optuna `user_attrs`: who runs it (seed, host, pid, worker,
+heartbeat, trial_pid), its MLflow run, how it ended (final metrics, steps, pruned_at,
+fail_reason, requeued) and whose retry it is (retry_of, attempt). Every read goes through
+`TrialRecord.of` and every write through `TrialRecord.write` (or `TrialRecord.attrs` for a trial
+not created yet), because a bare-string key spelt wrong in one place silently loses a record:
+the writer stores under a name nobody reads, the reader finds nothing and falls back to its
+default. Here a misspelt key is a `TypeError` at the call. The stored keys and values are the
+ones the harness always wrote, so existing studies read the same.
+
+Study-level attrs (baseline, test, parent run, definition) are not trial records; their owners
+keep them (`sweep.py`, `records.py`, `definition.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial's harness record, read from its Optuna user attrs; a key never written reads as its default.
+
+    Values are converted to the field's type on reading (`seed` stored as 7.0 reads as 7); the
+    writer stores exactly the values it is given. Keys the harness does not know are ignored.
+
+    Example:
+        >>> study = optuna.create_study()
+        >>> trial = study.ask()
+        >>> TrialRecord.write(trial, seed=7, fail_reason="oom")
+        >>> record = TrialRecord.of(trial)
+        >>> record.seed, record.fail_reason, record.attempt
+        (7, 'oom', 0)
+    """
+
+    seed: int | None = None  # the training seed the trial process got
+    host: str | None = None  # the supervisor's host
+    pid: int | None = None  # the supervisor's pid on that host
+    worker: str | None = None  # the supervisor as `host:pid`
+    heartbeat: float | None = None  # time.time() of the supervisor's last sign of life
+    mlflow_run_id: str | None = None  # the trial's MLflow child run
+    trial_pid: int | None = None  # the trial process
+    final: dict[str, float] = field(default_factory=dict)  # final validation metrics (no `step`)
+    steps: int | None = None  # optimizer steps trained
+    pruned_at: int | None = None  # the step Optuna pruned it at
+    fail_reason: str | None = None  # why it failed (`oom`, `killed`, `terminated`, ...)
+    requeued: bool = False  # a failure re-queued with the same params (it does not use the budget)
+    retry_of: int | None = None  # the number of the failed trial this one retries
+    attempt: int = 0  # 0 for a first try, n for the n-th retry
+
+    @classmethod
+    def of(cls, trial: FrozenTrial | optuna.Trial) -> TrialRecord:
+        """The reader: the record of `trial` (a snapshot; a live trial's later writes are not seen)."""
+        attrs = trial.user_attrs
+        return cls(
+            seed=_maybe(int, attrs.get("seed")),
+            host=_maybe(str, attrs.get("host")),
+            pid=_maybe(int, attrs.get("pid")),
+            worker=_maybe(str, attrs.get("worker")),
+            heartbeat=_maybe(float, attrs.get("heartbeat")),
+            mlflow_run_id=_maybe(str, attrs.get("mlflow_run_id")),
+            trial_pid=_maybe(int, attrs.get("trial_pid")),
+            final=dict(attrs.get("final") or {}),
+            steps=_maybe(int, attrs.get("steps")),
+            pruned_at=_maybe(int, attrs.get("pruned_at")),
+            fail_reason=_maybe(str, attrs.get("fail_reason")),
+            requeued=bool(attrs.get("requeued", False)),
+            retry_of=_maybe(int, attrs.get("retry_of")),
+            attempt=int(attrs.get("attempt") or 0),
+        )
+
+    @classmethod
+    def attrs(cls, **values: Any) -> dict[str, Any]:
+        """The user attrs that store `values` (keyword names are the fields), e.g. for `enqueue_trial`."""
+        cls(**values)  # a key that is not a field raises TypeError here, before anything is stored
+        return dict(values)
+
+    @classmethod
+    def write(cls, trial: optuna.Trial | FrozenTrial, *, study: optuna.Study | None = None, **values: Any) -> None:
+        """The writer: store `values` (keyword names are the fields) on `trial`, each under its field's name.
+
+        A live `optuna.Trial` is written through itself (its `user_attrs` then show the values). A
+        `FrozenTrial` is a snapshot: pass its `study`, the values go to the study's storage (the
+        trial must still be RUNNING there, as for any Optuna write)."""
+        attrs = cls.attrs(**values)
+        if isinstance(trial, optuna.Trial):
+            for key, value in attrs.items():
+                trial.set_user_attr(key, value)
+            return
+        if study is None:
+            raise TypeError(f"writing the record of frozen trial {trial.number} needs its study (study=...)")
+        for key, value in attrs.items():
+            study._storage.set_trial_user_attr(trial._trial_id, key, value)
+
+
+KEYS = tuple(f.name for f in fields(TrialRecord))  # the user-attr keys of a trial record
+
+
+def _maybe(kind: type, value: Any) -> Any:
+    return None if value is None else kind(value)

@@ -1,0 +1,1 @@
+"""Build tools that need a source checkout; not part of the shipped `harness` package."""
