@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import Verdict, conclude, header, parse_args, table
+from benchmarks.cli import Verdict, conclude, header, parse_args, table
 
 FULL = {"cuts": 20000, "small_cuts": 430, "steps": 400, "seeds": 3}
 SMOKE = {"cuts": 300, "small_cuts": 100, "steps": 20, "seeds": 1}

@@ -1,10 +1,10 @@
 """Memory: peak RSS of the supervisor and of a trial process; the supervisor must stay flat over many trials.
 
 A sweep's supervisor lives for days and hundreds of trials; any per-trial growth (records, caches, open
-files) is a slow leak. The supervisor's RSS is sampled right after each trial is recorded, and its slope per
-trial is fitted after a short warm-up. Trials are tiny (a few steps, a short validation manifest): their
-training is not what is measured. `--trace` adds tracemalloc to the supervisor and prints where its Python
-heap grew between the warm-up and the last trial.
+files) is a slow leak. The supervisor's RSS is sampled right after each trial is recorded (its `on_outcome`
+hook), and its slope per trial is fitted after a short warm-up. Trials are tiny (a few steps, a short
+validation manifest): their training is not what is measured. `--trace` adds tracemalloc to the supervisor
+and prints where its Python heap grew between the warm-up and the last trial.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from __future__ import annotations
 import tracemalloc
 from collections.abc import Sequence
 
-from benchmarks._common import Project, Verdict, conclude, header, median, parse_args, smoke_lines, status_mib, table
+from benchmarks.cli import Verdict, conclude, header, median, parse_args, table
+from benchmarks.probe import status_mib
+from benchmarks.project import Project, smoke_lines
 
 FULL = {"trials": 20, "steps": 5, "val_check_interval": 5}
 SMOKE = {"trials": 2, "steps": 2, "val_check_interval": 2}
@@ -29,6 +31,38 @@ def slope(points: list[tuple[int, float]]) -> float:
     return sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x, _ in points)
 
 
+class Sampler:
+    """`Supervisor(on_outcome=...)`: the supervisor's RSS right after each trial is recorded, and with
+    `trace` tracemalloc snapshots after the warm-up and after the last trial."""
+
+    def __init__(self, trials: int, trace: bool) -> None:
+        self.trials, self.trace = trials, trace
+        self.samples: list[tuple[int, float, int]] = []  # (trial count, supervisor MiB, trial number)
+        self.snapshots: list[tracemalloc.Snapshot] = []
+
+    def __call__(self, outcome) -> None:
+        self.samples.append((len(self.samples) + 1, status_mib("VmRSS"), outcome.number))
+        if self.trace and len(self.samples) in (WARMUP_TRIALS, self.trials):
+            self.snapshots.append(tracemalloc.take_snapshot())
+        print(f"  trial {len(self.samples)}/{self.trials}: supervisor {self.samples[-1][1]:.1f} MiB", flush=True)
+
+
+def run_sweep(args, sampler: Sampler) -> tuple[float, list[float]]:
+    """The sweep, sampled after each trial: the supervisor's RSS once built, and each trial's peak RSS."""
+    from harness.trial_record import TrialRecord
+
+    lines = smoke_lines(args) | {"validation_lines": args.validation_lines or 8}
+    with Project("memory", data=args.data, keep=args.keep, **lines) as project:
+        budget = {"trials": args.trials, "max_steps": args.steps, "val_check_interval": args.val_check_interval}
+        spec = project.spec("memory", budget=budget | {"baseline": False})
+        supervisor = project.supervisor(spec, "supervisor.log", on_outcome=sampler)
+        built_rss = status_mib("VmRSS")
+        supervisor.run()
+        trials = supervisor.study.get_trials(deepcopy=False)
+        pids = [TrialRecord.of(trials[number]).trial_pid for _, _, number in sampler.samples]
+        return built_rss, [project.probe(pid)["peak_rss_mib"] for pid in pids]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(
         __doc__.splitlines()[0],
@@ -37,44 +71,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         smoke=SMOKE,
         switches={"trace": "tracemalloc in the supervisor: where its heap grows after the warm-up"},
     )
-    trace = args.trace
     header("memory: supervisor and trial RSS", args)
-    if trace:  # `--trace`: where the supervisor's Python heap grows after the warm-up trials
+    if args.trace:  # `--trace`: where the supervisor's Python heap grows after the warm-up trials
         tracemalloc.start(8)
-    snapshots = []
     start_rss = status_mib("VmRSS")
-    lines = smoke_lines(args) | {"validation_lines": args.validation_lines or 8}
-    with Project("memory", data=args.data, keep=args.keep, **lines) as project:
-        spec = project.spec(
-            "memory",
-            budget={
-                "trials": args.trials,
-                "max_steps": args.steps,
-                "val_check_interval": args.val_check_interval,
-                "baseline": False,
-            },
-        )
-        supervisor = project.supervisor(spec, "supervisor.log")
-        built_rss = status_mib("VmRSS")
-        samples: list[tuple[int, float, int]] = []  # (trial, supervisor MiB, trial pid)
-        finish = supervisor._finish
-
-        def sampled(job):
-            outcome = finish(job)
-            samples.append((len(samples) + 1, status_mib("VmRSS"), job.proc.pid))
-            if trace and len(samples) in (WARMUP_TRIALS, args.trials):
-                snapshots.append(tracemalloc.take_snapshot())
-            print(f"  trial {len(samples)}/{args.trials}: supervisor {samples[-1][1]:.1f} MiB", flush=True)
-            return outcome
-
-        supervisor._finish = sampled
-        supervisor.run()
-        trial_peaks = [project.probe(pid)["peak_rss_mib"] for _, _, pid in samples]
+    sampler = Sampler(args.trials, args.trace)
+    built_rss, trial_peaks = run_sweep(args, sampler)
     table(
-        [(n, rss, peak) for (n, rss, _), peak in zip(samples, trial_peaks, strict=True)],
+        [(n, rss, peak) for (n, rss, _), peak in zip(sampler.samples, trial_peaks, strict=True)],
         ["trial", "supervisor RSS MiB", "trial peak RSS MiB"],
     )
-    points = [(n, rss) for n, rss, _ in samples]
+    points = [(n, rss) for n, rss, _ in sampler.samples]
     warm = points[WARMUP_TRIALS:] if len(points) > 2 * WARMUP_TRIALS else points
     print(
         f"supervisor RSS: {start_rss:.1f} MiB before, {built_rss:.1f} MiB once built, "
@@ -83,9 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(f"trial process peak RSS: median {median(trial_peaks):.1f} MiB, max {max(trial_peaks):.1f} MiB")
     print(f"slope over all {len(points)} trials: {slope(points):+.3f} MiB/trial")
-    if len(snapshots) == 2:
+    if len(sampler.snapshots) == 2:
         print(f"Python heap growth from trial {WARMUP_TRIALS} to {args.trials}, largest sites:")
-        for stat in snapshots[1].compare_to(snapshots[0], "lineno")[:12]:
+        for stat in sampler.snapshots[1].compare_to(sampler.snapshots[0], "lineno")[:12]:
             print(f"  {stat.size_diff / 1024:+8.1f} KiB {stat.count_diff:+6d} blocks  {stat.traceback[0]}")
     growth = slope(warm)
     return conclude(

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from benchmarks._common import Run, Verdict, conclude, header, median, parse_args, side_by_side, table
+from benchmarks.cli import Verdict, conclude, header, median, parse_args, table
+from benchmarks.sidebyside import Run, side_by_side
 
 FULL = {"steps": 200, "val_check_interval": 50, "repetitions": 3}
 SMOKE = {"steps": 3, "val_check_interval": 3, "repetitions": 1}
@@ -31,36 +32,87 @@ def extrapolate(pairs: list[tuple[Run, Run]], steps: int, *, same_step_cost: boo
     return (fixed_h + steps * step_h) / (fixed_b + steps * step_b)
 
 
+HEADINGS = [
+    "pair",
+    "harness s",
+    "bare s",
+    "ratio",
+    "harness fixed s",
+    "bare fixed s",
+    "harness loop ms/step",
+    "bare loop ms/step",
+    "harness validations s",
+    "bare validations s",
+    "harness peak MiB",
+    "bare peak MiB",
+]
+# (label, from stamp, to stamp): where the fixed per-trial cost goes; "finished" is `Run.finished`, not a stamp.
+PHASES = [
+    ("before the first step", "started", "first_batch"),
+    (
+        "after training, in the trial process (harness: per-pair evaluation, checkpoint, MLflow summary)",
+        "train_end",
+        "exit",
+    ),
+    (
+        "after the trial process's exit hooks (interpreter teardown; harness: supervisor poll and records)",
+        "exit",
+        "finished",
+    ),
+]
+
+
+def pair_row(number: int, h: Run, b: Run) -> tuple:
+    """One row of the per-pair table (`HEADINGS`)."""
+    return (
+        number,
+        h.total,
+        b.total,
+        h.total / b.total,
+        h.fixed,
+        b.fixed,
+        1000 * h.loop_seconds / max(1, h.steps),
+        1000 * b.loop_seconds / max(1, b.steps),
+        h.probe["counters"]["validation_seconds"],
+        b.probe["counters"]["validation_seconds"],
+        h.probe["peak_rss_mib"],
+        b.probe["peak_rss_mib"],
+    )
+
+
+def phase_seconds(run: Run, start: str, end: str) -> float:
+    return run.total - run.at(start) if end == "finished" else run.at(end) - run.at(start)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(__doc__.splitlines()[0], argv, full=FULL, smoke=SMOKE)
     header("overhead: harness trial vs bare NeMo flow", args)
     pairs = side_by_side("overhead", args)
-    table([(i + 1, h.total, b.total, h.total / b.total, h.fixed, b.fixed, 1000 * h.loop_seconds / max(1, h.steps),
-            1000 * b.loop_seconds / max(1, b.steps), h.probe["counters"]["validation_seconds"],
-            b.probe["counters"]["validation_seconds"], h.probe["peak_rss_mib"], b.probe["peak_rss_mib"])
-           for i, (h, b) in enumerate(pairs)],
-          ["pair", "harness s", "bare s", "ratio", "harness fixed s", "bare fixed s", "harness loop ms/step",
-           "bare loop ms/step", "harness validations s", "bare validations s", "harness peak MiB", "bare peak MiB"])
-    phases = [("before the first step", "started", "first_batch"),
-              ("after training, in the trial process (harness: per-pair evaluation, checkpoint, MLflow summary)",
-               "train_end", "exit"),
-              ("after the trial process's exit hooks (interpreter teardown; harness: supervisor poll and records)",
-               "exit", "finished")]
-    for label, start, end in phases:
-        h = median(run.at(end) - run.at(start) if end != "finished" else run.total - run.at(start) for run, _ in pairs)
-        b = median(run.at(end) - run.at(start) if end != "finished" else run.total - run.at(start) for _, run in pairs)
+    table([pair_row(i + 1, h, b) for i, (h, b) in enumerate(pairs)], HEADINGS)
+    for label, start, end in PHASES:
+        h = median(phase_seconds(run, start, end) for run, _ in pairs)
+        b = median(phase_seconds(run, start, end) for _, run in pairs)
         print(f"fixed cost {label}: harness {h:.2f} s, bare {b:.2f} s, added {h - b:+.2f} s")
     ratio = median(h.total / b.total for h, b in pairs)
-    print(f"ratio of medians at {args.steps} steps: "
-          f"{median(h.total for h, _ in pairs) / median(b.total for _, b in pairs):.3f}")
-    print(f"extrapolated to {LONG_TRIAL} steps with each side's own measured per-step cost (noisy, see docstring): "
-          f"{extrapolate(pairs, LONG_TRIAL, same_step_cost=False):.3f}")
+    print(
+        f"ratio of medians at {args.steps} steps: "
+        f"{median(h.total for h, _ in pairs) / median(b.total for _, b in pairs):.3f}"
+    )
+    print(
+        f"extrapolated to {LONG_TRIAL} steps with each side's own measured per-step cost (noisy, see docstring): "
+        f"{extrapolate(pairs, LONG_TRIAL, same_step_cost=False):.3f}"
+    )
     long = extrapolate(pairs, LONG_TRIAL)
     return conclude(
-        Verdict(f"overhead: harness/bare wall time at {args.steps} steps (median of pairs)", ratio, "<= 1.10",
-                ratio <= 1.10),
-        Verdict(f"overhead: harness/bare extrapolated to {LONG_TRIAL} steps (fixed per-trial cost)", long, "<= 1.02",
-                long <= 1.02),
+        Verdict(
+            f"overhead: harness/bare wall time at {args.steps} steps (median of pairs)", ratio, "<= 1.10", ratio <= 1.10
+        ),
+        Verdict(
+            f"overhead: harness/bare extrapolated to {LONG_TRIAL} steps (fixed per-trial cost)",
+            long,
+            "<= 1.02",
+            long <= 1.02,
+        ),
     )
 
 

@@ -14,7 +14,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from benchmarks._common import Project, Verdict, conclude, header, parse_args, smoke_lines, table
+from benchmarks.cli import Verdict, conclude, header, parse_args, table
+from benchmarks.project import Project, smoke_lines
 
 FULL = {"trials": 6, "steps": 200, "val_check_interval": 50}
 SMOKE = {"trials": 1, "steps": 2, "val_check_interval": 1}

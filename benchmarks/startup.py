@@ -2,7 +2,7 @@
 
 Every trial pays its start-up again (a process per trial frees GPU memory and isolates crashes), so the
 harness's share of it must stay small: under 5 s per trial beyond what the bare NeMo flow needs. Both sides
-are timestamped by the same probe (benchmarks/_common.py); the harness trial runs unmodified.
+are timestamped by the same probe (benchmarks/probe.py); the harness trial runs unmodified.
 """
 
 from __future__ import annotations
@@ -10,17 +10,9 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from benchmarks._common import (
-    Project,
-    Verdict,
-    conclude,
-    fixed_params,
-    header,
-    median,
-    parse_args,
-    side_by_side,
-    table,
-)
+from benchmarks.cli import Verdict, conclude, header, median, parse_args, table
+from benchmarks.project import Project, fixed_params
+from benchmarks.sidebyside import side_by_side
 
 FULL = {"steps": 10, "val_check_interval": 10, "repetitions": 3}
 SMOKE = {"steps": 3, "val_check_interval": 3, "repetitions": 1}
@@ -30,8 +22,7 @@ PHASES = [
     ("supervisor: asked -> trial process forked (ask, MLflow run, config surgery, job files)", "started", "spawned"),
     ("interpreter start", "spawned", "python"),
     ("imports: torch + Lightning", "python", "lightning_done"),
-    ("before the Trainer: MLflow/Optuna imports, spec, MLflow client, Optuna study", "lightning_done",
-     "trainer_start"),
+    ("before the Trainer: MLflow/Optuna imports, spec, MLflow client, Optuna study", "lightning_done", "trainer_start"),
     ("Trainer", "trainer_start", "trainer_done"),
     ("NeMo import", "trainer_done", "restore_start"),
     ("restore_from (archive, weights, tokenizers, override config)", "restore_start", "restore_done"),
@@ -54,8 +45,7 @@ def config_surgery_ms(args, repeats: int = 20) -> float:
         times = []
         for seed in range(repeats):
             started = time.perf_counter()
-            cfg = trial_config(base, params, data=spec.data, training=spec.training, budget=spec.budget,
-                               seed=seed)
+            cfg = trial_config(base, params, data=spec.data, training=spec.training, budget=spec.budget, seed=seed)
             OmegaConf.save(cfg, project.root / "config.yaml")
             times.append(time.perf_counter() - started)
     return 1000 * median(times)
@@ -74,11 +64,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows.append(("total: asked/launched -> first training batch", total_h, total_b, total_h - total_b))
     table(rows, ["phase (medians)", "harness s", "bare s", "harness-added s"])
     print(f"of which config surgery (trial_config + save, in the supervisor): {config_surgery_ms(args):.1f} ms")
-    print("per pair, harness vs bare to the first batch: " + ", ".join(
-        f"{h.at('first_batch'):.1f} vs {b.at('first_batch'):.1f} s" for h, b in pairs))
+    print(
+        "per pair, harness vs bare to the first batch: "
+        + ", ".join(f"{h.at('first_batch'):.1f} vs {b.at('first_batch'):.1f} s" for h, b in pairs)
+    )
     added = median(h.at("first_batch") - b.at("first_batch") for h, b in pairs)
-    return conclude(Verdict("startup: harness-added seconds to the first training step (median of pairs)", added,
-                            f"< {TARGET_SECONDS:.0f} s", added < TARGET_SECONDS, " s"))
+    return conclude(
+        Verdict(
+            "startup: harness-added seconds to the first training step (median of pairs)",
+            added,
+            f"< {TARGET_SECONDS:.0f} s",
+            added < TARGET_SECONDS,
+            " s",
+        )
+    )
 
 
 if __name__ == "__main__":

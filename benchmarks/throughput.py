@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from benchmarks._common import Verdict, conclude, header, median, parse_args, side_by_side, table
+from benchmarks.cli import Verdict, conclude, header, median, parse_args, table
+from benchmarks.sidebyside import side_by_side
 
 FULL = {"steps": 100, "val_check_interval": 100, "repetitions": 2}
 SMOKE = {"steps": 3, "val_check_interval": 3, "repetitions": 1}
@@ -23,18 +24,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     for i, (h, b) in enumerate(pairs):
         for run in (h, b):
-            rows.append((i + 1, run.kind, run.steps, run.audio_seconds, run.loop_seconds,
-                         run.audio_seconds / run.loop_seconds, run.total, run.audio_seconds / run.total))
+            rows.append(
+                (
+                    i + 1,
+                    run.kind,
+                    run.steps,
+                    run.audio_seconds,
+                    run.loop_seconds,
+                    run.audio_seconds / run.loop_seconds,
+                    run.total,
+                    run.audio_seconds / run.total,
+                )
+            )
     table(rows, ["pair", "side", "steps", "audio s", "loop s", "audio s/s (loop)", "total s", "audio s/s (total)"])
     for h, _ in pairs:  # the harness's own bookkeeping agrees with the probe?
         own = h.result.get("batches", {}).get("train_audio_seconds", float("nan"))
-        print(f"harness self-reported (result.json): {own:.1f} audio s over {h.result['wall_seconds']:.1f} s of "
-              f"trial.run() = {own / h.result['wall_seconds']:.2f} audio s/s; probe counted {h.audio_seconds:.1f}")
+        print(
+            f"harness self-reported (result.json): {own:.1f} audio s over {h.result['wall_seconds']:.1f} s of "
+            f"trial.run() = {own / h.result['wall_seconds']:.2f} audio s/s; probe counted {h.audio_seconds:.1f}"
+        )
     end_to_end = median((h.audio_seconds / h.total) / (b.audio_seconds / b.total) for h, b in pairs)
     print(f"end-to-end (start-up and final evaluation included) harness/bare: {end_to_end:.3f}")
     ratio = median((h.audio_seconds / h.loop_seconds) / (b.audio_seconds / b.loop_seconds) for h, b in pairs)
-    return conclude(Verdict("throughput: harness/bare training-loop audio-s per s (median of pairs)", ratio,
-                            f">= {TARGET}", ratio >= TARGET))
+    return conclude(
+        Verdict(
+            "throughput: harness/bare training-loop audio-s per s (median of pairs)",
+            ratio,
+            f">= {TARGET}",
+            ratio >= TARGET,
+        )
+    )
 
 
 if __name__ == "__main__":

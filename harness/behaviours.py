@@ -23,7 +23,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 from harness.manifest import Problem, manifest_lines, resolve_audio
-from harness.spec import CustomTokenSpec, DataSpec, SweepSpec
+from harness.spec import BehaviourSpec, DataSpec, SweepSpec
 
 ORIGINAL_SOURCE_LANG = "harness_source_lang"
 CONFIG_KEY = "harness_custom_tokens"  # the declaration, inside a trial's (and checkpoint's) model config
@@ -44,7 +44,7 @@ def is_on(value: Any) -> bool | None:
     return False if value in OFF_VALUES else None
 
 
-def prompt_tokens(custom_tokens: Mapping[str, CustomTokenSpec], states: Mapping[str, bool]) -> str:
+def prompt_tokens(custom_tokens: Mapping[str, BehaviourSpec], states: Mapping[str, bool]) -> str:
     """The placeholder tokens for one utterance, in the behaviours' sorted order."""
     return "".join(
         custom_tokens[name].on if states[name] else custom_tokens[name].off for name in sorted(custom_tokens)
@@ -56,7 +56,7 @@ def prompted_source_lang(lang: str, tokens: str) -> str:
     return (lang if lang.startswith("<|") else f"<|{lang}|>") + tokens
 
 
-def line_states(entry: Mapping, custom_tokens: Mapping[str, CustomTokenSpec]) -> dict[str, bool]:
+def line_states(entry: Mapping, custom_tokens: Mapping[str, BehaviourSpec]) -> dict[str, bool]:
     """Each behaviour's state on one (preflighted) manifest line."""
     states = {}
     for name, behaviour in custom_tokens.items():
@@ -168,7 +168,7 @@ def write_prompted_manifests(spec: SweepSpec) -> DataSpec:
     return data
 
 
-def prompted_entry(entry: dict, manifest: Path, custom_tokens: Mapping[str, CustomTokenSpec]) -> dict:
+def prompted_entry(entry: dict, manifest: Path, custom_tokens: Mapping[str, BehaviourSpec]) -> dict:
     """One line with the behaviour tokens after its source language and an absolute audio path."""
     tokens = prompt_tokens(custom_tokens, line_states(entry, custom_tokens))
     return {
@@ -183,7 +183,7 @@ def original_source_lang(entry: Mapping) -> str | None:
     return entry.get(ORIGINAL_SOURCE_LANG, entry.get("source_lang"))
 
 
-def declaration(custom_tokens: Mapping[str, CustomTokenSpec]) -> dict[str, dict]:
+def declaration(custom_tokens: Mapping[str, BehaviourSpec]) -> dict[str, dict]:
     """The behaviours as plain data, for a model config."""
     return {name: dataclasses.asdict(behaviour) for name, behaviour in custom_tokens.items()}
 
@@ -191,10 +191,10 @@ def declaration(custom_tokens: Mapping[str, CustomTokenSpec]) -> dict[str, dict]
 # -- using a fine-tuned checkpoint ----------------------------------------------------------------
 
 
-def declared_behaviours(model_cfg: Mapping) -> dict[str, CustomTokenSpec]:
+def declared_behaviours(model_cfg: Mapping) -> dict[str, BehaviourSpec]:
     """The behaviours a checkpoint was fine-tuned with (from its model config)."""
     declared = model_cfg.get(CONFIG_KEY) or {}
-    return {name: CustomTokenSpec(**dict(behaviour)) for name, behaviour in declared.items()}
+    return {name: BehaviourSpec(**dict(behaviour)) for name, behaviour in declared.items()}
 
 
 def transcribe(

@@ -20,7 +20,7 @@ from harness.batching import apply_batch_duration
 from harness.behaviours import CONFIG_KEY as BEHAVIOURS_KEY
 from harness.behaviours import ORIGINAL_SOURCE_LANG, declaration
 from harness.errors import HarnessError
-from harness.spec import BudgetSpec, CustomTokenSpec, DataSpec, TrainingSpec
+from harness.spec import BehaviourSpec, BudgetSpec, DataSpec, TrainingSpec
 
 # WER on ASR samples, BLEU on translation samples. No spaces inside a constraint: NeMo's
 # constraint parser splits on whitespace and raises on `.a == .b`.
@@ -105,7 +105,7 @@ def trial_config(
     training: TrainingSpec,
     budget: BudgetSpec,
     seed: int,
-    custom_tokens: Mapping[str, CustomTokenSpec] | None = None,
+    custom_tokens: Mapping[str, BehaviourSpec] | None = None,
 ) -> DictConfig:
     """A full copy of the pretrained config with the trial's parameters applied and verified.
 
@@ -128,7 +128,7 @@ def trial_config(
     return cfg
 
 
-def _apply_custom_tokens(cfg: DictConfig, custom_tokens: Mapping[str, CustomTokenSpec]) -> None:
+def _apply_custom_tokens(cfg: DictConfig, custom_tokens: Mapping[str, BehaviourSpec]) -> None:
     """Metric constraints read the original language (the prompted `source_lang` carries tokens),
     and the declaration travels with the model config into every saved checkpoint."""
     for metric in (cfg.multitask_metrics_cfg.get("metrics") or {}).values():

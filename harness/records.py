@@ -17,13 +17,12 @@ from optuna.distributions import BaseDistribution
 
 from harness.definition import check_study, study_uid
 from harness.errors import HarnessError
+from harness.names import PARENT_ATTR
 from harness.spec import SweepSpec
 from harness.stores import check_state_dir, ensure_state_dir, sqlite_path, store_name
 from harness.study import find_study, open_study
 from harness.tracking import UID_TAG, Tracker
 from harness.trial_record import TrialRecord
-
-PARENT_ATTR = "mlflow_parent_run_id"
 
 
 @dataclass

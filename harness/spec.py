@@ -119,7 +119,7 @@ class TrackingSpec:
 
 
 @dataclass
-class CustomTokenSpec:
+class BehaviourSpec:
     """A custom behaviour: placeholder special tokens put into the decoder prompt per manifest line.
 
     `field` names a boolean manifest field; lines where it is true get `on`, the others `off`.
@@ -145,7 +145,7 @@ class SweepSpec:
     sampler: SamplerSpec = field(default_factory=SamplerSpec)
     training: TrainingSpec = field(default_factory=TrainingSpec)
     tracking: TrackingSpec = field(default_factory=TrackingSpec)
-    custom_tokens: dict[str, CustomTokenSpec] = field(default_factory=dict)
+    custom_tokens: dict[str, BehaviourSpec] = field(default_factory=dict)
     storage: str | None = None
     source: str = ""
 

@@ -50,6 +50,12 @@ def trial_seed(study_seed: int, number: int) -> int:
     return int(digest[:8], 16)
 
 
+def training_seed(base: int, number: int) -> int:
+    """The training seed of trial `number` (Lightning's seed_everything, data shuffling): recorded with the
+    trial, so `harness reproduce` and the benchmarks' bare runs train exactly what the trial trained."""
+    return base * 100_003 + number
+
+
 class TrialSeededSampler(optuna.samplers.BaseSampler):
     """A fresh sampler per trial, seeded from (study seed, trial number).
 

@@ -17,6 +17,7 @@ from typing import Any
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
+from harness.names import run_name  # noqa: F401 (re-exported: callers name runs through tracking)
 from harness.search_space import format_param
 from harness.stores import MLFLOW_STORE, TRACKING_SETTING, open_mlflow, reported
 
@@ -25,10 +26,6 @@ PARENT_ROLE = "sweep"
 TRIAL_ROLE = "trial"
 BASELINE_ROLE = "baseline"
 REPRODUCTION_ROLE = "reproduction"
-
-
-def run_name(number: int) -> str:
-    return f"trial-{number:04d}"
 
 
 def git_commit() -> str | None:

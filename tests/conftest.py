@@ -1,16 +1,26 @@
-"""Shared fixtures: real synthetic speech, the packaged canary-tiny twin, a project dir per test."""
+"""Shared fixtures: real synthetic speech, the packaged canary-tiny twin, a project dir per test, one shared sweep.
+
+Plain helpers (an `mlflow server`, waits, study access) live in tests/helpers.py; test modules
+import from here and from there, never from each other.
+"""
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
+from rich.console import Console
 
 from harness.model_source import packaged_model
+from harness.spec import SweepSpec, load_spec
 from harness.speech import DEMO_RATES, DEMO_VOICES, build_corpus
+from tests.helpers import ENV_KEYS, in_project, mlflow_server
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_SPLITS = {"train": 48, "validation": 12, "test": 8}
@@ -119,3 +129,48 @@ def copy_into(project: Path, rel: str) -> Path:
     dst.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / rel, dst)
     return dst
+
+
+# -- the shared sweep: run once per session for test_report.py, test_sweep.py and test_export.py ---
+
+SWEEP = "reported"
+
+
+@dataclass
+class SharedSweep:
+    """A finished sweep's project dir and the MLflow server it logged to."""
+
+    project: Path
+    uri: str
+
+    def enter(self, monkeypatch: pytest.MonkeyPatch) -> SweepSpec:
+        """Make the project the CWD for one test and return its spec."""
+        monkeypatch.chdir(self.project)
+        for key in ENV_KEYS:
+            monkeypatch.delenv(key, raising=False)
+        return load_spec(SWEEP)
+
+
+@pytest.fixture(scope="session")
+def report_sweep(tmp_path_factory, speech_data) -> Iterator[SharedSweep]:
+    """The full sweep (baseline, 3 unpruned trials, test set) that test_report.py, test_sweep.py and
+    test_export.py all read, run once per session by whichever test asks first.
+
+    It logs to a real `mlflow server` over HTTP, as a multi-host sweep would, so the REST API
+    comparison and the artifact upload are tested on the path users take; the server stops when
+    the session ends. A failed sweep fails every test that asks for it, without running it again.
+    """
+    from harness.sweep import Supervisor  # imports MLflow and Optuna (seconds): only where a sweep runs
+
+    root = tmp_path_factory.mktemp("report-sweep")
+    with mlflow_server(root / "server") as uri:
+        project = root / "project"
+        (project / "sweeps").mkdir(parents=True)
+        (project / "search_spaces").mkdir()
+        (project / "search_spaces" / "test.yaml").write_text(yaml.safe_dump(SEARCH_SPACE))
+        # full: baseline and test set too; no pruning, so test_sweep.py can check every trial's whole record
+        spec = spec_dict(speech_data, full=True, tracking={"uri": uri}, pruner={"type": "none"})
+        (project / "sweeps" / f"{SWEEP}.yaml").write_text(yaml.safe_dump(spec))
+        with in_project(project):
+            Supervisor(load_spec(SWEEP), console=Console(file=io.StringIO(), width=200)).run()
+        yield SharedSweep(project, uri)

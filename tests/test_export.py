@@ -1,42 +1,28 @@
 """`harness export`: the best trial's fine-tuned checkpoint leaves the sweep as a usable `.nemo`.
 
-Uses the sweep shared with test_report.py (run once per session, whichever module comes first).
+Uses conftest's `report_sweep`, shared with test_report.py and test_sweep.py (run once per session,
+whichever module comes first).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
-import optuna
 import pytest
 
 from harness.cli import main
 from harness.errors import HarnessError
 from harness.export import export_model
 from harness.model_source import resolve_model
-from harness.study import open_storage
 from harness.tracking import run_name
-from tests.test_report import SWEEP, SharedSweep, shared_sweep
-
-
-@pytest.fixture(scope="session")
-def export_sweep(tmp_path_factory, speech_data, pytestconfig) -> SharedSweep:
-    return shared_sweep(tmp_path_factory, speech_data, pytestconfig)
+from tests.conftest import SWEEP
+from tests.helpers import load_study, sha256
 
 
 @pytest.fixture
-def spec(export_sweep, monkeypatch):
-    return export_sweep.enter(monkeypatch)
-
-
-def _study(spec) -> optuna.Study:
-    return optuna.load_study(study_name=spec.name, storage=open_storage(spec.storage_url))
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def spec(report_sweep, monkeypatch):
+    return report_sweep.enter(monkeypatch)
 
 
 def test_exported_best_model_restores_and_transcribes(spec, tmp_path):
@@ -44,10 +30,10 @@ def test_exported_best_model_restores_and_transcribes(spec, tmp_path):
 
     out = tmp_path / "model.nemo"
     assert main(["export", SWEEP, "--out", str(out)]) == 0
-    best = _study(spec).best_trial
+    best = load_study(spec).best_trial
     kept = spec.trials_dir / run_name(best.number) / "model.nemo"
-    assert _sha256(out) == _sha256(kept)  # the best trial's fine-tuned weights ...
-    assert _sha256(out) != _sha256(resolve_model(spec.model))  # ... not the pretrained checkpoint
+    assert sha256(out) == sha256(kept)  # the best trial's fine-tuned weights ...
+    assert sha256(out) != sha256(resolve_model(spec.model))  # ... not the pretrained checkpoint
 
     model = EncDecMultiTaskModel.restore_from(str(out), map_location="cpu").eval()
     first = json.loads(Path(spec.data.validation).read_text().splitlines()[0])
@@ -64,7 +50,7 @@ def test_exported_best_model_restores_and_transcribes(spec, tmp_path):
 
 
 def test_export_of_a_trial_whose_checkpoint_was_not_kept_says_how_to_keep_it(spec, tmp_path, capsys):
-    study = _study(spec)
+    study = load_study(spec)
     others = [t.number for t in study.trials if t.number != study.best_trial.number]
     with pytest.raises(HarnessError, match=r"training\.keep_checkpoints: all"):
         export_model(spec, others[0], tmp_path / "other.nemo")
@@ -80,7 +66,7 @@ def test_export_of_an_unknown_trial_names_the_valid_ones(spec, tmp_path):
 
 
 def test_export_into_a_directory_names_the_file_after_sweep_and_trial(spec, tmp_path):
-    best = _study(spec).best_trial
+    best = load_study(spec).best_trial
     trial, path = export_model(spec, best.number, tmp_path)
     assert trial.number == best.number
     assert path == tmp_path / f"{SWEEP}-{run_name(best.number)}.nemo" and path.is_file()

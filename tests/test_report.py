@@ -1,39 +1,28 @@
 """`harness report`: the written report, its plots, provenance, best.yaml, MLflow comparison, HTML rendering.
 
-One real sweep (3 trials of canary-tiny) serves every test here and in test_export.py. It logs to
-a real `mlflow server` over HTTP, as a multi-host sweep would, so the REST API comparison and the
-artifact upload are tested on the path users take.
+One real sweep (3 trials of canary-tiny, conftest's `report_sweep`, shared with test_sweep.py and
+test_export.py) serves every test here. It logs to a real `mlflow server` over HTTP, as a multi-host
+sweep would, so the REST API comparison and the artifact upload are tested on the path users take.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import json
-import os
 import re
-import signal
-import socket
 import subprocess
-import sys
-import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
 import optuna
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 from PIL import Image
-from rich.console import Console
 
 from harness import plots, provenance
 from harness.cli import main
@@ -41,141 +30,14 @@ from harness.model_source import resolve_model
 from harness.report import SweepSummary, make_plots, report_dir
 from harness.search_space import format_param
 from harness.spec import DataSpec, SweepSpec, load_spec
-from harness.study import open_storage
-from harness.sweep import Supervisor
 from harness.tracking import run_name
-from tests.conftest import SEARCH_SPACE, spec_dict
+from tests.conftest import SWEEP
+from tests.helpers import in_project, load_study, sha256
 
-SWEEP = "reported"
 CHROMIUM = Path("/usr/bin/chromium")
-ENV_KEYS = ("HARNESS_STORAGE", "HARNESS_TRACKING_URI")
-SERVER_START_SECONDS = 180
 
 
-# -- the shared sweep (also used by test_export.py) --------------------------------------------
-
-
-@contextmanager
-def in_project(path: Path) -> Iterator[None]:
-    """CWD = `path` with no harness URIs in the environment; both restored afterwards."""
-    cwd, saved = os.getcwd(), {k: os.environ.pop(k) for k in ENV_KEYS if k in os.environ}
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(cwd)
-        os.environ.update(saved)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_mlflow_server(root: Path) -> tuple[subprocess.Popen, str]:
-    """`mlflow server` on a free loopback port, sqlite backend and artifacts under `root`."""
-    root.mkdir(parents=True)
-    port = free_port()
-    mlflow = Path(sys.executable).with_name("mlflow")
-    log = (root / "server.log").open("w")
-    proc = subprocess.Popen(
-        [
-            str(mlflow),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-        ],
-        cwd=root,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + SERVER_START_SECONDS
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with {proc.returncode}: {(root / 'server.log').read_text()}")
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=5) as response:
-                if response.status == 200:
-                    return proc, uri
-        except OSError:
-            time.sleep(1)
-    stop_server(proc)
-    raise RuntimeError(f"mlflow server did not answer in {SERVER_START_SECONDS}s: {(root / 'server.log').read_text()}")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    """The server forks workers: signal its whole process group."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-@dataclass
-class SharedSweep:
-    """A finished sweep's project dir and the MLflow server it logged to."""
-
-    project: Path
-    uri: str
-
-    def enter(self, monkeypatch: pytest.MonkeyPatch) -> SweepSpec:
-        """Make the project the CWD for one test and return its spec."""
-        monkeypatch.chdir(self.project)
-        for key in ENV_KEYS:
-            monkeypatch.delenv(key, raising=False)
-        return load_spec(SWEEP)
-
-
-def shared_sweep(tmp_path_factory: pytest.TempPathFactory, speech_data: dict, config: pytest.Config) -> SharedSweep:
-    """Run the sweep once per pytest session, whichever test module asks first.
-
-    The marker file lives in the session's base temp dir, so test_report.py, test_export.py and
-    test_sweep.py (each with its own session fixture) find the same sweep; the server stops when the session ends.
-    """
-    root = tmp_path_factory.getbasetemp() / "report-sweep"
-    marker = root / "sweep.json"
-    if marker.is_file():
-        state = json.loads(marker.read_text())
-        if "error" in state:
-            pytest.fail(f"the shared report sweep failed earlier: {state['error']}")
-        return SharedSweep(Path(state["project"]), state["uri"])
-    proc, uri = start_mlflow_server(root / "server")
-    config.add_cleanup(lambda: stop_server(proc))
-    project = root / "project"
-    (project / "sweeps").mkdir(parents=True)
-    (project / "search_spaces").mkdir()
-    (project / "search_spaces" / "test.yaml").write_text(yaml.safe_dump(SEARCH_SPACE))
-    # full: baseline and test set too; no pruning, so test_sweep.py can check every trial's whole record
-    spec = spec_dict(speech_data, full=True, tracking={"uri": uri}, pruner={"type": "none"})
-    (project / "sweeps" / f"{SWEEP}.yaml").write_text(yaml.safe_dump(spec))
-    try:
-        with in_project(project):
-            Supervisor(load_spec(SWEEP), console=Console(file=io.StringIO(), width=200)).run()
-    except BaseException as exc:
-        marker.write_text(json.dumps({"error": repr(exc)}))
-        raise
-    marker.write_text(json.dumps({"project": str(project), "uri": uri}))
-    return SharedSweep(project, uri)
-
-
-@pytest.fixture(scope="session")
-def report_sweep(tmp_path_factory, speech_data, pytestconfig) -> SharedSweep:
-    return shared_sweep(tmp_path_factory, speech_data, pytestconfig)
+# -- the shared sweep (conftest.report_sweep) ------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -191,19 +53,11 @@ def sweep(report_sweep, monkeypatch) -> SweepSpec:
     return report_sweep.enter(monkeypatch)
 
 
-def _study(spec: SweepSpec) -> optuna.Study:
-    return optuna.load_study(study_name=spec.name, storage=open_storage(spec.storage_url))
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 # -- the report's content ----------------------------------------------------------------------
 
 
 def test_report_holds_decision_evidence_and_provenance(sweep, written):
-    study = _study(sweep)
+    study = load_study(sweep)
     best = study.best_trial
     md = (written / "report.md").read_text()
 
@@ -241,7 +95,7 @@ def test_report_holds_decision_evidence_and_provenance(sweep, written):
         assert re.search(rf"^\| {package} \| \S+ \|$", md, re.M), package
     assert re.search(r"^\| harness git commit \| [0-9a-f]{40} \|$", md, re.M)
     assert re.search(r"^\| working tree dirty \| (yes|no)", md, re.M)
-    assert _sha256(resolve_model(sweep.model)) in md
+    assert sha256(resolve_model(sweep.model)) in md
     for role in ("train", "validation", "test"):
         manifest = Path(getattr(sweep.data, role))
         lines = manifest.read_text().splitlines()
@@ -255,7 +109,7 @@ def test_report_holds_decision_evidence_and_provenance(sweep, written):
 
 
 def test_best_yaml_is_the_best_config_headed_by_the_command_that_reruns_it(sweep, written):
-    best = _study(sweep).best_trial
+    best = load_study(sweep).best_trial
     text = (written / "best.yaml").read_text()
     header = [line for line in text.splitlines() if line.startswith("#")]
     command = f"harness reproduce {SWEEP} --trial {best.number}"
@@ -277,7 +131,7 @@ def test_best_yaml_is_the_best_config_headed_by_the_command_that_reruns_it(sweep
 
 def test_report_is_logged_on_the_sweep_parent_run(sweep, written, report_sweep):
     client = MlflowClient(report_sweep.uri)
-    parent = _study(sweep).user_attrs["mlflow_parent_run_id"]
+    parent = load_study(sweep).user_attrs["mlflow_parent_run_id"]
     assert client.get_run(parent).data.tags["harness.role"] == "sweep"
     logged = {a.path for a in client.list_artifacts(parent, "report")}
     assert {"report/report.md", "report/report.html", "report/best.yaml", "report/plots"} <= logged
@@ -301,7 +155,7 @@ def _rest(uri: str, path: str, body: dict | None = None) -> dict:
 
 
 def test_trials_compare_in_the_mlflow_server_best_first(sweep, report_sweep):
-    study = _study(sweep)
+    study = load_study(sweep)
     parent = study.user_attrs["mlflow_parent_run_id"]
     experiment = _rest(report_sweep.uri, f"experiments/get-by-name?experiment_name={SWEEP}")["experiment"]
     found = _rest(
@@ -348,7 +202,7 @@ def test_html_report_renders_in_headless_chromium(sweep, written, tmp_path):
     )
     page = (written / "report.html").read_text()
     assert "<script" not in page and 'src="http' not in page and "<link" not in page  # self-contained
-    best = _study(sweep).best_trial
+    best = load_study(sweep).best_trial
     for name, value in best.params.items():
         assert f"<td>{name}</td><td>{format_param(value)}</td>" in page
     images = re.findall(r'<img alt="([^"]+)" width="(\d+)" height="(\d+)" src="data:image/png;base64,([^"]+)"', page)

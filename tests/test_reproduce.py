@@ -6,6 +6,7 @@ from mlflow.tracking import MlflowClient
 from rich.console import Console
 
 from harness.spec import load_spec
+from harness.study import training_seed
 from harness.sweep import Supervisor, reproduce_trial
 from tests.conftest import spec_dict, write_spec
 
@@ -31,4 +32,4 @@ def test_reproduction_matches_the_recorded_trial(project, speech_data):
     experiment = client.get_experiment_by_name("repro")
     runs = client.search_runs([experiment.experiment_id], "tags.`harness.reproduction_of` = 'trial-0000'")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-    assert runs[0].data.params["seed"] == str(spec.training.seed * 100_003)
+    assert runs[0].data.params["seed"] == str(training_seed(spec.training.seed, 0))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,15 +15,14 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-import optuna
 import psycopg
 import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from harness.spec import load_spec
-from harness.study import open_storage
 from tests.conftest import spec_dict, write_spec
+from tests.helpers import load_study, mlflow_server, wait_for
 
 HARNESS = [sys.executable, "-m", "harness.cli"]
 PG = "postgresql://postgres@127.0.0.1:5432"
@@ -57,16 +55,6 @@ def _start(args: list[str], cwd: Path, log: Path, **env) -> subprocess.Popen:
     return proc
 
 
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _trial_pid(trials_dir: Path, number: int) -> int | None:
     """The pid of a trial process once it has started training (its first validation is not needed)."""
     log = trials_dir / f"trial-{number:04d}" / "trial.log"
@@ -76,10 +64,6 @@ def _trial_pid(trials_dir: Path, number: int) -> int | None:
         ["pgrep", "-f", f"harness.trial {trials_dir / f'trial-{number:04d}'}"], capture_output=True, text=True
     ).stdout.split()
     return int(out[0]) if out else None
-
-
-def _study(spec):
-    return optuna.load_study(study_name=spec.name, storage=open_storage(spec.storage_url))
 
 
 def _runs(spec):
@@ -95,11 +79,11 @@ def test_killed_trial_is_failed_retried_and_the_budget_met(project, speech_data)
         )
     )
     sweep = _start(["sweep", "kill"], project, project / "sweep.log")
-    pid = _wait_for(lambda: _trial_pid(spec.trials_dir, 0), 240, "trial-0000 to train")
+    pid = wait_for(lambda: _trial_pid(spec.trials_dir, 0), 240, "trial-0000 to train")
     os.kill(pid, signal.SIGKILL)
     assert sweep.wait(timeout=600) == 0, (project / "sweep.log").read_text()[-3000:]
 
-    trials = _study(spec).get_trials()
+    trials = load_study(spec).get_trials()
     assert trials[0].state == TrialState.FAIL and trials[0].user_attrs["fail_reason"] == "killed"
     assert trials[1].params == trials[0].params and trials[1].user_attrs["retry_of"] == 0
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 2
@@ -115,15 +99,15 @@ def test_killed_supervisor_resumes_without_losing_trials(project, speech_data):
         )
     )
     first = _start(["sweep", "resume"], project, project / "first.log")
-    _wait_for(lambda: _trial_pid(spec.trials_dir, 1), 400, "trial-0001 to train")
+    wait_for(lambda: _trial_pid(spec.trials_dir, 1), 400, "trial-0001 to train")
     os.killpg(first.pid, signal.SIGKILL)  # the supervisor dies; its trial process follows it
     first.wait()
-    before = {t.number: t for t in _study(spec).get_trials() if t.state == TrialState.COMPLETE}
-    assert 0 in before and _study(spec).get_trials()[1].state == TrialState.RUNNING
+    before = {t.number: t for t in load_study(spec).get_trials() if t.state == TrialState.COMPLETE}
+    assert 0 in before and load_study(spec).get_trials()[1].state == TrialState.RUNNING
 
     second = _start(["sweep", "resume"], project, project / "second.log")
     assert second.wait(timeout=600) == 0, (project / "second.log").read_text()[-3000:]
-    trials = _study(spec).get_trials()
+    trials = load_study(spec).get_trials()
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     assert trials[1].state == TrialState.FAIL and "supervisor died" in trials[1].user_attrs["fail_reason"]
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
@@ -150,7 +134,7 @@ def test_four_local_workers_share_one_study(project, speech_data):
     sweep = _start(["sweep", "par", "--workers", "4"], project, project / "par.log")
     assert sweep.wait(timeout=900) == 0, (project / "par.log").read_text()[-3000:]
 
-    trials = _study(spec).get_trials()
+    trials = load_study(spec).get_trials()
     assert len(trials) == 8 and all(t.state == TrialState.COMPLETE for t in trials)
     assert len({tuple(sorted(t.params.items())) for t in trials}) == 8
     starts = sorted((t.datetime_start, t.datetime_complete) for t in trials)
@@ -158,12 +142,6 @@ def test_four_local_workers_share_one_study(project, speech_data):
     logs = "".join(p.read_text(errors="replace") for p in spec.trials_dir.glob("*/trial.log"))
     logs += (project / "par.log").read_text()
     assert "database is locked" not in logs and "OperationalError" not in logs
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager
@@ -178,47 +156,6 @@ def _postgres_database():
             conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
-@contextmanager
-def _mlflow_server(root: Path):
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{root / 'server.db'}",
-            "--default-artifact-root",
-            str(root / "art"),
-            "--workers",
-            "1",
-        ],
-        stdout=(root / "mlflow-server.log").open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        import urllib.request
-
-        def up():
-            try:
-                return urllib.request.urlopen(f"{url}/health", timeout=2).status == 200
-            except OSError:
-                return False
-
-        _wait_for(up, 120, "mlflow server")
-        yield url
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
-
-
 def test_two_hosts_share_a_study_on_postgres_and_an_mlflow_server(project, speech_data):
     spec_path = write_spec(
         project,
@@ -227,14 +164,14 @@ def test_two_hosts_share_a_study_on_postgres_and_an_mlflow_server(project, speec
             speech_data, budget={"trials": 3, "max_steps": 10, "val_check_interval": 10}, pruner={"type": "none"}
         ),
     )
-    with _postgres_database() as storage, _mlflow_server(project) as tracking:
+    with _postgres_database() as storage, mlflow_server(project / "mlflow") as tracking:
         args = ["worker", spec_path, "--storage", storage, "--tracking-uri", tracking]
         workers = [_start(args, project, project / f"worker{i}.log") for i in range(2)]
         for i, worker in enumerate(workers):
             assert worker.wait(timeout=900) == 0, (project / f"worker{i}.log").read_text()[-3000:]
         spec = load_spec(spec_path)
         spec.storage, spec.tracking.uri = storage, tracking
-        trials = _study(spec).get_trials()
+        trials = load_study(spec).get_trials()
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         assert len(complete) >= 3 and len({t.user_attrs["worker"] for t in complete}) == 2
         runs = _runs(spec)
@@ -262,7 +199,7 @@ def test_sigterm_stops_and_records_the_running_trial(project, speech_data, comma
     )
     args = ["sweep", "term"] if command == "sweep" else ["worker", "term", "--storage", spec.storage_url]
     proc = _start(args, project, project / "term.log")
-    trial_pid = _wait_for(lambda: _trial_pid(spec.trials_dir, 0), 240, "trial-0000 to train")
+    trial_pid = wait_for(lambda: _trial_pid(spec.trials_dir, 0), 240, "trial-0000 to train")
     if command == "sweep":
         os.kill(proc.pid, signal.SIGTERM)
     else:
@@ -271,9 +208,9 @@ def test_sigterm_stops_and_records_the_running_trial(project, speech_data, comma
     output = (project / "term.log").read_text()
     assert "Terminated (SIGTERM): recorded trial-0000 (FAIL: terminated, re-queued)" in output
     assert "Traceback" not in output
-    _wait_for(lambda: subprocess.run(["kill", "-0", str(trial_pid)], capture_output=True).returncode != 0, 10, "exit")
+    wait_for(lambda: subprocess.run(["kill", "-0", str(trial_pid)], capture_output=True).returncode != 0, 10, "exit")
 
-    (trial, retry) = _study(spec).get_trials()
+    (trial, retry) = load_study(spec).get_trials()
     assert trial.state == TrialState.FAIL and trial.user_attrs["fail_reason"] == "terminated"
     assert trial.user_attrs["requeued"] and retry.state == TrialState.WAITING
     assert retry.system_attrs["fixed_params"] == trial.params  # re-queued with the same params
@@ -284,7 +221,7 @@ def test_sigterm_stops_and_records_the_running_trial(project, speech_data, comma
 def test_ctrl_c_during_the_baseline_ends_its_runs(project, speech_data):
     spec = load_spec(write_spec(project, "intr", spec_dict(speech_data, full=True)))
     proc = _start(["sweep", "intr"], project, project / "intr.log")
-    _wait_for(lambda: any(r.data.tags.get("mlflow.runName") == "baseline" for r in _runs_if_any(spec)), 240, "baseline")
+    wait_for(lambda: any(r.data.tags.get("mlflow.runName") == "baseline" for r in _runs_if_any(spec)), 240, "baseline")
     time.sleep(2)  # the baseline process is evaluating
     os.kill(proc.pid, signal.SIGINT)
     assert proc.wait(timeout=60) == 130
@@ -292,8 +229,8 @@ def test_ctrl_c_during_the_baseline_ends_its_runs(project, speech_data):
     assert "Interrupted: recorded the zero-shot baseline (its run KILLED)" in output
     statuses = {r.data.tags["mlflow.runName"]: r.info.status for r in _runs(spec)}
     assert statuses == {"intr": "KILLED", "baseline": "KILLED"}
-    assert "baseline" not in _study(spec).user_attrs  # evaluated again on resume
-    assert not _study(spec).get_trials()
+    assert "baseline" not in load_study(spec).user_attrs  # evaluated again on resume
+    assert not load_study(spec).get_trials()
 
 
 def _runs_if_any(spec):
@@ -310,7 +247,7 @@ def test_trials_that_all_fail_alike_stop_the_sweep_early(project, speech_data):
     output = (project / "doomed.log").read_text()
     assert "Stopped early: the first 3 trials of sweep doomed all failed with the same error" in output
     assert "injected fault 'broken'" in output and "trial-0002" in output
-    states = [t.state for t in _study(spec).get_trials()]  # the last failure's retry waits for a resume
+    states = [t.state for t in load_study(spec).get_trials()]  # the last failure's retry waits for a resume
     assert states == [TrialState.FAIL] * 3 + [TrialState.WAITING]
     parent = next(r for r in _runs(spec) if r.data.tags.get("harness.role") == "sweep")
     assert parent.info.status == "FAILED"
@@ -321,4 +258,4 @@ def test_a_sweep_without_a_complete_trial_exits_non_zero(project, speech_data):
     proc = _start(["sweep", "none"], project, project / "none.log", HARNESS_INJECT_FAULT="oom")
     assert proc.wait(timeout=600) == 1
     assert "the sweep ended with no complete trial" in (project / "none.log").read_text()
-    assert [t.user_attrs["fail_reason"] for t in _study(spec).get_trials()] == ["oom"]
+    assert [t.user_attrs["fail_reason"] for t in load_study(spec).get_trials()] == ["oom"]

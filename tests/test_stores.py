@@ -8,7 +8,6 @@ processes at once. Real SQLite files, the machine's PostgreSQL and loopback port
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from harness.search_space import load_search_space
 from harness.spec import SweepSpec, load_spec
 from harness.tracking import UID_TAG
 from tests.conftest import spec_dict, write_spec
+from tests.helpers import free_port
 
 NETWORK_LIMIT_S = 15
 
@@ -44,13 +44,6 @@ def _sweep_fails(capsys, *args: str) -> str:
     out = capsys.readouterr().out
     assert out.startswith("error:") and "Traceback" not in out, out
     return " ".join(out.split())
-
-
-def _closed_port() -> int:
-    """A loopback port nothing listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- recreated stores are reported, not merged ---------------------------------------------------
@@ -137,7 +130,7 @@ def test_fresh_sqlite_stores_open_in_many_processes_at_once(tmp_path):
 
 def test_unreachable_network_stores_fail_in_seconds_with_one_message(project, capsys):
     """Today: PostgreSQL, a 131-line traceback after 14 s; a tracking server, 250 s of silence first."""
-    port = _closed_port()
+    port = free_port()  # nothing listens on it
     _spec(project, "net")
     cases = [
         (

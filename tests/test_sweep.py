@@ -2,6 +2,7 @@
 
 import io
 import json
+import os
 from pathlib import Path
 
 import optuna
@@ -16,7 +17,7 @@ from harness.spec import load_spec
 from harness.study import open_storage
 from harness.sweep import Supervisor
 from tests.conftest import SEARCH_SPACE, spec_dict, write_spec
-from tests.test_report import SharedSweep, shared_sweep
+from tests.helpers import load_study
 
 STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED", TrialState.FAIL: "FAILED"}
 
@@ -26,14 +27,8 @@ def _run(spec):
     return _records(spec)
 
 
-@pytest.fixture(scope="session")
-def finished_sweep(tmp_path_factory, speech_data, pytestconfig) -> SharedSweep:
-    """The full sweep (baseline, 3 unpruned trials, test set) that test_report.py and test_export.py read too."""
-    return shared_sweep(tmp_path_factory, speech_data, pytestconfig)
-
-
 def _records(spec):
-    study = optuna.load_study(study_name=spec.name, storage=open_storage(spec.storage_url))
+    study = load_study(spec)
     client = MlflowClient(spec.tracking_uri)
     experiment = client.get_experiment_by_name(spec.experiment_name)
     runs = client.search_runs([experiment.experiment_id], max_results=100)
@@ -43,8 +38,9 @@ def _records(spec):
     return study, client, parents[0], children
 
 
-def test_sweep_records_every_trial_in_optuna_and_mlflow(finished_sweep, monkeypatch):
-    spec = finished_sweep.enter(monkeypatch)
+def test_sweep_records_every_trial_in_optuna_and_mlflow(report_sweep, monkeypatch):
+    """The full sweep (baseline, 3 unpruned trials, test set) that test_report.py and test_export.py read too."""
+    spec = report_sweep.enter(monkeypatch)
     study, client, parent, children = _records(spec)
 
     trials = study.get_trials()
@@ -174,12 +170,11 @@ def test_pareto_sweep_optimises_wer_and_bleu_together(project, speech_data):
 
 def test_gpu_slots_pin_the_devices_the_scheduler_gave(monkeypatch):
     """One slot per visible GPU; under Slurm's CUDA_VISIBLE_DEVICES=2,3 the slots pin 2 and 3, not 0 and 1.
-    (No GPU here: the device count is what a GPU box's probe would return.)"""
-    import harness.sweep as sweep
+    The GPU count is what a box with two GPUs reports, whatever this machine has."""
+    from harness.sweep import default_slots
 
-    assert sweep.visible_gpus() == 0  # this machine: no driver, so no child process is asked
-    monkeypatch.setattr(sweep, "visible_gpus", lambda: 2)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    assert sweep.default_slots(None) == [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}]
+    assert default_slots(None, gpus=2) == [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
-    assert [s["CUDA_VISIBLE_DEVICES"] for s in sweep.default_slots(4)] == ["2", "3", "2", "3"]
+    assert [s["CUDA_VISIBLE_DEVICES"] for s in default_slots(4, gpus=2)] == ["2", "3", "2", "3"]
+    assert default_slots(3, gpus=0) == [{"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // 3))}] * 3

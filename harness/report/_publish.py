@@ -1,0 +1,150 @@
+"""`write_report`: the report's files on disk (page, plots, best.yaml) and the same files on MLflow.
+
+`mlruns/reports/<sweep>/` holds `report.md`, a self-contained `report.html`, `best.yaml` (the best
+trial's full NeMo config and the command that re-runs it) and `plots/`; they are logged on the
+sweep's MLflow parent run under `report/`.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlflow.exceptions import MlflowException
+from optuna.trial import FrozenTrial, TrialState
+
+from harness import plots
+from harness.errors import HarnessError
+from harness.names import PARENT_ATTR, params_text, run_name
+from harness.report._document import build_blocks, objective_text, reproduce_command
+from harness.report._render import to_html, to_markdown
+from harness.report._summary import SweepSummary, ordered_trials, summarize
+from harness.search_space import load_search_space
+from harness.spec import SweepSpec
+from harness.tracking import Tracker
+from harness.trial import Result
+
+REPORTS_DIR = "reports"
+ARTIFACT_PATH = "report"
+BEST_CONFIG = "best.yaml"
+CONFIG_FILE = "config.yaml"
+
+
+@dataclass
+class ReportFiles:
+    """Where `write_report` put things, and the MLflow run it logged them on (None if it could not)."""
+
+    directory: Path
+    markdown: Path
+    html: Path | None
+    best_config: Path | None
+    plots: list[plots.Plot] = field(default_factory=list)
+    logged_to: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def report_dir(spec: SweepSpec) -> Path:
+    return spec.state_dir / REPORTS_DIR / spec.name
+
+
+def write_report(spec: SweepSpec, *, html_report: bool = True) -> ReportFiles:
+    """Write report.md (and report.html), best.yaml and the plots; log them on the sweep's parent run."""
+    summary = summarize(spec)
+    out = report_dir(spec)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out / "plots", ignore_errors=True)  # a figure skipped this time must not linger from the last
+    figures = make_plots(spec, summary, out / "plots")
+    best_config = write_best_config(spec, summary, out)
+    blocks = build_blocks(spec, summary, figures, best_config)
+    files = ReportFiles(out, out / "report.md", None, best_config, figures)
+    files.markdown.write_text(to_markdown(blocks, out))
+    if html_report:
+        files.html = out / "report.html"
+        files.html.write_text(to_html(blocks, title=f"Sweep report: {spec.name}"))
+    else:
+        (out / "report.html").unlink(missing_ok=True)  # a stale HTML would contradict the new Markdown
+    log_report(spec, summary, files)
+    return files
+
+
+# -- plots ---------------------------------------------------------------------------------------
+
+
+def make_plots(spec: SweepSpec, summary: SweepSummary, out: Path) -> list[plots.Plot]:
+    """Every figure of the report; the Pareto front only for a multi-objective study."""
+    trials = summary.trials
+    top = [t for t in ordered_trials(trials, summary.study) if t.state == TrialState.COMPLETE][: plots.TOP_CURVES]
+    curves = {}
+    for t in top:
+        result = Result.read(spec.trials_dir / run_name(t.number))
+        if result is not None:
+            curves[run_name(t.number)] = result.history
+    figures = [
+        plots.objective_history(trials, summary.direction, out),
+        plots.param_importance(summary.study, out),
+        plots.objective_vs_params(trials, _distributions(spec, trials), out),
+        plots.learning_curves(curves, out, metric=_curve_metric(spec)),
+    ]
+    if summary.multi_objective:
+        figures.append(plots.pareto_front(summary.study, out))
+    return figures
+
+
+def _curve_metric(spec: SweepSpec) -> str:
+    """The validation figure the decision rests on (WER for the combined objectives)."""
+    metric = spec.objective.metric
+    return f"val_{metric}" if metric in ("wer", "wer_normalized", "bleu") else "val_wer"
+
+
+def _distributions(spec: SweepSpec, trials: list[FrozenTrial]) -> dict:
+    """The search space as the trials sampled it (falls back to the YAML when no trial has run)."""
+    dists: dict = {}
+    for t in trials:
+        dists.update(t.distributions)
+    if not dists and Path(spec.search_space).is_file():
+        dists = load_search_space(spec.search_space)
+    return dict(sorted(dists.items()))
+
+
+# -- best.yaml -----------------------------------------------------------------------------------
+
+
+def write_best_config(spec: SweepSpec, summary: SweepSummary, out: Path) -> Path | None:
+    """best.yaml: the best trial's complete resolved NeMo config, headed by the command that re-runs it."""
+    best = summary.best
+    target = out / BEST_CONFIG
+    source = spec.trials_dir / run_name(best.number) / CONFIG_FILE if best else None
+    if source is None or not source.is_file():
+        target.unlink(missing_ok=True)
+        return None
+    header = (
+        f"# Resolved NeMo config of {run_name(best.number)}, the best trial of sweep `{spec.name}`\n"
+        f"# ({objective_text(spec, best)}; params: {params_text(best.params)}).\n"
+        f"# Re-run it: {reproduce_command(spec, best.number)}\n"
+    )
+    target.write_text(header + source.read_text())
+    return target
+
+
+# -- MLflow --------------------------------------------------------------------------------------
+
+
+def log_report(spec: SweepSpec, summary: SweepSummary, files: ReportFiles) -> None:
+    """Attach the report to the sweep's MLflow parent run; an unreachable server costs a warning, not the report."""
+    parent = summary.study.user_attrs.get(PARENT_ATTR)
+    if not parent:
+        files.warnings.append("the study records no MLflow parent run; the report was not logged to MLflow")
+        return
+    try:
+        tracker = Tracker(spec.tracking_uri, spec.experiment_name, artifact_root=spec.state_dir / "artifacts")
+        for path in (files.markdown, files.html, files.best_config):
+            if path is not None:
+                tracker.log_artifact(parent, path, ARTIFACT_PATH)
+        for plot in files.plots:
+            if plot.path is not None:
+                tracker.log_artifact(parent, plot.path, f"{ARTIFACT_PATH}/plots")
+    except (HarnessError, MlflowException, OSError) as exc:  # HarnessError: the store is unreachable
+        files.warnings.append(f"could not log the report to MLflow at {spec.tracking_uri}: {exc}")
+        return
+    files.logged_to = parent

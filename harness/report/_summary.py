@@ -1,0 +1,140 @@
+"""What the sweep found: the study read back, its trials in order, and the verdict against the baseline.
+
+Everything else in the report (console, page, best.yaml) is a view of a `SweepSummary`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from harness.definition import check_study
+from harness.metrics import is_better, objective_value
+from harness.names import BASELINE_ATTR, number_text, run_name
+from harness.search_space import format_param, load_search_space
+from harness.spec import SweepSpec
+from harness.study import best_trial, primary_value, require_study
+from harness.trial_record import TrialRecord
+
+FINAL_COLUMNS = ("val_wer", "val_wer_normalized", "val_bleu")
+
+
+@dataclass
+class SweepSummary:
+    """What a finished (or running) sweep has found so far."""
+
+    study: optuna.Study
+    trials: list[FrozenTrial]
+    best: FrozenTrial | None
+    baseline: dict | None
+
+    @property
+    def direction(self) -> str:
+        """The study's (first) direction: the study, not the spec, decides what "best" meant."""
+        return self.study.directions[0].name.lower()
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.study.directions) > 1
+
+
+def summarize(spec: SweepSpec) -> SweepSummary:
+    """Load the sweep's study read-only. A sweep that never ran is an error that creates nothing; a
+    spec that no longer defines the study (objective, search space) is one too, not a mislabelled report."""
+    study = require_study(spec)
+    space = load_search_space(spec.search_space) if Path(spec.search_space).is_file() else None
+    check_study(spec, study, space, adopt=False)
+    trials = study.get_trials(deepcopy=False)
+    return SweepSummary(study, trials, best_trial(study), study.user_attrs.get(BASELINE_ATTR))
+
+
+def ordered_trials(trials: list[FrozenTrial], study: optuna.Study) -> list[FrozenTrial]:
+    """Best objective first, then trials without a value in number order."""
+    sign = 1 if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1
+
+    def key(t: FrozenTrial) -> tuple:
+        value = primary_value(t)
+        return (value is None, sign * value if value is not None else 0, t.number)
+
+    return sorted(trials, key=key)
+
+
+def trial_note(trial: FrozenTrial) -> str:
+    """Why a trial did not complete (failure reason, or the step it was pruned at), and whose retry it is."""
+    notes, record = [], TrialRecord.of(trial)
+    if record.fail_reason:
+        notes.append(record.fail_reason)
+    elif record.pruned_at is not None:
+        notes.append(f"pruned at step {record.pruned_at}")
+    if record.retry_of is not None:
+        notes.append(f"retry of {run_name(record.retry_of)}")
+    return "; ".join(notes)
+
+
+def trial_rows(summary: SweepSummary) -> tuple[list[str], list[list[str]]]:
+    """All trials as table rows, best first, shared by the console table and the written report."""
+    names = sorted({p for t in summary.trials for p in t.params})
+    headers = ["trial", "state", "objective", *names, *FINAL_COLUMNS, "steps", "seed", "note"]
+    rows = []
+    for t in ordered_trials(summary.trials, summary.study):
+        record = TrialRecord.of(t)
+        final = record.final
+        rows.append(
+            [
+                run_name(t.number),
+                t.state.name,
+                number_text(primary_value(t)),
+                *[format_param(t.params.get(n, "")) for n in names],
+                *[number_text(final.get(column)) for column in FINAL_COLUMNS],
+                str(trial_steps(t) or ""),
+                "" if record.seed is None else str(record.seed),
+                trial_note(t),
+            ]
+        )
+    return headers, rows
+
+
+def trial_steps(trial: FrozenTrial) -> int:
+    """Optimizer steps a trial trained: recorded `steps`, else the step it was pruned at."""
+    record = TrialRecord.of(trial)
+    return record.steps or record.pruned_at or 0
+
+
+@dataclass
+class PruningSavings:
+    """Compute pruning saved: steps trained against steps the same trials would have run unpruned."""
+
+    trained: int
+    unpruned: int
+    trials: int
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * (1 - self.trained / self.unpruned) if self.unpruned else 0.0
+
+
+def pruning_savings(trials: list[FrozenTrial], max_steps: int) -> PruningSavings:
+    """Over complete and pruned trials; failed ones are left out (a crash is not a saving)."""
+    counted = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    return PruningSavings(sum(trial_steps(t) for t in counted), len(counted) * max_steps, len(counted))
+
+
+def baseline_verdict(spec: SweepSpec, summary: SweepSummary) -> str:
+    """A warning when fine-tuning did not beat the zero-shot model: then the pretrained model is the answer."""
+    best, baseline = summary.best, summary.baseline
+    if best is None or not baseline:
+        return ""
+    try:
+        before = objective_value(baseline, spec.objective)
+    except (ValueError, KeyError):
+        return ""
+    after = primary_value(best)
+    if after is None or is_better(after, before, summary.direction):
+        return ""
+    return (
+        f"Warning: the best trial does not beat the zero-shot baseline (objective {number_text(after)} against "
+        f"{number_text(before)}): keep the pretrained model, or raise `budget.max_steps` / widen the search space."
+    )

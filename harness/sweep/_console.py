@@ -1,0 +1,74 @@
+"""What the supervisor says while it runs: a line per outcome, and the live view of slots and trials."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from harness.canary import CheckpointInfo
+from harness.names import metrics_text, run_name, value_text
+from harness.progress import SweepView
+from harness.spec import SweepSpec
+from harness.study import primary_value
+from harness.sweep._outcomes import Outcome
+from harness.sweep._process import TrialProcess
+
+
+def print_outcome(view: SweepView, outcome: Outcome, *, best: FrozenTrial | None, used: int, budget: int) -> None:
+    """`trial-0003 COMPLETE objective=...`, then the budget used and the best so far."""
+    name = run_name(outcome.number)
+    if outcome.state == TrialState.COMPLETE:
+        metrics = {k: v for k, v in outcome.result.final.items() if k != "step"}
+        view.log(f"  {name} [green]COMPLETE[/] objective={value_text(outcome.value)} {metrics_text(metrics)}")
+    elif outcome.state == TrialState.PRUNED:
+        view.log(f"  {name} [yellow]PRUNED[/] ({outcome.reason})")
+    else:
+        view.log(f"  {name} [red]FAIL[/] {outcome.reason}")
+    best_text = f", best so far {run_name(best.number)} = {primary_value(best):.4f}" if best else ""
+    view.log(f"  [dim]{used}/{budget} trials used{best_text}[/]")
+
+
+def refresh_view(
+    view: SweepView,
+    study: optuna.Study,
+    best: FrozenTrial | None,
+    used: int,
+    running: dict[int, TrialProcess],
+    slots: int,
+) -> None:
+    """Counts, the best so far and each running trial's last validation."""
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    counts = {
+        "done": used - len(running),
+        "running": len(running),
+        "pruned": states.count(TrialState.PRUNED),
+        "failed": states.count(TrialState.FAIL),
+    }
+    best_text = f"{run_name(best.number)} = {primary_value(best):.4f}" if best else "-"
+    view.refresh(counts, best_text, [(run_name(r.trial.number), r.trial_dir) for r in running.values()], slots)
+
+
+def sweep_params(spec: SweepSpec, info: CheckpointInfo, nemo: Path) -> dict:
+    """The sweep's settings as its MLflow parent run's params."""
+    b = spec.budget
+    return {
+        "model": spec.model,
+        "checkpoint": nemo.name,
+        "trials": b.trials,
+        "max_steps": b.max_steps,
+        "val_check_interval": b.val_check_interval,
+        "objective": spec.objective.metric,
+        "direction": spec.direction,
+        "pruner": spec.pruner.type,
+        "sampler": spec.sampler.type,
+        "sampler_seed": spec.sampler.seed,
+        "search_space": spec.search_space,
+        "tokenizer": info.tokenizer_kind,
+        "prompt_format": info.prompt_format,
+        "custom_tokens": ", ".join(
+            f"{name}={b.on}/{b.off} ({b.field})" for name, b in sorted(spec.custom_tokens.items())
+        )
+        or "none",
+    }

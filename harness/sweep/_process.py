@@ -1,0 +1,172 @@
+"""Launching and watching one trial process (`python -m harness.trial <dir>`), and stopping it.
+
+A process per trial frees all GPU memory on exit and turns a crash into one failed trial. The
+launcher writes what the process needs (the trial's resolved config and its job file) and starts
+it on a slot; the helpers below read how it ended.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import optuna
+from omegaconf import OmegaConf
+
+from harness.canary import CheckpointInfo, extract_tokenizers, trial_config
+from harness.spec import DataSpec, SweepSpec
+from harness.tracking import Tracker
+from harness.trial import EXIT_OOM, Job
+
+LOG_TAIL_LINES = 200
+STOP_GRACE_SECONDS = 10.0  # a trial process gets this long to exit on SIGTERM (Slurm's KillWait is 30 s)
+
+
+@dataclass
+class TrialProcess:
+    """A trial's process in flight, with what the supervisor needs to record it when it ends."""
+
+    trial: optuna.Trial
+    proc: subprocess.Popen
+    trial_dir: Path
+    run_id: str
+    attempt: int
+    slot: int
+    log: IO
+    started: float = field(default_factory=time.monotonic)
+    beat: float = 0.0
+
+
+@dataclass
+class Launcher:
+    """Writes a process's config and job file and starts it on a slot."""
+
+    spec: SweepSpec
+    info: CheckpointInfo
+    nemo: Path
+    data: DataSpec  # the manifests trials read: the user's, or their prompted copies
+    tracker: Tracker
+    slots: list[dict[str, str]]
+
+    def start(
+        self,
+        trial_dir: Path,
+        params: dict,
+        *,
+        run_id: str,
+        seed: int,
+        max_steps: int,
+        slot: int,
+        trial_id: int | None = None,
+        number: int | None = None,
+        mode: str = "train",
+        nemo: Path | None = None,
+    ) -> tuple[subprocess.Popen, IO]:
+        """Write the config and job, and start `python -m harness.trial` on `slot`."""
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        for stale in ("result.json", "progress.json"):
+            (trial_dir / stale).unlink(missing_ok=True)
+        self._write_config(trial_dir, params, run_id=run_id, seed=seed, mode=mode)
+        Job(
+            spec=self.spec.source,
+            nemo=str(nemo or self.nemo),
+            freeze=str(params.get("freeze", "none")),
+            seed=seed,
+            run_id=run_id,
+            max_steps=max_steps,
+            trial_id=trial_id,
+            number=number,
+            mode=mode,
+            save_model=trial_id is not None and self.spec.training.keep_checkpoints != "none",
+            storage=self.spec.storage_url,
+            tracking_uri=self.spec.tracking_uri,
+        ).write(trial_dir)
+        log = (trial_dir / "trial.log").open("w")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.slots[slot % len(self.slots)]}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "harness.trial", str(trial_dir)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=_die_with_parent,
+        )
+        return proc, log
+
+    def _write_config(self, trial_dir: Path, params: dict, *, run_id: str, seed: int, mode: str) -> None:
+        """The trial's resolved NeMo config, also an artifact of its run. The baseline is the model as
+        released: the user's manifests, without behaviour tokens it never learnt."""
+        released = mode == "baseline"
+        cfg = trial_config(
+            self.info.config,
+            params,
+            data=self.spec.data if released else self.data,
+            training=self.spec.training,
+            budget=self.spec.budget,
+            seed=seed,
+            custom_tokens=None if released else self.spec.custom_tokens,
+        )
+        if self.spec.training.tokenizers == "extract":
+            extract_tokenizers(self.nemo, cfg, trial_dir / "tokenizers")
+        config_path = trial_dir / "config.yaml"
+        OmegaConf.save(cfg, config_path)
+        self.tracker.log_artifact(run_id, config_path, "config")
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within the grace period."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=STOP_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _die_with_parent() -> None:
+    """Linux: the trial process gets SIGKILL when its supervisor dies, so no orphan keeps a GPU."""
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def worker_alive(worker: str) -> bool:
+    """Workers are `host:pid`; one on another host is assumed alive (no way to look)."""
+    host, _, pid = worker.rpartition(":")
+    return host != socket.gethostname() or (pid.isdigit() and alive(int(pid)))
+
+
+def exit_reason(code: int) -> str:
+    """Why a trial process died without writing its result (kill -9, segfault, ...)."""
+    if code == EXIT_OOM:
+        return "oom"
+    if code < 0:
+        return "killed" if -code == signal.SIGKILL else f"killed by {signal.Signals(-code).name}"
+    return f"error: exit code {code}"
+
+
+def write_tail(log: Path) -> Path:
+    """The last lines of a trial's log, for its FAILED run."""
+    tail = log.with_name("trial-log-tail.txt")
+    lines = log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:] if log.exists() else []
+    tail.write_text("\n".join(lines) + "\n")
+    return tail

@@ -1,0 +1,29 @@
+"""Checkpoint retention: which fine-tuned `.nemo` files stay in the trial dirs (`training.keep_checkpoints`).
+
+A 1B checkpoint is gigabytes; `best` keeps only the best trial's (the Pareto front's for `pareto`),
+`all` keeps every complete trial's, `none` keeps nothing (trials then skip saving one).
+"""
+
+from __future__ import annotations
+
+import optuna
+from optuna.trial import TrialState
+
+from harness.names import run_name
+from harness.spec import SweepSpec
+from harness.study import best_trial
+from harness.trial import MODEL_FILE
+
+
+def retain_checkpoints(spec: SweepSpec, study: optuna.Study) -> None:
+    """Delete the checkpoints the policy does not keep."""
+    if spec.training.keep_checkpoints == "all":
+        return
+    keep = set()
+    best = best_trial(study)
+    if spec.training.keep_checkpoints == "best" and best is not None:
+        front = study.best_trials if spec.multi_objective else [best]
+        keep = {t.number for t in front}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.number not in keep:
+            (spec.trials_dir / run_name(t.number) / MODEL_FILE).unlink(missing_ok=True)

@@ -1,0 +1,306 @@
+"""The supervisor: the loop that asks Optuna, starts trial processes on free slots and records each outcome.
+
+Data flow: spec -> stores check -> model source -> preflight -> study + parent run -> baseline ->
+trials -> test set -> summary. The supervisor never imports NeMo or torch; it moves configs,
+processes and records. What it delegates: launching a process (`_process`), recording an outcome
+(`_outcomes`), recovering dead trials (`_recovery`), the baseline / test-set / reproduction runs
+(`_evaluations`) and checkpoint retention (`_retention`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+
+from optuna.trial import FrozenTrial
+from rich.console import Console
+
+from harness.behaviours import write_prompted_manifests
+from harness.canary import CheckpointInfo, inspect_checkpoint, released_overrides
+from harness.errors import HarnessError
+from harness.model_source import resolve_model
+from harness.names import params_text, run_name
+from harness.preflight import preflight
+from harness.progress import SweepView
+from harness.records import check_records, open_records
+from harness.search_space import load_search_space
+from harness.spec import SweepSpec
+from harness.stopping import TERMINATED, Stopped, reason_of, shielded, stop_requests
+from harness.stores import redact
+from harness.study import best_trial, primary_value, training_seed
+from harness.sweep._console import print_outcome, refresh_view, sweep_params
+from harness.sweep._evaluations import Evaluations
+from harness.sweep._outcomes import SAME_FAILURES_TO_STOP, Outcome, Recorder
+from harness.sweep._process import Launcher, TrialProcess, exit_reason, stop_process
+from harness.sweep._recovery import HEARTBEAT_SECONDS, reconcile
+from harness.sweep._retention import retain_checkpoints
+from harness.sweep._slots import default_slots
+from harness.tracking import TRIAL_ROLE
+from harness.trial import Result
+from harness.trial_record import TrialRecord
+
+POLL_SECONDS = 0.25  # how soon a finished trial is noticed (its slot idles until then)
+VIEW_SECONDS = 1.0  # the live view queries the study at most this often
+
+
+class Supervisor:
+    """Runs one sweep's trials on this machine until the budget is met.
+
+    Constructing one checks the stores, the model and the data (preflight) and opens the study and
+    its parent run; `run()` evaluates, trains and records. `on_outcome` is called after each
+    trial is recorded (the memory benchmark samples there)."""
+
+    def __init__(
+        self,
+        spec: SweepSpec,
+        *,
+        console: Console | None = None,
+        worker: str | None = None,
+        slots: list[dict[str, str]] | None = None,
+        on_outcome: Callable[[Outcome], None] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
+        self.slots = slots if slots is not None else default_slots(None)
+        self.on_outcome = on_outcome
+        self.space = load_search_space(spec.search_space)
+        # A bad or mismatched store fails in seconds, before the model is fetched and the data checked.
+        check_records(spec, self.space)
+        self.nemo = resolve_model(spec.model)
+        self.info: CheckpointInfo = inspect_checkpoint(self.nemo)
+        preflight(spec, self.info)
+        self.data = write_prompted_manifests(spec)  # the user's manifests, or copies with behaviour tokens
+        # Both stores exist before any trial process touches them; the study and its parent run are linked.
+        records = open_records(
+            spec,
+            self.space,
+            params=sweep_params(spec, self.info, self.nemo),
+            tags={"optuna.study_name": spec.name, "optuna.storage": redact(spec.storage_url)},
+        )
+        self.study, self.tracker, self.parent_run = records.study, records.tracker, records.parent_run
+        self.view = SweepView(console or Console(), name=spec.name, budget=spec.budget.trials)
+        self.launcher = Launcher(spec, self.info, self.nemo, self.data, self.tracker, self.slots)
+        self.recorder = Recorder(spec, self.study, self.tracker)
+        self.evaluations = Evaluations(
+            spec, self.study, self.tracker, self.parent_run, self.launcher, self.worker, self.view.log
+        )
+        self._view_refreshed = 0.0
+        self._running: dict[int, TrialProcess] = {}  # slot -> trial process in flight
+        self._parent_open = False  # the parent run is RUNNING because of this supervisor
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self) -> list[Outcome]:
+        """Reconcile dead trials, evaluate the baseline once, then fill the slots until the budget is met.
+
+        Ctrl-C or SIGTERM at any point (baseline, trials, test set) stops the processes in flight
+        and records them (`_record_stop`); the `Stopped` raised says what was recorded."""
+        self._parent_open = True
+        with self._stoppable():
+            self.spec.trials_dir.mkdir(parents=True, exist_ok=True)
+            self.tracker.client.update_run(self.parent_run, status="RUNNING")
+            self._note_reset_keys()
+            reconcile(self.recorder, self.view.log)
+            self.evaluations.baseline()
+            outcomes = self._fill_slots()
+            self.evaluations.test_best()
+            self._summarise()
+            self.tracker.end_run(self.parent_run, "FINISHED")
+        return outcomes
+
+    def _fill_slots(self) -> list[Outcome]:
+        """Start trials while the budget, the clock and the failures allow; record each as it ends."""
+        deadline = None
+        if self.spec.budget.timeout_minutes:
+            deadline = time.monotonic() + 60 * self.spec.budget.timeout_minutes
+        outcomes: list[Outcome] = []
+        hopeless = None
+        with self.view:
+            while True:
+                out_of_time = deadline is not None and time.monotonic() > deadline
+                for slot in range(len(self.slots)):
+                    if (
+                        slot in self._running
+                        or out_of_time
+                        or hopeless
+                        or self.budget_used() >= self.spec.budget.trials
+                    ):
+                        continue
+                    self._running[slot] = self._start(slot)
+                if not self._running:
+                    break
+                time.sleep(POLL_SECONDS)
+                for slot, running in list(self._running.items()):
+                    if running.proc.poll() is None:
+                        self._heartbeat(running)
+                        continue
+                    del self._running[slot]
+                    outcomes.append(self._finish(running))
+                    hopeless = hopeless or self.recorder.repeated_failure()
+                self._refresh()
+        if deadline is not None and time.monotonic() > deadline:
+            self.view.log("[yellow]Wall-clock budget reached; stopped starting trials.[/]")
+        if hopeless:
+            self._give_up(hopeless)
+        return outcomes
+
+    def _start(self, slot: int) -> TrialProcess:
+        """Ask Optuna for a trial, create its MLflow run and start its process."""
+        trial = self.study.ask(self.space)
+        number, params = trial.number, dict(trial.params)
+        seed = training_seed(self.spec.training.seed, number)
+        TrialRecord.write(
+            trial, seed=seed, host=socket.gethostname(), pid=os.getpid(), worker=self.worker, heartbeat=time.time()
+        )
+        tags = {"optuna.study_name": self.spec.name, "optuna.trial_number": str(number)}
+        record = TrialRecord.of(trial)
+        if record.retry_of is not None:
+            tags["optuna.retry_of"] = str(record.retry_of)
+        run_id = self.tracker.child_run(
+            self.parent_run,
+            name=run_name(number),
+            role=TRIAL_ROLE,
+            params={**params, "trial_number": number, "seed": seed},
+            tags=tags,
+        )
+        TrialRecord.write(trial, mlflow_run_id=run_id)
+        trial_dir = self.spec.trials_dir / run_name(number)
+        self.view.log(f"[bold]{run_name(number)}[/] started: {params_text(params)}")
+        proc, log = self.launcher.start(
+            trial_dir,
+            params,
+            run_id=run_id,
+            seed=seed,
+            max_steps=self.spec.budget.max_steps,
+            slot=slot,
+            trial_id=trial._trial_id,
+            number=number,
+        )
+        TrialRecord.write(trial, trial_pid=proc.pid)
+        return TrialProcess(trial, proc, trial_dir, run_id, record.attempt, slot, log)
+
+    def _heartbeat(self, running: TrialProcess) -> None:
+        now = time.monotonic()
+        if now - running.beat >= HEARTBEAT_SECONDS:
+            TrialRecord.write(running.trial, heartbeat=time.time())
+            running.beat = now
+
+    def _finish(self, running: TrialProcess) -> Outcome:
+        """Read how the process ended, record it, apply checkpoint retention and say so."""
+        running.log.close()
+        code = running.proc.returncode
+        result = Result.read(running.trial_dir) or Result(state="fail", reason=exit_reason(code))
+        if result.state == "fail" and code < 0:
+            result.reason = exit_reason(code)  # killed mid-write: the signal is the truth
+        self.view.trial_finished(time.monotonic() - running.started)
+        outcome = self.recorder.record(
+            running.trial, result, running.trial_dir / "trial.log", running.run_id, running.attempt
+        )
+        retain_checkpoints(self.spec, self.study)
+        print_outcome(
+            self.view, outcome, best=self.best_trial(), used=self.budget_used(), budget=self.spec.budget.trials
+        )
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
+        return outcome
+
+    def _give_up(self, last: FrozenTrial) -> None:
+        """End the sweep's parent run FAILED and raise the one error every trial hit."""
+        reason = str(TrialRecord.of(last).fail_reason)
+        hint = (
+            "lower `batch_duration` in the search space or freeze more of the model"
+            if reason == "oom"
+            else "fix what the log shows"
+        )
+        self.tracker.set_tags(self.parent_run, {"harness.fail_reason": reason[:250]})
+        self.tracker.end_run(self.parent_run, "FAILED")
+        self._parent_open = False
+        log = self.spec.trials_dir / run_name(last.number) / "trial.log"
+        raise HarnessError(
+            f"Stopped early: the first {SAME_FAILURES_TO_STOP} trials of sweep {self.spec.name} all failed with "
+            f"the same error ({reason}); {hint} ({log}), then run the same command to resume."
+        )
+
+    # -- stops ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _stoppable(self) -> Iterator[None]:
+        """Ctrl-C and SIGTERM inside: everything in flight is stopped and recorded before `Stopped`."""
+        with stop_requests():
+            try:
+                yield
+            except KeyboardInterrupt as stop:
+                with shielded():
+                    raise self._record_stop(reason_of(stop)) from None
+
+    def _record_stop(self, reason: str) -> Stopped:
+        """Stop the trial processes (FAIL, re-queued) and any evaluation in flight; end their runs KILLED."""
+        stopped = []
+        for running in list(self._running.values()):
+            self.recorder.abandon(running, reason)
+            stopped.append(f"{run_name(running.trial.number)} (FAIL: {reason}, re-queued)")
+        self._running.clear()
+        if self.evaluations.in_flight is not None:
+            proc, run_id, what = self.evaluations.in_flight
+            stop_process(proc)
+            self.tracker.end_run(run_id, "KILLED")
+            stopped.append(f"the {what} (its run KILLED)")
+            self.evaluations.in_flight = None
+        if self._parent_open:
+            self.tracker.end_run(self.parent_run, "KILLED")
+            self._parent_open = False
+            stopped.append("the sweep's parent run KILLED")
+        how = "Terminated (SIGTERM)" if reason == TERMINATED else "Interrupted"
+        done = "; ".join(stopped) if stopped else "nothing was running"
+        return Stopped(reason, f"{how}: recorded {done}. Run the same command to resume.")
+
+    # -- what the CLI and tests call --------------------------------------------------------
+
+    def baseline(self) -> dict | None:
+        return self.evaluations.baseline()
+
+    def test_best(self) -> dict | None:
+        return self.evaluations.test_best()
+
+    def reproduce(self, number: int | None) -> tuple[FrozenTrial, dict]:
+        with self._stoppable():
+            return self.evaluations.reproduce(number)
+
+    def reconcile(self) -> list[int]:
+        return reconcile(self.recorder, self.view.log)
+
+    def budget_used(self) -> int:
+        return self.recorder.budget_used()
+
+    def best_trial(self) -> FrozenTrial | None:
+        return best_trial(self.study)
+
+    # -- output -----------------------------------------------------------------------------
+
+    def _note_reset_keys(self) -> None:
+        """Say once per sweep which released-config keys config surgery resets (they would bypass trials)."""
+        reset = released_overrides(self.info.config)
+        if reset:
+            self.view.log(
+                f"[dim]The checkpoint's config carries keys that would bypass the trial; reset: {', '.join(reset)}[/]"
+            )
+
+    def _refresh(self) -> None:
+        """The live view, at most every VIEW_SECONDS: it queries the study."""
+        if not self.view.live or time.monotonic() - self._view_refreshed < VIEW_SECONDS:
+            return
+        self._view_refreshed = time.monotonic()
+        refresh_view(self.view, self.study, self.best_trial(), self.budget_used(), self._running, len(self.slots))
+
+    def _summarise(self) -> None:
+        """Best-trial summary metrics on the parent run (search_runs shows last values, not best)."""
+        best = self.best_trial()
+        if best is None:
+            return
+        self.tracker.log_metrics(
+            self.parent_run, {"best_objective": primary_value(best), "best_trial_number": best.number}
+        )
+        self.tracker.set_tags(self.parent_run, {"harness.best_trial": run_name(best.number)})

@@ -1,0 +1,137 @@
+"""Support code for several test modules (not a test module): an `mlflow server`, CWD and waits, study access.
+
+Fixtures live in conftest.py; the plain functions they and the tests call live here, so that no
+test module imports another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    import optuna
+
+T = TypeVar("T")
+
+ENV_KEYS = ("HARNESS_STORAGE", "HARNESS_TRACKING_URI")
+MLFLOW_SERVER_START_SECONDS = 180
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound by the OS, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], T], timeout: float, what: str) -> T:
+    """Poll `predicate` every 0.5 s until it returns something truthy; fail the test after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextmanager
+def mlflow_server(root: Path) -> Iterator[str]:
+    """`mlflow server` on a free loopback port, its SQLite store and proxied artifacts under `root`; yields its URL.
+
+    Clients reach it over HTTP only (artifacts too), as the workers of a multi-host sweep do. The
+    server forks workers, so it runs in its own process group and is stopped as a group.
+    """
+    root.mkdir(parents=True)
+    log = root / "server.log"
+    port = free_port()
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                f"sqlite:///{root / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(root / "artifacts"),
+            ],
+            cwd=root,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if server.poll() is not None:
+            raise RuntimeError(f"mlflow server exited with {server.returncode}: {log.read_text()}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_for(up, MLFLOW_SERVER_START_SECONDS, f"mlflow server ({log})")
+        yield url
+    finally:
+        _stop_group(server)
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@contextmanager
+def in_project(path: Path) -> Iterator[None]:
+    """CWD = `path` with no harness URIs in the environment; both restored afterwards.
+
+    For session- and module-scoped fixtures, which cannot use the function-scoped monkeypatch."""
+    cwd, saved = os.getcwd(), {k: os.environ.pop(k) for k in ENV_KEYS if k in os.environ}
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(cwd)
+        os.environ.update(saved)
+
+
+def load_study(spec) -> optuna.Study:
+    """The sweep's Optuna study, from the storage its spec names."""
+    # Imported here: conftest imports this module for every test, and optuna and harness.study (MLflow
+    # behind it) take seconds to import.
+    import optuna
+
+    from harness.study import open_storage
+
+    return optuna.load_study(study_name=spec.name, storage=open_storage(spec.storage_url))
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
