@@ -16,10 +16,11 @@ from pathlib import Path
 import soundfile
 
 from harness import behaviours
-from harness.canary import CheckpointInfo, special_tokens
+from harness.canary import CheckpointInfo
 from harness.errors import HarnessError
 from harness.manifest import Entry, Problem, read_manifest, resolve_audio
 from harness.spec import SweepSpec
+from harness.tokenizers import special_tokens
 
 SHOWN = 25
 TEXT_FIELD_CANDIDATES = ("text", "answer", "transcript", "sentence", "pred_text")

@@ -16,7 +16,7 @@ import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 EXIT_OOM = 3
 MODEL_FILE = "model.nemo"
@@ -89,17 +89,28 @@ def run(trial_dir: Path) -> Result:
     return result
 
 
-def _train_or_validate(job: Job, spec, trial_dir: Path) -> Result:
-    """Restore under the trial config; fine-tune (reporting to Optuna and MLflow) or only validate."""
-    from omegaconf import OmegaConf
+@dataclass
+class _Reporting:
+    """The callbacks through which one trial process reports, and the pieces read back when it ends."""
 
+    tracker: Any
+    transcripts: Any
+    history: Any
+    batches: Any
+    pruning: Any | None
+    study: Any | None
+    callbacks: list
+
+
+def _reporting(job: Job, spec, trial_dir: Path) -> _Reporting:
+    """Figures from NeMo's own decode feed the history, MLflow, the progress file and the pruner."""
     from harness.callbacks import MetricsLogger, ProgressWriter, PruningReporter
     from harness.fault_injection import injected_faults
     from harness.freezing import FreezeCallback
-    from harness.metrics import ValidationHistory, logged_loss, objective_value, objective_values
+    from harness.metrics import ValidationHistory, logged_loss, objective_value
     from harness.study import open_study, trial_handle
     from harness.tracking import Tracker
-    from harness.training import BatchStats, build_trainer, restore_model
+    from harness.training import BatchStats
     from harness.transcripts import ValidationTranscripts
 
     tracker = Tracker(spec.tracking_uri, spec.experiment_name)
@@ -127,39 +138,56 @@ def _train_or_validate(job: Job, spec, trial_dir: Path) -> Result:
         )
         callbacks.append(pruning)
     callbacks += injected_faults()  # the test hook; empty in every real run
+    return _Reporting(tracker, transcripts, history, batches, pruning, study, callbacks)
 
+
+def _train_or_validate(job: Job, spec, trial_dir: Path) -> Result:
+    """Restore under the trial config; fine-tune (reporting to Optuna and MLflow) or only validate."""
+    from omegaconf import OmegaConf
+
+    from harness.training import build_trainer, restore_model
+
+    reporting = _reporting(job, spec, trial_dir)
     steps = max(job.max_steps, 1)
     trainer = build_trainer(
         spec.training,
         max_steps=steps,
         val_check_interval=min(spec.budget.val_check_interval, steps),
-        callbacks=callbacks,
+        callbacks=reporting.callbacks,
     )
     model = restore_model(Path(job.nemo), OmegaConf.load(trial_dir / "config.yaml"), trainer)
     if job.mode == "baseline":
         trainer.validate(model, verbose=False)  # its on_validation_end hooks record the history
     else:
         trainer.fit(model)
+    return _conclude(job, spec, trial_dir, reporting, model, steps_trained=trainer.global_step)
+
+
+def _conclude(job: Job, spec, trial_dir: Path, reporting: _Reporting, model, *, steps_trained: int) -> Result:
+    """Predictions artifact, checkpoint, MLflow summary metrics and the result for the supervisor."""
+    from harness.metrics import objective_values
+
+    history, pruning = reporting.history, reporting.pruning
     pruned = pruning is not None and pruning.pruned_at is not None
     final = dict(history.final)
-    if transcripts.transcripts:  # the last validation's hypotheses, for users to read beside the figures
-        tracker.log_artifact(job.run_id, transcripts.write(trial_dir / PREDICTIONS_FILE), "predictions")
+    if reporting.transcripts.transcripts:  # the last validation's hypotheses, to read beside the figures
+        predictions = reporting.transcripts.write(trial_dir / PREDICTIONS_FILE)
+        reporting.tracker.log_artifact(job.run_id, predictions, "predictions")
     values = objective_values(final, spec.objective)
-    objective = values if spec.multi_objective else values[0]
-    if not pruned and job.mode == "train" and job.save_model and _may_be_kept(spec, study, values[0]):
+    if not pruned and job.mode == "train" and job.save_model and _may_be_kept(spec, reporting.study, values[0]):
         model.save_to(str(trial_dir / MODEL_FILE))
     summary = {f"final_{k}": v for k, v in final.items() if k != "step"}
     summary |= {f"best_{k}": v for k, v in history.best.items() if k != "step"}
-    summary |= {"objective": values[0], "steps_trained": trainer.global_step, **batches.summary()}
-    tracker.log_metrics(job.run_id, summary, step=trainer.global_step)
+    summary |= {"objective": values[0], "steps_trained": steps_trained, **reporting.batches.summary()}
+    reporting.tracker.log_metrics(job.run_id, summary, step=steps_trained)
     return Result(
         state="pruned" if pruned else "complete",
-        objective=objective,
+        objective=values if spec.multi_objective else values[0],
         final=final,
         best=history.best,
         history=history.history,
-        batches=batches.summary(),
-        steps=trainer.global_step,
+        batches=reporting.batches.summary(),
+        steps=steps_trained,
         pruned_at=pruning.pruned_at if pruning else None,
     )
 

@@ -109,7 +109,7 @@ def test_use_loss_mask_for_prompt_excludes_prompt_tokens_from_the_loss(tiny_nemo
 
 
 def test_extracted_tokenizers_give_the_same_model_as_the_archive(tiny_nemo, speech_data, tmp_path):
-    from harness.canary import extract_tokenizers
+    from harness.tokenizers import extract_tokenizers
 
     info = inspect_checkpoint(tiny_nemo)
     data = DataSpec(train=str(speech_data["train"]), validation=str(speech_data["validation"]))

@@ -22,8 +22,9 @@ from typing import IO
 import optuna
 from omegaconf import OmegaConf
 
-from harness.canary import CheckpointInfo, extract_tokenizers, trial_config
+from harness.canary import CheckpointInfo, trial_config
 from harness.spec import DataSpec, SweepSpec
+from harness.tokenizers import extract_tokenizers
 from harness.tracking import Tracker
 from harness.trial import EXIT_OOM, Job
 

@@ -1,0 +1,80 @@
+"""Values a sweep spec may hold: numbers in range, one device per trial, a known accelerator.
+
+`spec.build` checks keys and types; these are the values that load with the right type but
+would stop or silently break every trial, late (`max_steps: 0` trains nothing, `devices: 2` fails
+inside Lightning, `accelerator: gpus` in every trial). Each is refused on load, naming the key.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from harness.errors import HarnessError
+
+if TYPE_CHECKING:
+    from harness.spec import SweepSpec, TrainingSpec
+
+
+def check_values(spec: SweepSpec, *, where: str) -> None:
+    """Every value check, in the order a user would fix them."""
+    _check_devices(spec.training, where=where)
+    _check_numbers(spec, where=where)
+    _check_accelerator(spec.training, where=where)
+
+
+def _check_devices(training: TrainingSpec, *, where: str) -> None:
+    """One device per trial: Lightning would accept `devices: 2` and then fail inside the trial process."""
+    if training.devices != 1:
+        raise HarnessError(
+            f"{where}: `training.devices` is {training.devices!r}, but a trial runs on exactly one device "
+            "(multi-GPU trials are not supported yet): set it to 1 and run one trial per GPU instead "
+            "(`harness sweep --workers N` on one machine, `harness worker` on each further machine, "
+            "as the README's 'Many workers' describes)."
+        )
+
+
+# Numbers that load with the right type but would stop or silently break every trial, late:
+# `max_steps: 0` trains nothing, `trials: 0` runs nothing. Dotted key -> (test, the rule in words).
+_LIMITS: dict[str, tuple[Callable[[float], bool], str]] = {
+    "budget.trials": (lambda v: v >= 1, "at least 1 (trials in total, across runs and workers)"),
+    "budget.max_steps": (lambda v: v >= 1, "at least 1 (training steps per trial)"),
+    "budget.val_check_interval": (lambda v: v >= 1, "at least 1 (steps between validations)"),
+    "budget.timeout_minutes": (lambda v: v > 0, "a number of minutes > 0, or null for no wall-clock limit"),
+    "budget.warmup_fraction": (lambda v: 0 <= v < 1, "at least 0 and below 1 (the share of max_steps)"),
+    "budget.max_retries": (lambda v: v >= 0, "at least 0"),
+    "objective.bleu_weight": (lambda v: v >= 0, "at least 0"),
+    "pruner.n_startup_trials": (lambda v: v >= 0, "at least 0"),
+    "pruner.n_warmup_steps": (lambda v: v >= 0, "at least 0"),
+    "training.num_workers": (lambda v: v >= 0, "at least 0 (dataloader worker processes)"),
+    "training.validation_batch_size": (lambda v: v >= 1, "at least 1"),
+    "training.max_duration": (lambda v: v > 0, "a number of seconds > 0"),
+    "training.min_duration": (lambda v: v >= 0, "a number of seconds >= 0"),
+}
+# Lightning's accelerator names (`gpu` is its alias of `cuda`); a typo would fail inside every trial.
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+
+
+def _check_numbers(spec: SweepSpec, *, where: str) -> None:
+    """Refuse out-of-range numbers on load, naming the key, before any model or data is touched."""
+    for key, (ok, rule) in _LIMITS.items():
+        section, name = key.split(".")
+        value = getattr(getattr(spec, section), name)
+        if value is not None and not (math.isfinite(value) and ok(value)):
+            raise HarnessError(f"{where}: `{key}` is {value!r}; it must be {rule}.")
+    training = spec.training
+    if training.min_duration >= training.max_duration:
+        raise HarnessError(
+            f"{where}: `training.min_duration` ({training.min_duration:g}s) must be below "
+            f"`training.max_duration` ({training.max_duration:g}s), or no utterance is trained on."
+        )
+
+
+def _check_accelerator(training: TrainingSpec, *, where: str) -> None:
+    """A misspelt accelerator is a Lightning error in every trial; name the choices once, on load."""
+    if training.accelerator not in ACCELERATORS:
+        raise HarnessError(
+            f"{where}: `training.accelerator` is {training.accelerator!r}; use one of {', '.join(ACCELERATORS)} "
+            "(auto: the GPU where there is one, else the CPU)."
+        )
