@@ -262,15 +262,9 @@ class Supervisor:
     def baseline(self) -> dict | None:
         return self.evaluations.baseline()
 
-    def test_best(self) -> dict | None:
-        return self.evaluations.test_best()
-
     def reproduce(self, number: int | None) -> tuple[FrozenTrial, dict]:
         with self._stoppable():
             return self.evaluations.reproduce(number)
-
-    def reconcile(self) -> list[int]:
-        return reconcile(self.recorder, self.view.log)
 
     def budget_used(self) -> int:
         return self.recorder.budget_used()
