@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from harness.names import run_name
+from harness.names import number_text, run_name
 from harness.spec import SweepSpec
 from harness.sweep._slots import default_slots
 from harness.sweep._supervisor import Supervisor
@@ -14,7 +14,6 @@ from harness.trial_record import TrialRecord
 
 def reproduce_trial(spec: SweepSpec, number: int | None, console: Console) -> tuple[dict, dict]:
     """`harness reproduce`: re-run a trial (default: the best) and print both metric sets side by side."""
-
     supervisor = Supervisor(spec, console=console, slots=default_slots(1))
     trial, again = supervisor.reproduce(number)
     original = TrialRecord.of(trial).final
@@ -24,6 +23,6 @@ def reproduce_trial(spec: SweepSpec, number: int | None, console: Console) -> tu
     for key in sorted(set(original) | set(again)):
         a, b = original.get(key), again.get(key)
         diff = f"{b - a:+.4f}" if a is not None and b is not None else ""
-        table.add_row(key, "" if a is None else f"{a:.4f}", "" if b is None else f"{b:.4f}", diff)
+        table.add_row(key, number_text(a), number_text(b), diff)
     console.print(table)
     return original, again
