@@ -1,5 +1,6 @@
 """The Lightning callbacks through which a trial process reports: Optuna, MLflow, progress file.
 
+Under DDP every rank runs them; only global rank 0 writes (figures are gathered from all ranks first).
 They live apart from `study`, `tracking` and `progress` so that the supervisor, which imports
 those, never imports Lightning or torch: it stays a small process (see benchmarks/memory.py).
 """
@@ -24,9 +25,11 @@ class PruningReporter(Callback):
     Stopping via `trainer.should_stop` (not by raising TrialPruned) lets Lightning end cleanly,
     so the trial's MLflow run can be marked KILLED rather than FAILED. The last validation is
     reported but never prunes: the training is already spent, so the trial completes with its value.
+    Under DDP only global rank 0 talks to Optuna, and its decision is broadcast: a rank that did not
+    learn of the prune would wait forever in the next gradient all-reduce.
     """
 
-    def __init__(self, trial: optuna.Trial, objective: Callable[[Mapping], float]) -> None:
+    def __init__(self, trial: optuna.Trial | None, objective: Callable[[Mapping], float]) -> None:
         self.trial = trial
         self.objective = objective
         self.pruned_at: int | None = None
@@ -34,13 +37,20 @@ class PruningReporter(Callback):
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking or trainer.global_step == 0:
             return
-        value = self.objective(trainer.callback_metrics)
-        if math.isnan(value):
-            return
-        self.trial.report(value, step=trainer.global_step)
-        if trainer.global_step < trainer.max_steps and self.trial.should_prune():
+        pruned = trainer.is_global_zero and self._report_and_decide(trainer)
+        if trainer.world_size > 1:
+            pruned = trainer.strategy.broadcast(pruned, src=0)
+        if pruned:
             self.pruned_at = trainer.global_step
             trainer.should_stop = True
+
+    def _report_and_decide(self, trainer) -> bool:
+        assert self.trial is not None, "rank 0 reports with its trial handle"
+        value = self.objective(trainer.callback_metrics)
+        if math.isnan(value):
+            return False
+        self.trial.report(value, step=trainer.global_step)
+        return trainer.global_step < trainer.max_steps and self.trial.should_prune()
 
 
 class MetricsLogger(Callback):
@@ -52,7 +62,7 @@ class MetricsLogger(Callback):
         self.collect = collect
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or not trainer.is_global_zero:
             return
         self.tracker.log_metrics(self.run_id, self.collect(trainer.callback_metrics), step=trainer.global_step)
 
@@ -66,5 +76,5 @@ class ProgressWriter(Callback):
         self.collect = collect
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        if not trainer.sanity_checking:
+        if not trainer.sanity_checking and trainer.is_global_zero:
             write_progress(self.trial_dir, trainer.global_step, self.max_steps, self.collect(trainer.callback_metrics))

@@ -29,7 +29,7 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
         spec.budget.trials = args.trials
     spec.storage = getattr(args, "storage", None) or spec.storage
     spec.tracking.uri = getattr(args, "tracking_uri", None) or spec.tracking.uri
-    Supervisor(spec, console=console, slots=default_slots(args.workers)).run()
+    Supervisor(spec, console=console, slots=default_slots(args.workers, devices=spec.training.devices)).run()
     if not _publish(spec, console, html=True):
         console.print("[red]error:[/] the sweep ended with no complete trial; the failures are listed above.")
         return 1

@@ -98,7 +98,8 @@ class TrainingSpec:
     """Trainer settings shared by all trials: one code path for CPU and GPU (`accelerator: auto`)."""
 
     accelerator: str = "auto"
-    devices: int = 1  # one device per trial (checked on load); parallelism comes from workers, one per GPU
+    devices: int = 1  # devices per trial: more than 1 runs the trial with Lightning DDP on a slot of that many
+    num_nodes: int = 1  # a trial spans one host (checked on load); more hosts run more workers
     precision: str = "auto"
     num_workers: int = 0
     validation_batch_size: int = 16

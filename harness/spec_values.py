@@ -1,8 +1,8 @@
-"""Values a sweep spec may hold: numbers in range, one device per trial, a known accelerator.
+"""Values a sweep spec may hold: numbers in range, devices on one host, a known accelerator.
 
 `spec.build` checks keys and types; these are the values that load with the right type but
-would stop or silently break every trial, late (`max_steps: 0` trains nothing, `devices: 2` fails
-inside Lightning, `accelerator: gpus` in every trial). Each is refused on load, naming the key.
+would stop or silently break every trial, late (`max_steps: 0` trains nothing, `num_nodes: 2`
+waits for hosts nobody starts, `accelerator: gpus` in every trial). Each is refused on load, naming the key.
 """
 
 from __future__ import annotations
@@ -25,13 +25,17 @@ def check_values(spec: SweepSpec, *, where: str) -> None:
 
 
 def _check_devices(training: TrainingSpec, *, where: str) -> None:
-    """One device per trial: Lightning would accept `devices: 2` and then fail inside the trial process."""
-    if training.devices != 1:
+    """Devices per trial on one host: the supervisor starts each trial process itself, so a trial
+    spanning hosts would wait for processes nobody starts."""
+    if training.devices < 1:
         raise HarnessError(
-            f"{where}: `training.devices` is {training.devices!r}, but a trial runs on exactly one device "
-            "(multi-GPU trials are not supported yet): set it to 1 and run one trial per GPU instead "
-            "(`harness sweep --workers N` on one machine, `harness worker` on each further machine, "
-            "as the README's 'Many workers' describes)."
+            f"{where}: `training.devices` is {training.devices!r}; it must be at least 1 (devices per trial)."
+        )
+    if training.num_nodes != 1:
+        raise HarnessError(
+            f"{where}: `training.num_nodes` is {training.num_nodes!r}, but a trial runs on one host: set it to 1, "
+            "give each trial more GPUs with `training.devices`, and use more hosts by running more workers "
+            "(`harness launch`, or `harness worker` on each host, as the README's 'Many workers' describes)."
         )
 
 

@@ -10,6 +10,8 @@ raises `Stopped`, whose message says what it did; the CLI prints it and exits 13
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -71,3 +73,21 @@ def shielded() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def die_with_parent() -> None:
+    """Linux: this process gets SIGKILL when its parent dies, so no orphan keeps a GPU (a trial
+    process under its supervisor, a DDP rank under the trial process that started it)."""
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+# What a scheduler or torchrun sets for *its* ranks; a trial process starts its own (see training.py).
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "NODE_RANK", "GROUP_RANK",
+                  "MASTER_ADDR", "MASTER_PORT")
+
+
+def trial_rank() -> int:
+    """This process's rank in its trial: Lightning starts ranks > 0 with LOCAL_RANK set; the supervisor
+    clears inherited RANK_VARIABLES, so the trial process itself (rank 0) has none."""
+    return int(os.environ.get("LOCAL_RANK", "0"))

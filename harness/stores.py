@@ -14,6 +14,7 @@ import random
 import ssl
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -128,6 +129,8 @@ def reported(store: str, url: str, setting: str) -> Iterator[None]:
     except HarnessError:
         raise
     except (SQLAlchemyError, MlflowException, OSError) as exc:
+        if isinstance(exc, MlflowException) and HOST_REFUSED in str(exc):
+            raise HarnessError(host_refused(url)) from None
         raise HarnessError(
             f"The {store} {redact(url)} failed: {reason(exc)}. Check that it is the right store and reachable "
             f"({setting})."
@@ -187,11 +190,31 @@ def open_database(url: str, build: Callable[[], T], *, attempts: int = 5) -> T:
     raise AssertionError("unreachable")
 
 
+HOST_REFUSED = "Invalid Host header"  # MLflow 3's answer (403) to a Host name not in --allowed-hosts
+
+
+def host_refused(uri: str) -> str:
+    """The fix for MLflow's DNS-rebinding guard: it answers 403 to any Host header it was not told about."""
+    host = urllib.parse.urlsplit(uri).netloc.rsplit("@", 1)[-1]
+    return (
+        f"The MLflow tracking server {redact(uri)} refused the host name {host!r} (403 {HOST_REFUSED}): "
+        f"MLflow 3 answers only requests addressed to localhost or private-network IPs unless told otherwise. "
+        f"Start it with `--allowed-hosts \"{host},localhost:*\"` (every name workers use, with its port or `:*`), "
+        f"or reach it by an allowed name ({TRACKING_SETTING})."
+    )
+
+
 def probe_tracking_server(uri: str) -> None:
-    """Any HTTP answer will do: MLflow's client retries a refused port for minutes before it says so."""
+    """Any HTTP answer will do, except MLflow refusing our Host header: MLflow's client retries a refused
+    port for minutes before it says so, and `/health` is exempt from the Host check, so one API path is asked."""
     try:
         urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=CONNECT_TIMEOUT_S).close()
-    except urllib.error.HTTPError:
+        urllib.request.urlopen(
+            uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1", timeout=CONNECT_TIMEOUT_S
+        ).close()
+    except urllib.error.HTTPError as exc:
+        if exc.code == 403 and HOST_REFUSED in exc.read(2000).decode(errors="replace"):
+            raise HarnessError(host_refused(uri)) from None
         return  # it answered (an auth wall, a proxy's 404): MLflow's own calls say what is wrong
     except urllib.error.URLError as exc:
         if isinstance(exc.reason, ssl.SSLError):

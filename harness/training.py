@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.plugins.environments import LightningEnvironment
+from lightning.pytorch.strategies import DDPStrategy, Strategy
 from omegaconf import DictConfig
 
 from harness.spec import TrainingSpec
@@ -45,6 +47,17 @@ def inference_context(training: TrainingSpec) -> contextlib.AbstractContextManag
     return torch.autocast("cuda", dtype=torch.bfloat16 if precision.startswith("bf16") else torch.float16)
 
 
+def trial_strategy(training: TrainingSpec) -> Strategy | str:
+    """DDP over the slot's devices when a trial has several, started by the trial process itself.
+
+    `LightningEnvironment` makes the trial process launch its own ranks (`python -m harness.trial`
+    again with LOCAL_RANK set) even inside a Slurm job or under torchrun, whose variables would
+    otherwise be taken as the trial's ranks. The process group is NCCL on GPUs and gloo on CPUs."""
+    if training.devices == 1:
+        return "auto"
+    return DDPStrategy(cluster_environment=LightningEnvironment())
+
+
 def build_trainer(
     training: TrainingSpec, *, max_steps: int, val_check_interval: int, callbacks: list[Callback]
 ) -> Trainer:
@@ -56,6 +69,7 @@ def build_trainer(
     return Trainer(
         accelerator=training.accelerator,
         devices=training.devices,
+        strategy=trial_strategy(training),
         precision=resolve_precision(training),
         max_steps=max_steps,
         val_check_interval=val_check_interval,

@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import torch.distributed as dist
 from lhotse.cut import MixedCut
 from lightning.pytorch import Callback
 
@@ -51,6 +52,15 @@ class ValidationTranscripts(Callback):
         _listen(pl_module.metric, lambda cuts, _: self._order.extend(_cut(c).id for c in cuts), decodes=False)
         for name in pl_module.metric_cfg.metrics:  # MultiTaskMetric sets each metric as a model attribute
             _listen(getattr(pl_module, name), self._record)
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        """Under DDP each rank decodes its shard of the validation set: every rank gets all of them."""
+        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+            shards: list = [None] * dist.get_world_size()
+            dist.all_gather_object(shards, (self._order, self._by_cut))
+            self._order = list(dict.fromkeys(cut for order, _ in shards for cut in order))
+            self._by_cut = {cut: t for _, by_cut in shards for cut, t in by_cut.items()}
+            self._figures = None
 
     def _record(self, cuts, hypotheses) -> None:
         for cut, hypothesis in zip(cuts, hypotheses, strict=True):

@@ -4,6 +4,8 @@ The supervisor writes `job.json` and the trial's resolved `config.yaml` into the
 starts this process, and reads `result.json` when it exits. A process per trial frees all GPU
 memory on exit and turns a crash or OOM into one failed trial instead of a dead sweep.
 Exit codes: 0 finished (complete or pruned, see result.json), 3 out of memory, other = crash.
+With `training.devices > 1` this process is DDP rank 0 and Lightning starts the other ranks as
+`python -m harness.trial <trial_dir>` too; only rank 0 reports, saves and writes `result.json`.
 """
 
 from __future__ import annotations
@@ -108,6 +110,7 @@ def _reporting(job: Job, spec, trial_dir: Path) -> _Reporting:
     from harness.fault_injection import injected_faults
     from harness.freezing import FreezeCallback
     from harness.metrics import ValidationHistory, logged_loss, objective_value
+    from harness.stopping import trial_rank
     from harness.study import open_study, trial_handle
     from harness.tracking import Tracker
     from harness.training import BatchStats
@@ -131,11 +134,10 @@ def _reporting(job: Job, spec, trial_dir: Path) -> _Reporting:
         ProgressWriter(trial_dir, job.max_steps, collect),
     ]
     pruning = study = None
-    if job.trial_id is not None and not spec.multi_objective:
-        study = open_study(spec)
-        pruning = PruningReporter(
-            trial_handle(study, job.trial_id), lambda m: objective_value(collect(m), spec.objective)
-        )
+    if job.trial_id is not None and not spec.multi_objective:  # every rank takes part in the prune decision
+        study = open_study(spec) if trial_rank() == 0 else None
+        handle = trial_handle(study, job.trial_id) if study is not None else None
+        pruning = PruningReporter(handle, lambda m: objective_value(collect(m), spec.objective))
         callbacks.append(pruning)
     callbacks += injected_faults()  # the test hook; empty in every real run
     return _Reporting(tracker, transcripts, history, batches, pruning, study, callbacks)
@@ -166,10 +168,14 @@ def _train_or_validate(job: Job, spec, trial_dir: Path) -> Result:
 def _conclude(job: Job, spec, trial_dir: Path, reporting: _Reporting, model, *, steps_trained: int) -> Result:
     """Predictions artifact, checkpoint, MLflow summary metrics and the result for the supervisor."""
     from harness.metrics import objective_values
+    from harness.stopping import trial_rank
 
     history, pruning = reporting.history, reporting.pruning
     pruned = pruning is not None and pruning.pruned_at is not None
     final = dict(history.final)
+    print(f"harness rank {trial_rank()} pid={os.getpid()} ended at step {steps_trained}", flush=True)
+    if trial_rank() != 0:  # rank 0 holds the same gathered figures and records them once
+        return Result(state="pruned" if pruned else "complete", final=final, steps=steps_trained)
     if reporting.transcripts.transcripts:  # the last validation's hypotheses, to read beside the figures
         predictions = reporting.transcripts.write(trial_dir / PREDICTIONS_FILE)
         reporting.tracker.log_artifact(job.run_id, predictions, "predictions")
@@ -232,16 +238,23 @@ def classify_failure(exc: BaseException) -> tuple[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from harness.stopping import die_with_parent, trial_rank
+
     argv = sys.argv[1:] if argv is None else argv
     trial_dir = Path(argv[0])
+    rank = trial_rank()
+    if rank:
+        die_with_parent()  # a DDP rank must not outlive the trial process that started it
     try:
         result = run(trial_dir)
     except Exception as exc:
         traceback.print_exc()
         reason, code = classify_failure(exc)
-        Result(state="fail", reason=reason).write(trial_dir)
+        if rank == 0 or not (trial_dir / "result.json").exists():  # a rank's OOM is the trial's
+            Result(state="fail", reason=reason).write(trial_dir)
         return code
-    result.write(trial_dir)
+    if rank == 0:
+        result.write(trial_dir)
     return 0
 
 

@@ -47,11 +47,12 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str) -> T:
 
 
 @contextmanager
-def mlflow_server(root: Path) -> Iterator[str]:
+def mlflow_server(root: Path, *, host: str = "127.0.0.1", allowed_hosts: str | None = None) -> Iterator[str]:
     """`mlflow server` on a free loopback port, its SQLite store and proxied artifacts under `root`; yields its URL.
 
     Clients reach it over HTTP only (artifacts too), as the workers of a multi-host sweep do. The
-    server forks workers, so it runs in its own process group and is stopped as a group.
+    server forks workers, so it runs in its own process group and is stopped as a group. Another
+    loopback address (`127.0.0.2`) stands for a host name: MLflow refuses it unless `allowed_hosts` names it.
     """
     root.mkdir(parents=True)
     log = root / "server.log"
@@ -64,9 +65,10 @@ def mlflow_server(root: Path) -> Iterator[str]:
                 "mlflow",
                 "server",
                 "--host",
-                "127.0.0.1",
+                host,
                 "--port",
                 str(port),
+                *(["--allowed-hosts", allowed_hosts] if allowed_hosts else []),
                 "--workers",
                 "1",
                 "--backend-store-uri",
@@ -79,7 +81,7 @@ def mlflow_server(root: Path) -> Iterator[str]:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{host}:{port}"
 
     def up() -> bool:
         if server.poll() is not None:

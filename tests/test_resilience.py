@@ -164,7 +164,9 @@ def test_two_hosts_share_a_study_on_postgres_and_an_mlflow_server(project, speec
             speech_data, budget={"trials": 3, "max_steps": 10, "val_check_interval": 10}, pruner={"type": "none"}
         ),
     )
-    with _postgres_database() as storage, mlflow_server(project / "mlflow") as tracking:
+    # Workers reach the server by a name other than localhost, as hosts do: MLflow must be told to accept it.
+    server = mlflow_server(project / "mlflow", host="127.0.0.2", allowed_hosts="127.0.0.2:*,localhost:*")
+    with _postgres_database() as storage, server as tracking:
         args = ["worker", spec_path, "--storage", storage, "--tracking-uri", tracking]
         workers = [_start(args, project, project / f"worker{i}.log") for i in range(2)]
         for i, worker in enumerate(workers):

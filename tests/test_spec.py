@@ -60,20 +60,20 @@ def test_environment_supplies_storage_and_tracking(project, monkeypatch):
     assert load_spec("env").storage_url == "sqlite:///x.db"
 
 
-@pytest.mark.parametrize("devices", [2, 0])
-def test_more_than_one_device_per_trial_is_refused_on_load(project, devices):
-    # Lightning accepts `devices: 2` and then fails inside every trial: refuse it before anything runs.
-    write_spec(project, "multi", spec_dict({"train": "t.json", "validation": "v.json"}, training={"devices": devices}))
+def test_devices_per_trial_must_be_on_one_host(project):
+    # `devices: 2` is a DDP trial on 2 devices; 0 devices or a trial across hosts is refused on load.
+    data = {"train": "t.json", "validation": "v.json"}
+    write_spec(project, "two", spec_dict(data, training={"devices": 2}))
+    assert load_spec("two").training.devices == 2
+    write_spec(project, "none", spec_dict(data, training={"devices": 0}))
+    with pytest.raises(HarnessError, match=r"^sweeps/none.yaml: `training.devices` is 0; it must be at least 1"):
+        load_spec("none")
+    write_spec(project, "nodes", spec_dict(data, training={"num_nodes": 2}))
     with pytest.raises(HarnessError) as error:
-        load_spec("multi")
-    message = str(error.value)
-    assert message.startswith(f"sweeps/multi.yaml: `training.devices` is {devices}, but a trial runs on exactly one")
-    assert "multi-GPU trials are not supported yet" in message
-    assert "set it to 1" in message and "harness worker" in message
-    spec = spec_dict({"train": "t.json", "validation": "v.json"}, training={"num_nodes": 2})
-    write_spec(project, "nodes", spec)  # no multi-node trials either: the key does not exist
-    with pytest.raises(HarnessError, match=r"sweeps/nodes.yaml: unknown key `training.num_nodes`"):
         load_spec("nodes")
+    message = str(error.value)
+    assert message.startswith("sweeps/nodes.yaml: `training.num_nodes` is 2, but a trial runs on one host")
+    assert "training.devices" in message and "harness launch" in message
 
 
 # A number of the right type but out of range stopped or broke every trial, late (or never ran one).

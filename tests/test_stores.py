@@ -22,7 +22,7 @@ from harness.search_space import load_search_space
 from harness.spec import SweepSpec, load_spec
 from harness.tracking import UID_TAG
 from tests.conftest import spec_dict, write_spec
-from tests.helpers import free_port
+from tests.helpers import free_port, mlflow_server
 
 NETWORK_LIMIT_S = 15
 
@@ -152,6 +152,18 @@ def test_unreachable_network_stores_fail_in_seconds_with_one_message(project, ca
         assert time.monotonic() - started < NETWORK_LIMIT_S
         assert message in out and "secret" not in out
         assert "--storage" in out or "--tracking-uri" in out  # where to fix it
+    assert not (project / "mlruns").exists()
+
+
+def test_a_tracking_server_that_refuses_the_host_name_says_allowed_hosts(project, capsys, tmp_path):
+    """MLflow 3 answers 403 "Invalid Host header" to a host name it was not started with (its guard against
+    DNS rebinding); 127.0.0.2 stands for `mlflow-host`. The worker stops at once, naming the flag."""
+    _spec(project, "hosts")
+    with mlflow_server(tmp_path / "server", host="127.0.0.2") as tracking:
+        out = _sweep_fails(capsys, "worker", "hosts", "--tracking-uri", tracking)
+    host = tracking.removeprefix("http://")
+    assert f"The MLflow tracking server {tracking} refused the host name '{host}'" in out
+    assert f'--allowed-hosts "{host},localhost:*"' in out and "--tracking-uri" in out
     assert not (project / "mlruns").exists()
 
 

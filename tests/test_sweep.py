@@ -178,3 +178,17 @@ def test_gpu_slots_pin_the_devices_the_scheduler_gave(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     assert [s["CUDA_VISIBLE_DEVICES"] for s in default_slots(4, gpus=2)] == ["2", "3", "2", "3"]
     assert default_slots(3, gpus=0) == [{"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // 3))}] * 3
+
+
+def test_multi_device_trials_get_slots_of_that_many_gpus(monkeypatch):
+    """`training.devices: 2` on 4 GPUs: two slots of two, from the scheduler's list; too few GPUs is named."""
+    from harness.errors import HarnessError
+    from harness.sweep import default_slots
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
+    assert default_slots(None, gpus=4, devices=2) == [{"CUDA_VISIBLE_DEVICES": "4,5"}, {"CUDA_VISIBLE_DEVICES": "6,7"}]
+    assert [s["CUDA_VISIBLE_DEVICES"] for s in default_slots(None, gpus=3, devices=2)] == ["4,5"]
+    with pytest.raises(HarnessError, match=r"`training.devices` is 2, but this machine shows 1 GPU"):
+        default_slots(None, gpus=1, devices=2)
+    # On CPUs the ranks of one trial share the cores: threads per rank, not per slot.
+    assert default_slots(1, gpus=0, devices=2) == [{"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // 2))}]

@@ -2,7 +2,6 @@
 recipe (`tools.twins`) builds exactly the packaged twins and stays out of the shipped package."""
 
 import io
-import tomllib
 
 import optuna
 import pytest
@@ -65,6 +64,7 @@ def test_the_recipe_is_not_shipped():
     """pyproject's package find takes `harness*` only: a wheel holds no `tools` (nor tests, benchmarks)."""
     from setuptools import find_packages
 
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     find = tomllib.loads((recipe.REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
     shipped = find_packages(str(recipe.REPO_ROOT), include=find["include"])
     assert "harness" in shipped and "harness.assets" in shipped

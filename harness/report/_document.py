@@ -8,7 +8,7 @@ the zero-shot baseline, on the test set, every trial, compute saved, plots), the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import optuna
@@ -64,7 +64,7 @@ def build_blocks(
     spec: SweepSpec, summary: SweepSummary, figures: list[plots.Plot], best_config: Path | None
 ) -> list[Block]:
     """The report, top to bottom: decision first, then the evidence, then how to trust and repeat it."""
-    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     blocks: list[Block] = [
         Heading(f"Sweep report: {spec.name}", 1),
         Text(

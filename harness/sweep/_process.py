@@ -7,8 +7,6 @@ it on a slot; the helpers below read how it ended.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import signal
 import socket
@@ -24,6 +22,7 @@ from omegaconf import OmegaConf
 
 from harness.canary import CheckpointInfo, trial_config
 from harness.spec import DataSpec, SweepSpec
+from harness.stopping import RANK_VARIABLES, die_with_parent
 from harness.tokenizers import extract_tokenizers
 from harness.tracking import Tracker
 from harness.trial import EXIT_OOM, Job
@@ -92,13 +91,14 @@ class Launcher:
             tracking_uri=self.spec.tracking_uri,
         ).write(trial_dir)
         log = (trial_dir / "trial.log").open("w")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.slots[slot % len(self.slots)]}
+        env = {k: v for k, v in os.environ.items() if k not in RANK_VARIABLES}
+        env |= {"PYTHONUNBUFFERED": "1", **self.slots[slot % len(self.slots)]}
         proc = subprocess.Popen(
             [sys.executable, "-m", "harness.trial", str(trial_dir)],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         return proc, log
 
@@ -130,12 +130,6 @@ def stop_process(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-
-
-def _die_with_parent() -> None:
-    """Linux: the trial process gets SIGKILL when its supervisor dies, so no orphan keeps a GPU."""
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def alive(pid) -> bool:

@@ -14,7 +14,7 @@ from harness.trial_record import TrialRecord
 
 def reproduce_trial(spec: SweepSpec, number: int | None, console: Console) -> tuple[dict, dict]:
     """`harness reproduce`: re-run a trial (default: the best) and print both metric sets side by side."""
-    supervisor = Supervisor(spec, console=console, slots=default_slots(1))
+    supervisor = Supervisor(spec, console=console, slots=default_slots(1, devices=spec.training.devices))
     trial, again = supervisor.reproduce(number)
     original = TrialRecord.of(trial).final
     table = Table(title=f"{run_name(trial.number)}: recorded vs reproduced")

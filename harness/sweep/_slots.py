@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from harness.errors import HarnessError
+
 
 def visible_gpus() -> int:
     """CUDA devices torch would see, counted in a child process: the supervisor never imports torch
@@ -20,16 +22,24 @@ def visible_gpus() -> int:
     return int(probe.stdout.strip() or 0) if probe.returncode == 0 else 0
 
 
-def default_slots(workers: int | None, *, gpus: int | None = None) -> list[dict[str, str]]:
-    """Environment per slot: one per visible GPU (pinned), else `workers` CPU slots sharing the cores.
+def default_slots(workers: int | None, *, gpus: int | None = None, devices: int = 1) -> list[dict[str, str]]:
+    """Environment per slot: `devices` GPUs each (pinned), else `workers` CPU slots sharing the cores.
 
     A scheduler's own CUDA_VISIBLE_DEVICES (Slurm's `2,3`) is respected: slots pin its entries.
-    `gpus` defaults to what this machine has (`visible_gpus()`)."""
+    `gpus` defaults to what this machine has (`visible_gpus()`); `devices` is GPUs per trial."""
     gpus = visible_gpus() if gpus is None else gpus
-    count = workers or max(1, gpus)
     if gpus:
         given = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
         ids = given[:gpus] if len(given) >= gpus else [str(i) for i in range(gpus)]
-        return [{"CUDA_VISIBLE_DEVICES": ids[i % gpus]} for i in range(count)]
-    threads = str(max(1, (os.cpu_count() or 1) // count))
+        groups = [ids[i : i + devices] for i in range(0, len(ids) - devices + 1, devices)]
+        if not groups:
+            raise HarnessError(
+                f"`training.devices` is {devices}, but this machine shows {gpus} GPU(s) "
+                f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}): lower `training.devices` "
+                "or run on a machine with that many GPUs."
+            )
+        count = workers or len(groups)
+        return [{"CUDA_VISIBLE_DEVICES": ",".join(groups[i % len(groups)])} for i in range(count)]
+    count = workers or 1
+    threads = str(max(1, (os.cpu_count() or 1) // (count * devices)))
     return [{"OMP_NUM_THREADS": threads} for _ in range(count)]

@@ -64,7 +64,7 @@ class Supervisor:
     ) -> None:
         self.spec = spec
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
-        self.slots = slots if slots is not None else default_slots(None)
+        self.slots = slots if slots is not None else default_slots(None, devices=spec.training.devices)
         self.on_outcome = on_outcome
         self.space = load_search_space(spec.search_space)
         # A bad or mismatched store fails in seconds, before the model is fetched and the data checked.
