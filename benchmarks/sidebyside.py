@@ -83,7 +83,7 @@ class SideBySide:
             },
             pruner={"type": "median", "n_startup_trials": repetitions + 1, "n_warmup_steps": 0},
         )
-        self.supervisor = project.supervisor(spec, "supervisor.log")
+        self.supervisor = project.supervisor(spec, "supervisor.log").open()
         self.spec = spec
 
     def harness(self) -> Run:

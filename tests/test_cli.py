@@ -113,7 +113,7 @@ def test_transcribe_lists_every_problem_at_once(tmp_path, no_restore, capsys):
 def test_reproduce_unknown_trial_names_the_completed_trial_numbers(project, speech_data, capsys):
     # "(complete trials: 0)" read as "none"; the recorded trial must survive the mistake.
     name = write_spec(project, "done", spec_dict(speech_data))
-    study = Supervisor(load_spec(name), slots=default_slots(1)).study
+    study = Supervisor(load_spec(name), slots=default_slots(1)).open().study
     lr = optuna.distributions.FloatDistribution(5e-4, 3e-3, log=True)
     study.add_trial(optuna.trial.create_trial(params={"lr": 1e-3}, distributions={"lr": lr}, value=0.5))
     capsys.readouterr()

@@ -17,10 +17,12 @@ from tests.conftest import copy_manifest, spec_dict, write_spec
 
 
 def _supervise(project, data, **overrides):
-    """Build a supervisor (runs preflight) and return the error it raises."""
+    """Open a supervisor (runs preflight) and return the error it raises."""
     name = write_spec(project, "pre", spec_dict(data, **overrides))
+    supervisor = Supervisor(load_spec(name))  # constructing checks nothing and creates nothing
+    assert not (project / "mlruns").exists()
     with pytest.raises(HarnessError) as caught:
-        Supervisor(load_spec(name))
+        supervisor.open()
     assert not (project / "mlruns").exists(), "preflight must fail before any database or trial exists"
     return str(caught.value)
 

@@ -14,7 +14,10 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import optuna
+from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial
 from rich.console import Console
 
@@ -27,7 +30,7 @@ from harness.preflight import preflight
 from harness.progress import SweepView
 from harness.records import check_records, open_records
 from harness.search_space import load_search_space
-from harness.spec import SweepSpec
+from harness.spec import DataSpec, SweepSpec
 from harness.stopping import TERMINATED, Stopped, reason_of, shielded, stop_requests
 from harness.stores import redact
 from harness.study import best_trial, primary_value, training_seed
@@ -38,7 +41,7 @@ from harness.sweep._process import Launcher, TrialProcess, exit_reason, stop_pro
 from harness.sweep._recovery import HEARTBEAT_SECONDS, reconcile
 from harness.sweep._retention import retain_checkpoints
 from harness.sweep._slots import default_slots
-from harness.tracking import TRIAL_ROLE
+from harness.tracking import TRIAL_ROLE, Tracker
 from harness.trial import Result
 from harness.trial_record import TrialRecord
 
@@ -49,9 +52,23 @@ VIEW_SECONDS = 1.0  # the live view queries the study at most this often
 class Supervisor:
     """Runs one sweep's trials on this machine until the budget is met.
 
-    Constructing one checks the stores, the model and the data (preflight) and opens the study and
-    its parent run; `run()` evaluates, trains and records. `on_outcome` is called after each
-    trial is recorded (the memory benchmark samples there)."""
+    Constructing one does no I/O. `open()` checks the stores, the model and the data (preflight)
+    and opens the study and its parent run; `run()` opens, then evaluates, trains and records.
+    `on_outcome` is called after each trial is recorded (the memory benchmark samples there)."""
+
+    # What `open()` sets: slots, search space, the checked model, the manifests trials read and the records.
+    slots: list[dict[str, str]]
+    space: dict[str, BaseDistribution]
+    nemo: Path
+    info: CheckpointInfo
+    data: DataSpec
+    study: optuna.Study
+    tracker: Tracker
+    parent_run: str
+    view: SweepView
+    launcher: Launcher
+    recorder: Recorder
+    evaluations: Evaluations
 
     def __init__(
         self,
@@ -63,14 +80,26 @@ class Supervisor:
         on_outcome: Callable[[Outcome], None] | None = None,
     ) -> None:
         self.spec = spec
+        self.console = console or Console()
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
-        self.slots = slots if slots is not None else default_slots(None, devices=spec.training.devices)
+        self._slots_given = slots
         self.on_outcome = on_outcome
+        self._opened = False
+        self._view_refreshed = 0.0
+        self._running: dict[int, TrialProcess] = {}  # slot -> trial process in flight
+        self._parent_open = False  # the parent run is RUNNING because of this supervisor
+
+    def open(self) -> Supervisor:
+        """Check everything a sweep needs, cheapest first, then open its records (once)."""
+        if self._opened:
+            return self
+        spec = self.spec
+        self.slots = self._slots_given or default_slots(None, devices=spec.training.devices)
         self.space = load_search_space(spec.search_space)
         # A bad or mismatched store fails in seconds, before the model is fetched and the data checked.
         check_records(spec, self.space)
         self.nemo = resolve_model(spec.model)
-        self.info: CheckpointInfo = inspect_checkpoint(self.nemo)
+        self.info = inspect_checkpoint(self.nemo)
         preflight(spec, self.info)
         self.data = write_prompted_manifests(spec)  # the user's manifests, or copies with behaviour tokens
         # Both stores exist before any trial process touches them; the study and its parent run are linked.
@@ -81,15 +110,14 @@ class Supervisor:
             tags={"optuna.study_name": spec.name, "optuna.storage": redact(spec.storage_url)},
         )
         self.study, self.tracker, self.parent_run = records.study, records.tracker, records.parent_run
-        self.view = SweepView(console or Console(), name=spec.name, budget=spec.budget.trials)
+        self.view = SweepView(self.console, name=spec.name, budget=spec.budget.trials)
         self.launcher = Launcher(spec, self.info, self.nemo, self.data, self.tracker, self.slots)
         self.recorder = Recorder(spec, self.study, self.tracker)
         self.evaluations = Evaluations(
             spec, self.study, self.tracker, self.parent_run, self.launcher, self.worker, self.view.log
         )
-        self._view_refreshed = 0.0
-        self._running: dict[int, TrialProcess] = {}  # slot -> trial process in flight
-        self._parent_open = False  # the parent run is RUNNING because of this supervisor
+        self._opened = True
+        return self
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -98,6 +126,7 @@ class Supervisor:
 
         Ctrl-C or SIGTERM at any point (baseline, trials, test set) stops the processes in flight
         and records them (`_record_stop`); the `Stopped` raised says what was recorded."""
+        self.open()
         self._parent_open = True
         with self._stoppable():
             self.spec.trials_dir.mkdir(parents=True, exist_ok=True)
@@ -260,9 +289,10 @@ class Supervisor:
     # -- what the CLI and tests call --------------------------------------------------------
 
     def baseline(self) -> dict | None:
-        return self.evaluations.baseline()
+        return self.open().evaluations.baseline()
 
     def reproduce(self, number: int | None) -> tuple[FrozenTrial, dict]:
+        self.open()
         with self._stoppable():
             return self.evaluations.reproduce(number)
 
