@@ -60,10 +60,16 @@ def read_config(nemo_path: Path) -> DictConfig:
     try:
         with tarfile.open(nemo_path, "r:*") as archive:
             member = next(m for m in archive.getmembers() if Path(m.name).name == "model_config.yaml")
-            text = archive.extractfile(member).read().decode()
+            handle = archive.extractfile(member)
+            if handle is None:
+                raise tarfile.TarError("model_config.yaml is not a file")
+            text = handle.read().decode()
     except (tarfile.TarError, StopIteration, OSError) as exc:
         raise HarnessError(f"{nemo_path} is not a readable .nemo checkpoint ({exc}); pass a .nemo file.") from None
-    return OmegaConf.create(text)
+    config = OmegaConf.create(text)
+    if not isinstance(config, DictConfig):
+        raise HarnessError(f"{nemo_path}: model_config.yaml is not a mapping; pass a NeMo .nemo checkpoint.")
+    return config
 
 
 def inspect_checkpoint(nemo_path: Path) -> CheckpointInfo:

@@ -83,12 +83,13 @@ def _transcribe(args: argparse.Namespace, console: Console) -> int:
     from harness.canary import inspect_checkpoint
     from harness.model_source import resolve_model
 
-    switches = {}
+    switches: dict[str, bool] = {}
     for item in args.behaviour:
         name, _, value = item.partition("=")
-        switches[name] = is_on(value)
-        if switches[name] is None:
+        switch = is_on(value)
+        if switch is None:
             raise HarnessError(f"--behaviour {item!r}: write NAME=on or NAME=off.")
+        switches[name] = switch
     given = Path(args.model).expanduser()
     if given.is_dir():
         raise HarnessError(f"Model {given} is a directory; pass a .nemo file (e.g. from `harness export`).")

@@ -100,15 +100,14 @@ def _objective_words(metric: str | None, weight: float | None, directions: list[
 
 def _check_objective(spec: SweepSpec, study: optuna.Study, recorded: dict | None, directions: list[str]) -> None:
     """The objective and its directions: a changed one would rank the recorded trials backwards."""
-    wanted = {"objective": spec.objective.metric, "bleu_weight": None, "directions": list(spec.directions)}
-    if spec.objective.metric == "mix":
-        wanted["bleu_weight"] = spec.objective.bleu_weight
+    weight = spec.objective.bleu_weight if spec.objective.metric == "mix" else None
+    wanted_directions: list[str] = list(spec.directions)
     was_metric = recorded.get("objective") if recorded else None
     was_weight = recorded.get("bleu_weight") if recorded else None
-    same_metric = recorded is None or (was_metric, was_weight) == (wanted["objective"], wanted["bleu_weight"])
-    if same_metric and directions == wanted["directions"]:
+    same_metric = recorded is None or (was_metric, was_weight) == (spec.objective.metric, weight)
+    if same_metric and directions == wanted_directions:
         return
-    now = _objective_words(spec.objective.metric, wanted["bleu_weight"], wanted["directions"])
+    now = _objective_words(spec.objective.metric, weight, wanted_directions)
     was = _objective_words(was_metric, was_weight, directions)
     raise HarnessError(
         f"{spec.source or spec.name}: the objective is now {now}, but sweep {spec.name!r} was created for {was} "
@@ -141,6 +140,7 @@ def _check_space(
 def _describe(dist: BaseDistribution) -> str:
     if isinstance(dist, optuna.distributions.CategoricalDistribution):
         return "one of " + ", ".join(map(str, dist.choices))
-    scale = " log" if getattr(dist, "log", False) else ""
-    step = f" step {dist.step:g}" if getattr(dist, "step", None) else ""
+    assert isinstance(dist, (optuna.distributions.FloatDistribution, optuna.distributions.IntDistribution))
+    scale = " log" if dist.log else ""
+    step = f" step {dist.step:g}" if dist.step else ""
     return f"{dist.low:g}..{dist.high:g}{scale}{step}"

@@ -75,9 +75,10 @@ def apply_freeze(model: nn.Module, mode: str) -> None:
         _freeze_all_but_augmentation(model)
         enable_bn_se(model)
         return
-    _freeze(model.encoder)
+    encoder = model.get_submodule("encoder")
+    _freeze(encoder)
     if mode == "encoder_bn_se":
-        enable_bn_se(model.encoder)
+        enable_bn_se(encoder)
 
 
 class FreezeCallback(Callback):

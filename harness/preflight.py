@@ -106,7 +106,7 @@ def _check_entry(path: Path, entry: Entry, spec: SweepSpec, info: CheckpointInfo
         problems += _check_audio(where, resolve_audio(path, audio), known, model_sample_rate(info))
     if duration_problem:
         problems.append(Problem(where, duration_problem))
-    elif split == "train" and duration > spec.training.max_duration:
+    elif split == "train" and duration is not None and duration > spec.training.max_duration:
         problems.append(
             Problem(
                 where,

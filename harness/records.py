@@ -63,7 +63,9 @@ def open_records(
     tracker = Tracker(spec.tracking_uri, spec.experiment_name, artifact_root=spec.state_dir / "artifacts")
     parent = _linked_parent(spec, study, tracker, adopt=True)
     if parent is None:
-        parent = tracker.parent_run(sweep=spec.name, study_uid=study_uid(study), params=params, tags=tags)
+        uid = study_uid(study)
+        assert uid is not None, "open_study records the definition, uid included"
+        parent = tracker.parent_run(sweep=spec.name, study_uid=uid, params=params, tags=tags)
     study.set_user_attr(PARENT_ATTR, parent)
     return Records(study, tracker, parent)
 
@@ -83,9 +85,10 @@ def _linked_parent(spec: SweepSpec, study: optuna.Study | None, tracker: Tracker
         # A study made by an older harness links by run id only: its parent run is adopted.
         run = tracker.sweep_run(recorded) if tracker is not None and recorded else None
         if run is not None and run.data.tags.get(UID_TAG) in (None, uid):
-            if adopt and uid:
+            if adopt and uid and tracker is not None and recorded:
                 tracker.set_tags(recorded, {UID_TAG: uid})
             return recorded
+        assert study is not None  # `recorded` and `tracked` come from the study
         raise HarnessError(_lost_runs(spec, study, recorded))
     others = [r for r in (tracker.parents(sweep=spec.name) if tracker else []) if r.data.tags.get(UID_TAG) != uid]
     if others:

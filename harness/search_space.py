@@ -84,14 +84,17 @@ def _distribution(name: str, entry: Any, path: Path) -> od.BaseDistribution:
         raise HarnessError(f"{path}: `{name}.type` is {kind!r}; use float, int or categorical.")
     if kind != "categorical" and not knob.numeric:
         raise HarnessError(f"{path}: `{name}` must be `type: categorical` with choices from: {knob.values}.")
+    dist: od.BaseDistribution
     try:
         if kind == "categorical":
             dist = od.CategoricalDistribution(_choices(name, knob, args.pop("choices"), path))
         else:
             low, high = (_bound(name, knob, key, args.pop(key), kind, path) for key in ("low", "high"))
             flags = _flags(name, args, low, high, path)
-            cls = od.FloatDistribution if kind == "float" else od.IntDistribution
-            dist = cls(low, high, **flags)
+            if kind == "float":
+                dist = od.FloatDistribution(low, high, **flags)
+            else:
+                dist = od.IntDistribution(int(low), int(high), **flags)
     except KeyError as exc:
         raise HarnessError(f"{path}: `{name}` is missing `{exc.args[0]}`.") from None
     except (ValueError, TypeError) as exc:

@@ -175,14 +175,14 @@ class SweepSpec:
         return self.tracking.experiment or self.name
 
     @property
-    def directions(self) -> list[str]:
+    def directions(self) -> list[Literal["minimize", "maximize"]]:
         """One direction per objective; `pareto` minimises WER and maximises BLEU."""
         if self.objective.metric == "pareto":
             return ["minimize", "maximize"]
         return ["maximize" if self.objective.metric == "bleu" else "minimize"]
 
     @property
-    def direction(self) -> str:
+    def direction(self) -> Literal["minimize", "maximize"]:
         """The primary objective's direction (WER's for `pareto`): it orders tables and picks "best"."""
         return self.directions[0]
 
@@ -268,7 +268,7 @@ def build(cls: type, raw: Any, *, where: str, prefix: str) -> Any:
 
 def _coerce(hint: Any, value: Any, *, where: str, key: str) -> Any:
     """Check `value` against a type hint (dataclass, Literal, Optional, scalars)."""
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return build(hint, value, where=where, prefix=key + ".")
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):

@@ -80,5 +80,8 @@ def _artifact(archive: tarfile.TarFile, members: dict, value: str) -> bytes:
     """The bytes of a `nemo:<file>` tokenizer artifact named in the config."""
     member = members.get(value.removeprefix("nemo:")) if value.startswith("nemo:") else None
     if member is None:
-        raise HarnessError(f"{archive.name} lacks the tokenizer file {value or '(none)'} named in its config.")
-    return archive.extractfile(member).read()
+        raise HarnessError(f"{archive.name!r} lacks the tokenizer file {value or '(none)'} named in its config.")
+    handle = archive.extractfile(member)
+    if handle is None:
+        raise HarnessError(f"{archive.name!r}: the tokenizer artifact {value} is not a file.")
+    return handle.read()

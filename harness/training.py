@@ -70,7 +70,7 @@ def build_trainer(
         accelerator=training.accelerator,
         devices=training.devices,
         strategy=trial_strategy(training),
-        precision=resolve_precision(training),
+        precision=resolve_precision(training),  # type: ignore[arg-type]  # a name checked by Lightning
         max_steps=max_steps,
         val_check_interval=val_check_interval,
         check_val_every_n_epoch=None,

@@ -51,7 +51,11 @@ class Code:
 
 @dataclass
 class Image:
-    plot: plots.Plot
+    """A drawn figure (a skipped one becomes Text saying why)."""
+
+    title: str
+    path: Path
+    size: tuple[int, int]
 
 
 Block = Heading | Text | Table | Code | Image
@@ -84,7 +88,10 @@ def build_blocks(
     blocks += _savings(spec, summary)
     blocks.append(Heading("Plots"))
     for figure in figures:
-        blocks.append(Image(figure) if figure.path else Text(f"{figure.title}: skipped ({figure.note})."))
+        if figure.path is None:
+            blocks.append(Text(f"{figure.title}: skipped ({figure.note})."))
+        else:
+            blocks.append(Image(figure.title, figure.path, figure.size))
     blocks += _spec_sections(spec)
     blocks += _provenance(spec, summary)
     return blocks

@@ -115,7 +115,7 @@ def write_best_config(spec: SweepSpec, summary: SweepSummary, out: Path) -> Path
     best = summary.best
     target = out / BEST_CONFIG
     source = spec.trials_dir / run_name(best.number) / CONFIG_FILE if best else None
-    if source is None or not source.is_file():
+    if best is None or source is None or not source.is_file():
         target.unlink(missing_ok=True)
         return None
     header = (

@@ -39,7 +39,7 @@ def _markdown_block(block: Block, directory: Path) -> str:
         return "\n".join(lines)
     if isinstance(block, Code):
         return f"```{block.lang}\n{block.text.rstrip()}\n```"
-    return f"![{block.plot.title}]({block.plot.path.relative_to(directory).as_posix()})"
+    return f"![{block.title}]({block.path.relative_to(directory).as_posix()})"
 
 
 def _md_row(cells: list[str]) -> str:
@@ -74,11 +74,11 @@ def _html_block(block: Block) -> str:
 
 def _html_image(block: Image) -> str:
     """The plot embedded as a base64 PNG data URI, at the size it was drawn."""
-    data = base64.b64encode(block.plot.path.read_bytes()).decode("ascii")
-    width, height = block.plot.size
+    data = base64.b64encode(block.path.read_bytes()).decode("ascii")
+    width, height = block.size
     return (
-        f'<figure><img alt="{html.escape(block.plot.title)}" width="{width}" height="{height}" '
-        f'src="data:image/png;base64,{data}"><figcaption>{html.escape(block.plot.title)}'
+        f'<figure><img alt="{html.escape(block.title)}" width="{width}" height="{height}" '
+        f'src="data:image/png;base64,{data}"><figcaption>{html.escape(block.title)}'
         "</figcaption></figure>"
     )
 

@@ -235,5 +235,5 @@ def all_text(lang: str) -> list[str]:
     """
     if lang not in LANGS:
         raise KeyError(f"Unknown language '{lang}'; use one of {list(LANGS)}.")
-    index = LANGS.index(lang)
-    return [pair[index] for name in sorted(GRAMMARS) for pair in GRAMMARS[name].pairs()]
+    pairs = [pair for name in sorted(GRAMMARS) for pair in GRAMMARS[name].pairs()]
+    return [pair.english if lang == "en" else pair.german for pair in pairs]

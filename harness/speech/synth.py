@@ -47,6 +47,7 @@ def synthesize(text: str, out_path: Path, *, voice: str, rate: int, sample_rate:
         stdin=speak.stdout,
         capture_output=True,
     )
+    assert speak.stdout is not None and speak.stderr is not None  # both are pipes
     speak.stdout.close()
     speak_err = speak.stderr.read().decode(errors="replace").strip()
     speak.stderr.close()

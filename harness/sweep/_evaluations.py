@@ -73,6 +73,9 @@ class Evaluations:
             return None
         self.log(f"Scoring {run_name(best.number)} on the test set {self.spec.data.test} ...")
         run_id = TrialRecord.of(best).mlflow_run_id
+        if run_id is None:
+            self.log(f"[yellow]{run_name(best.number)} has no MLflow run recorded; test set skipped.[/]")
+            return None
         result = self.run_blocking(
             self.spec.trials_dir / "test", run_id=run_id, mode="test", nemo=checkpoint, end_status=None
         )

@@ -30,11 +30,11 @@ def reconcile(recorder: Recorder, log: Callable[[str], None]) -> list[int]:
         record = TrialRecord.of(t)
         here = record.host == host
         # A trial just asked by another worker has no owner attrs yet: its start time is its heartbeat.
-        beat = record.heartbeat or t.datetime_start.timestamp()
+        beat = record.heartbeat or (t.datetime_start.timestamp() if t.datetime_start else time.time())
         gone = not alive(record.pid) if here else time.time() - beat > STALE_SECONDS
         if not gone:
             continue
-        if here and alive(record.trial_pid):
+        if here and record.trial_pid is not None and alive(record.trial_pid):
             os.kill(record.trial_pid, signal.SIGKILL)  # an orphan still training
         attempt = recorder.next_attempt(record.attempt)
         recorder.fail(t, record.mlflow_run_id, SUPERVISOR_DIED, next_attempt=attempt, log=None)
