@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 
 from harness.errors import HarnessError
 
@@ -34,6 +35,23 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
         console.print("[red]error:[/] the sweep ended with no complete trial; the failures are listed above.")
         return 1
     return 0
+
+
+LAUNCH_OVERRIDES = ("executor", "workers", "gpus_per_worker", "time_minutes", "partition", "account")
+
+
+def _launch(args: argparse.Namespace, console: Console) -> int:
+    """Submit `launch.workers` worker jobs; the command line's options override the spec's `launch:`."""
+    from harness.launch import launch
+    from harness.spec import load_spec
+
+    spec = load_spec(args.sweep)
+    spec.storage = args.storage or spec.storage
+    spec.tracking.uri = args.tracking_uri or spec.tracking.uri
+    for key in LAUNCH_OVERRIDES:
+        if getattr(args, key) is not None:
+            setattr(spec.launch, key, getattr(args, key))
+    return launch(spec, dry_run=args.dry_run, console=console)
 
 
 def _report(args: argparse.Namespace, console: Console) -> int:
@@ -178,6 +196,22 @@ _count = _whole_number(1, "a whole number of at least 1")  # --workers, --trials
 _trial_number = _whole_number(0, "a trial number (0, 1, ...)")  # Optuna numbers trials from 0
 
 
+def _add_launch(sub) -> None:
+    launch = sub.add_parser("launch", help="submit worker jobs on one shared study (local or Slurm, via submitit)")
+    launch.add_argument("sweep")
+    launch.add_argument("--executor", choices=("local", "slurm"), help="override launch.executor")
+    launch.add_argument("--workers", type=_count, help="override launch.workers (worker jobs)")
+    gpus = _whole_number(0, "a whole number of at least 0")
+    launch.add_argument("--gpus-per-worker", type=gpus, help="override launch.gpus_per_worker (0: CPU workers)")
+    launch.add_argument("--time-minutes", type=_count, help="override launch.time_minutes (per job)")
+    launch.add_argument("--partition", help="override launch.partition (Slurm)")
+    launch.add_argument("--account", help="override launch.account (Slurm)")
+    launch.add_argument("--storage", help="Optuna storage URL the workers share ($HARNESS_STORAGE)")
+    launch.add_argument("--tracking-uri", help="MLflow tracking server the workers share ($HARNESS_TRACKING_URI)")
+    launch.add_argument("--dry-run", action="store_true", help="print the job script (Slurm) or plan; submit nothing")
+    launch.set_defaults(func=_launch)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description="Optuna sweeps that fine-tune NeMo Canary models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -195,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--trials", type=_count, help="override budget.trials")
     worker.add_argument("--workers", type=_count, help="trials at once on this machine (default: one per visible GPU)")
     worker.set_defaults(func=_sweep)
+    _add_launch(sub)
     report = sub.add_parser("report", help="best trial, evidence and provenance: mlruns/reports/<sweep>/")
     report.add_argument("sweep")
     report.add_argument("--no-html", action="store_true", help="write report.md only, no report.html")
@@ -230,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args, console)
     except HarnessError as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
+        console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)  # `[launch]` is text, not markup
         return 2
     except Stopped as stop:  # Ctrl-C or SIGTERM inside a sweep: what was recorded, and how to resume
         console.print(f"[yellow]{stop}[/]", highlight=False)

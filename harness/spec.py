@@ -132,6 +132,33 @@ class BehaviourSpec:
 
 
 @dataclass
+class LaunchSpec:
+    """How `harness launch` submits the sweep's worker jobs (through submitit): where, how many, with what.
+
+    Each job runs `harness worker` on the shared study. `local` runs the jobs on this machine, each on
+    its own share of the GPUs; `slurm` submits them (one job array by default). The resource keys and
+    `setup` apply to Slurm jobs; `env` to both. Credentials never go here (the YAML is committed and
+    logged): workers take them from the environment `harness launch` runs in."""
+
+    executor: Literal["local", "slurm"] = "local"
+    workers: int = 2  # worker jobs; each runs one trial per `training.devices` of its GPUs
+    gpus_per_worker: int = 1  # Slurm's --gpus-per-node; 0: CPU workers
+    cpus_per_worker: int = 8
+    mem_gb: int | None = None
+    time_minutes: int = 240  # a worker stops cleanly 90 s before this, its trial re-queued for the others
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    container_image: str | None = None  # pyxis/enroot: `srun --container-image`
+    container_mounts: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # e.g. NCCL settings; never credentials
+    setup: list[str] = field(default_factory=list)  # shell lines before the worker, e.g. activating a venv
+    array: bool = True  # one Slurm job array of `workers` tasks, else that many jobs
+    log_dir: str | None = None  # null: mlruns/launch/<sweep name>
+    python: str | None = None  # the jobs' interpreter; null: this one, or `python` inside `container_image`
+
+
+@dataclass
 class SweepSpec:
     """One sweep: the model, the data, the search space and the budget."""
 
@@ -146,6 +173,7 @@ class SweepSpec:
     training: TrainingSpec = field(default_factory=TrainingSpec)
     tracking: TrackingSpec = field(default_factory=TrackingSpec)
     custom_tokens: dict[str, BehaviourSpec] = field(default_factory=dict)
+    launch: LaunchSpec = field(default_factory=LaunchSpec)
     storage: str | None = None
     source: str = ""
 
@@ -267,7 +295,7 @@ def build(cls: type, raw: Any, *, where: str, prefix: str) -> Any:
 
 
 def _coerce(hint: Any, value: Any, *, where: str, key: str) -> Any:
-    """Check `value` against a type hint (dataclass, Literal, Optional, scalars)."""
+    """Check `value` against a type hint (dataclass, Literal, Optional, dict, list, scalars)."""
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return build(hint, value, where=where, prefix=key + ".")
     origin = typing.get_origin(hint)
@@ -282,6 +310,11 @@ def _coerce(hint: Any, value: Any, *, where: str, key: str) -> Any:
             raise HarnessError(f"{where}: `{key}` must be a mapping of names to settings.")
         _, inner = typing.get_args(hint)
         return {str(name): _coerce(inner, item, where=where, key=f"{key}.{name}") for name, item in value.items()}
+    if origin is list:
+        if not isinstance(value, list):
+            raise HarnessError(f"{where}: `{key}` must be a list (one `- item` per line), not {value!r}.")
+        (inner,) = typing.get_args(hint)
+        return [_coerce(inner, item, where=where, key=f"{key}[{index}]") for index, item in enumerate(value)]
     if origin is Literal:
         allowed = typing.get_args(hint)
         if value not in allowed:

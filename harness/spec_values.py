@@ -1,4 +1,4 @@
-"""Values a sweep spec may hold: numbers in range, devices on one host, a known accelerator.
+"""Values a sweep spec may hold: numbers in range, devices on one host, a known accelerator, launch settings.
 
 `spec.build` checks keys and types; these are the values that load with the right type but
 would stop or silently break every trial, late (`max_steps: 0` trains nothing, `num_nodes: 2`
@@ -8,13 +8,14 @@ waits for hosts nobody starts, `accelerator: gpus` in every trial). Each is refu
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
-    from harness.spec import SweepSpec, TrainingSpec
+    from harness.spec import LaunchSpec, SweepSpec, TrainingSpec
 
 
 def check_values(spec: SweepSpec, *, where: str) -> None:
@@ -22,6 +23,7 @@ def check_values(spec: SweepSpec, *, where: str) -> None:
     _check_devices(spec.training, where=where)
     _check_numbers(spec, where=where)
     _check_accelerator(spec.training, where=where)
+    _check_launch_env(spec.launch, where=where)
 
 
 def _check_devices(training: TrainingSpec, *, where: str) -> None:
@@ -55,6 +57,11 @@ _LIMITS: dict[str, tuple[Callable[[float], bool], str]] = {
     "training.validation_batch_size": (lambda v: v >= 1, "at least 1"),
     "training.max_duration": (lambda v: v > 0, "a number of seconds > 0"),
     "training.min_duration": (lambda v: v >= 0, "a number of seconds >= 0"),
+    "launch.workers": (lambda v: v >= 1, "at least 1 (worker jobs)"),
+    "launch.gpus_per_worker": (lambda v: v >= 0, "at least 0 (0: CPU workers)"),
+    "launch.cpus_per_worker": (lambda v: v >= 1, "at least 1"),
+    "launch.mem_gb": (lambda v: v >= 1, "at least 1 (GB per worker job), or null for the partition's default"),
+    "launch.time_minutes": (lambda v: v >= 1, "at least 1 (minutes per worker job)"),
 }
 # Lightning's accelerator names (`gpu` is its alias of `cuda`); a typo would fail inside every trial.
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
@@ -82,3 +89,20 @@ def _check_accelerator(training: TrainingSpec, *, where: str) -> None:
             f"{where}: `training.accelerator` is {training.accelerator!r}; use one of {', '.join(ACCELERATORS)} "
             "(auto: the GPU where there is one, else the CPU)."
         )
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# `launch.env` is written into job scripts and logs, and the YAML is committed: secrets come from the environment.
+_SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "CREDENTIAL")
+
+
+def _check_launch_env(launch: LaunchSpec, *, where: str) -> None:
+    """`launch.env` holds plain settings (NCCL, threads) under valid names, never secrets."""
+    for name in launch.env:
+        if not _ENV_NAME.fullmatch(name):
+            raise HarnessError(f"{where}: `launch.env.{name}` is not an environment variable name (A-Z, 0-9, _).")
+        if any(word in name.upper() for word in _SECRET_WORDS):
+            raise HarnessError(
+                f"{where}: `launch.env.{name}` looks like a credential; set it in the environment you run "
+                "`harness launch` from (workers inherit it), never in the sweep YAML."
+            )
