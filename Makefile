@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: setup demo test lint report twin
+.PHONY: setup demo test report twin
 
 setup:
 	@scripts/setup.sh
@@ -17,7 +17,9 @@ report: setup
 test:
 	@scripts/setup.sh test
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
+	@scripts/test-python.sh 3.12
 
 # Rebuild the packaged canary-tiny twin from its recipe (about 10 minutes on 2 CPU cores).
 twin: setup
