@@ -21,8 +21,12 @@ from harness.names import PARENT_ATTR
 from harness.spec import SweepSpec
 from harness.stores import check_state_dir, ensure_state_dir, sqlite_path, store_name
 from harness.study import find_study, open_study
-from harness.tracking import UID_TAG, Tracker
+from harness.system_metrics import PEAK_GPU, PEAK_RSS
+from harness.tracking import UID_TAG, Tracker, runs_view_key
 from harness.trial_record import TrialRecord
+
+# The runs table's metric columns beside the trial's params: the decision, the figures, what fitted.
+VIEW_METRICS = ("objective", "final_val_wer", "final_val_wer_normalized", "final_val_bleu", PEAK_GPU, PEAK_RSS)
 
 
 @dataclass
@@ -67,6 +71,13 @@ def open_records(
         assert uid is not None, "open_study records the definition, uid included"
         parent = tracker.parent_run(sweep=spec.name, study_uid=uid, params=params, tags=tags)
     study.set_user_attr(PARENT_ATTR, parent)
+    tracker.save_runs_view(
+        runs_view_key(spec.name),
+        params=list(space),
+        metrics=VIEW_METRICS,
+        order_by="objective",
+        ascending=spec.direction == "minimize",
+    )
     return Records(study, tracker, parent)
 
 

@@ -4,24 +4,40 @@ The harness owns this instead of NeMo's exp_manager switch (broken in NeMo 3.0) 
 deprecated MLflowCallback (no parent run, no curves). Every call passes the tracking URI
 explicitly. The parent run carries its study's uid (harness.definition), so a study made afresh
 in a recreated database never takes over the parent run of the study it replaced.
+
+The experiment is marked as model training (`mlflow.experimentKind`), each run names the manifests
+it read as MLflow datasets (by content hash, as the report's provenance does), and the sweep saves
+a runs-table view (params and summary metrics as columns, best first) that `runs_link` opens: the
+MLflow 3 UI otherwise opens an experiment on its GenAI pages, with child runs folded under the
+parent run and no param or metric columns.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mlflow.entities import Run
+from mlflow.entities import Dataset, DatasetInput, InputTag, Run
 from mlflow.exceptions import MlflowException
 
 from harness.names import run_name  # noqa: F401 (re-exported: callers name runs through tracking)
 from harness.search_space import format_param
 from harness.stores import MLFLOW_STORE, TRACKING_SETTING, open_mlflow, reported
 
+if TYPE_CHECKING:
+    from harness.provenance import FileRecord
+
 UID_TAG = "harness.study_uid"
+# Read by MLflow 3 UIs that lay an experiment out by kind (3.17's own UI goes by `workflowType` instead).
+KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+VIEW_TAG = "mlflow.sharedViewState."  # + key: a runs-table view the UI opens from `viewStateShareKey=key`
+CONTEXT_TAG, SHA256_TAG = "mlflow.data.context", "manifest_sha256"
+DIGEST_CHARS = 32  # the tracking server refuses dataset digests over 36 characters
 PARENT_ROLE = "sweep"
 TRIAL_ROLE = "trial"
 BASELINE_ROLE = "baseline"
@@ -51,20 +67,41 @@ class Tracker:
             else:
                 found = self.client.get_experiment_by_name(experiment)
                 self.experiment_id = found.experiment_id if found is not None else None
+        self._manifests: dict[tuple, FileRecord] = {}  # by (path, size, mtime): hashed once per process
 
     def _ensure_experiment(self, name: str, artifact_root: Path | None) -> str:
+        """Found or created, and marked as model training (an experiment of an older harness gets the tag;
+        a kind someone set by hand is kept)."""
         found = self.client.get_experiment_by_name(name)
         if found is not None:
+            if KIND_TAG not in found.tags:
+                self.client.set_experiment_tag(found.experiment_id, KIND_TAG, MODEL_TRAINING)
             return found.experiment_id
         location = None
         if artifact_root is not None and self.uri.startswith("sqlite:"):
             location = (artifact_root / name).resolve().as_uri()  # next to the DB, not ./mlruns of the CWD
         try:
-            return self.client.create_experiment(name, artifact_location=location)
+            return self.client.create_experiment(name, artifact_location=location, tags={KIND_TAG: MODEL_TRAINING})
         except MlflowException as exc:  # another worker created it at the same instant
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
             return self.client.get_experiment_by_name(name).experiment_id
+
+    def save_runs_view(
+        self, key: str, *, params: Sequence[str], metrics: Sequence[str], order_by: str, ascending: bool
+    ) -> None:
+        """The runs table `runs_link(..., key)` opens: the datasets, `params` and `metrics` as columns, runs
+        sorted by metric `order_by` (a sorted table lists child runs flat, not folded under the parent run).
+        The UI's own "share view" button stores the same JSON in the same experiment tag."""
+        columns = ["attributes.`Dataset`", *(f"params.`{p}`" for p in params), *(f"metrics.`{m}`" for m in metrics)]
+        view = {"orderByKey": f"metrics.`{order_by}`", "orderByAsc": ascending, "selectedColumns": columns}
+        self.client.set_experiment_tag(self.experiment_id, VIEW_TAG + key, json.dumps(view))
+
+    def has_runs_view(self, key: str) -> bool:
+        """Whether `save_runs_view(key)` ran on this experiment (a sweep of an older harness has none)."""
+        if self.experiment_id is None:
+            return False
+        return VIEW_TAG + key in self.client.get_experiment(self.experiment_id).tags
 
     def parent_run(self, *, sweep: str, study_uid: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
         """The parent run of the study `study_uid`: found (resume, other workers) or created.
@@ -129,6 +166,31 @@ class Tracker:
             if value is not None and not math.isnan(value):
                 self.client.log_metric(run_id, key, float(value), step=step)
 
+    def log_manifests(
+        self, run_id: str, manifests: Mapping[str, str | Path | None], audio_cache: Path | None = None
+    ) -> None:
+        """The manifests a run read, as MLflow datasets: `{"training": path, "validation": path}` (context ->
+        manifest; None skipped). Digests are the provenance content hash (audio bytes and fields, not
+        paths), so the UI shows the same data as the same dataset wherever it was copied; the full
+        sha256 is the input's `manifest_sha256` tag. `audio_cache` is provenance's audio-hash cache."""
+        inputs = []
+        for context, path in manifests.items():
+            record = self._manifest_record(Path(path), audio_cache) if path else None
+            if record is not None and record.sha256 is not None:  # a missing file is preflight's to report
+                inputs.append(_dataset_input(context, record, record.sha256))
+        if inputs:
+            self.client.log_inputs(run_id, datasets=inputs)
+
+    def _manifest_record(self, path: Path, audio_cache: Path | None) -> FileRecord:
+        """provenance.manifest_record, once per manifest version in this process (every trial logs the same files)."""
+        from harness.provenance import manifest_record  # provenance imports this module (git_commit)
+
+        stat = path.stat() if path.is_file() else None
+        key = (str(path.resolve()), *((stat.st_size, stat.st_mtime_ns) if stat else ()))
+        if key not in self._manifests:
+            self._manifests[key] = manifest_record(path.stem, str(path), audio_cache)
+        return self._manifests[key]
+
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path)
 
@@ -146,3 +208,30 @@ class Tracker:
         return self.client.search_runs(
             [self.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", max_results=5000
         )
+
+
+def _dataset_input(context: str, record: FileRecord, sha256: str) -> DatasetInput:
+    """One manifest as a dataset input: named by its file, found at its path, `num_rows` its lines."""
+    path = Path(record.path)
+    dataset = Dataset(
+        name=path.name,
+        digest=sha256[:DIGEST_CHARS],
+        source_type="local",
+        source=json.dumps({"uri": path.as_uri()}),
+        schema=None,
+        profile=json.dumps({"num_rows": record.lines, "audio_hours": round(record.hours or 0.0, 4)}),
+    )
+    return DatasetInput(dataset=dataset, tags=[InputTag(CONTEXT_TAG, context), InputTag(SHA256_TAG, sha256)])
+
+
+def runs_view_key(sweep: str) -> str:
+    """A sweep's runs-view key: its name in the characters MLflow tag keys and URLs take as they are."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", sweep)
+
+
+def runs_link(ui_url: str, experiment_id: str | None, view: str | None = None) -> str:
+    """The experiment's runs table in the MLflow UI at `ui_url`. `workflowType=machine_learning` picks the
+    UI's model-training layout (its default, `genai`, opens traces); `view` a key of `save_runs_view`."""
+    base = ui_url.rstrip("/") + "/#/experiments"
+    query = "workflowType=machine_learning" + (f"&viewStateShareKey={view}" if view else "")
+    return f"{base}/{experiment_id}/runs?{query}" if experiment_id else f"{base}?{query}"

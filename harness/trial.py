@@ -79,6 +79,8 @@ def run(trial_dir: Path) -> Result:
     from lightning.pytorch import seed_everything
 
     from harness.spec import load_spec
+    from harness.stopping import trial_rank
+    from harness.system_metrics import monitored
 
     job = Job.read(trial_dir)
     spec = load_spec(job.spec)
@@ -86,7 +88,9 @@ def run(trial_dir: Path) -> Result:
     spec.tracking.uri = job.tracking_uri or spec.tracking.uri
     seed_everything(job.seed, workers=True)
     started = time.monotonic()
-    result = _test(job, spec) if job.mode == "test" else _train_or_validate(job, spec, trial_dir)
+    # System metrics on the run for the process's life; not for a test-set score (a finished trial's run).
+    with monitored(job.run_id, spec.tracking_uri, enabled=job.mode != "test" and trial_rank() == 0):
+        result = _test(job, spec) if job.mode == "test" else _train_or_validate(job, spec, trial_dir)
     result.wall_seconds = time.monotonic() - started
     return result
 
@@ -145,7 +149,7 @@ def _reporting(job: Job, spec, trial_dir: Path) -> _Reporting:
 
 def _train_or_validate(job: Job, spec, trial_dir: Path) -> Result:
     """Restore under the trial config; fine-tune (reporting to Optuna and MLflow) or only validate."""
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf
 
     from harness.training import build_trainer, restore_model
 
@@ -157,7 +161,9 @@ def _train_or_validate(job: Job, spec, trial_dir: Path) -> Result:
         val_check_interval=min(spec.budget.val_check_interval, steps),
         callbacks=reporting.callbacks,
     )
-    model = restore_model(Path(job.nemo), OmegaConf.load(trial_dir / "config.yaml"), trainer)
+    config = OmegaConf.load(trial_dir / "config.yaml")
+    assert isinstance(config, DictConfig), "the supervisor writes a mapping"
+    model = restore_model(Path(job.nemo), config, trainer)
     if job.mode == "baseline":
         trainer.validate(model, verbose=False)  # its on_validation_end hooks record the history
     else:
@@ -169,6 +175,7 @@ def _conclude(job: Job, spec, trial_dir: Path, reporting: _Reporting, model, *, 
     """Predictions artifact, checkpoint, MLflow summary metrics and the result for the supervisor."""
     from harness.metrics import objective_values
     from harness.stopping import trial_rank
+    from harness.system_metrics import peak_memory
 
     history, pruning = reporting.history, reporting.pruning
     pruned = pruning is not None and pruning.pruned_at is not None
@@ -185,6 +192,7 @@ def _conclude(job: Job, spec, trial_dir: Path, reporting: _Reporting, model, *, 
     summary = {f"final_{k}": v for k, v in final.items() if k != "step"}
     summary |= {f"best_{k}": v for k, v in history.best.items() if k != "step"}
     summary |= {"objective": values[0], "steps_trained": steps_trained, **reporting.batches.summary()}
+    summary |= peak_memory()  # which batch_duration fits, beside the params in the MLflow UI
     reporting.tracker.log_metrics(job.run_id, summary, step=steps_trained)
     return Result(
         state="pruned" if pruned else "complete",
@@ -206,9 +214,10 @@ def _may_be_kept(spec, study, value: float) -> bool:
     from harness.study import best_trial, primary_value
 
     best = best_trial(study)
-    if best is None or primary_value(best) is None:
+    best_value = primary_value(best) if best is not None else None
+    if best_value is None:
         return True
-    return value <= primary_value(best) if spec.direction == "minimize" else value >= primary_value(best)
+    return value <= best_value if spec.direction == "minimize" else value >= best_value
 
 
 def _test(job: Job, spec) -> Result:
@@ -221,7 +230,9 @@ def _test(job: Job, spec) -> Result:
     from harness.training import inference_context, inference_device
 
     model = EncDecMultiTaskModel.restore_from(job.nemo, map_location=inference_device(spec.training)).eval()
-    test = Path(prompted_data(spec).test)
+    test_manifest = prompted_data(spec).test
+    assert test_manifest is not None, "the supervisor starts a test run only with data.test"
+    test = Path(test_manifest)
     with inference_context(spec.training):
         metrics = {f"test_{k}": v for k, v in evaluate_manifest(model, test, spec.data.text_field).items()}
     Tracker(spec.tracking_uri, spec.experiment_name).log_metrics(job.run_id, metrics)

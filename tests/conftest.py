@@ -171,6 +171,8 @@ def report_sweep(tmp_path_factory, speech_data) -> Iterator[SharedSweep]:
         # full: baseline and test set too; no pruning, so test_sweep.py can check every trial's whole record
         spec = spec_dict(speech_data, full=True, tracking={"uri": uri}, pruner={"type": "none"})
         (project / "sweeps" / f"{SWEEP}.yaml").write_text(yaml.safe_dump(spec))
-        with in_project(project):
+        # System metrics every 2 s (not 10): test_sweep.py sees the monitor's own samples, not only the last one.
+        with in_project(project), pytest.MonkeyPatch.context() as env:
+            env.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "2")
             Supervisor(load_spec(SWEEP), console=Console(file=io.StringIO(), width=200)).run()
         yield SharedSweep(project, uri)

@@ -26,6 +26,7 @@ T = TypeVar("T")
 
 ENV_KEYS = ("HARNESS_STORAGE", "HARNESS_TRACKING_URI")
 MLFLOW_SERVER_START_SECONDS = 180
+CHROMIUM = Path("/usr/bin/chromium")
 
 
 def free_port() -> int:
@@ -137,3 +138,15 @@ def load_study(spec) -> optuna.Study:
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def chromium(profile: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    """Headless Chromium on a fresh profile (no UI state stored by an earlier page), `args` saying what to do
+    (`--screenshot=...`, `--dump-dom`) and to which URL; background network and updates off."""
+    assert CHROMIUM.is_file(), (
+        f"{CHROMIUM} is missing: run scripts/setup.sh as root, or `apt-get install -y chromium chromium-driver`"
+    )
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
+    flags += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    command = [str(CHROMIUM), *flags, f"--user-data-dir={profile}", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)

@@ -63,6 +63,9 @@ def test_a_two_rank_trial_trains_on_both_and_records_once(project, speech_data):
     history = client.get_metric_history(run.info.run_id, "val_wer")
     assert [m.step for m in history] == [10, 20]  # one value per validation, not one per rank
     assert run.data.metrics["steps_trained"] == 20
+    # One system-metrics monitor, rank 0's: a second would log each step twice.
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")]
+    assert steps and len(steps) == len(set(steps))
     # Both ranks' validation shards are scored: every validation line has its hypothesis.
     predictions = (trial_dir / "predictions.jsonl").read_text().splitlines()
     assert len(predictions) == len(speech_data["validation"].read_text().splitlines())

@@ -11,7 +11,6 @@ import base64
 import io
 import json
 import re
-import subprocess
 import urllib.request
 from decimal import Decimal
 from pathlib import Path
@@ -32,10 +31,7 @@ from harness.search_space import format_param
 from harness.spec import DataSpec, SweepSpec, load_spec
 from harness.tracking import run_name
 from tests.conftest import SWEEP
-from tests.helpers import in_project, load_study, sha256
-
-CHROMIUM = Path("/usr/bin/chromium")
-
+from tests.helpers import chromium, in_project, load_study, sha256
 
 # -- the shared sweep (conftest.report_sweep) ------------------------------------------------
 
@@ -197,9 +193,6 @@ def test_trials_compare_in_the_mlflow_server_best_first(sweep, report_sweep):
 
 
 def test_html_report_renders_in_headless_chromium(sweep, written, tmp_path):
-    assert CHROMIUM.is_file(), (
-        f"{CHROMIUM} is missing: run scripts/setup.sh as root, or `apt-get install -y chromium chromium-driver`"
-    )
     page = (written / "report.html").read_text()
     assert "<script" not in page and 'src="http' not in page and "<link" not in page  # self-contained
     best = load_study(sweep).best_trial
@@ -217,25 +210,11 @@ def test_html_report_renders_in_headless_chromium(sweep, written, tmp_path):
         assert _not_flat(image), title
 
     screenshot = tmp_path / "report.png"
-    proc = subprocess.run(
-        [
-            str(CHROMIUM),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            f"--screenshot={screenshot}",
-            "--window-size=1400,4000",
-            (written / "report.html").as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
+    proc = chromium(
+        tmp_path / "profile",
+        f"--screenshot={screenshot}",
+        "--window-size=1400,4000",
+        (written / "report.html").as_uri(),
     )
     assert proc.returncode == 0 and screenshot.is_file(), proc.stderr[-3000:]
     shot = Image.open(screenshot)

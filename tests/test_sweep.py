@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 from rich.console import Console
 
 from harness.fault_injection import FAULT_ENV
+from harness.provenance import manifest_record
 from harness.search_space import format_param, load_search_space
 from harness.spec import load_spec
 from harness.study import open_storage
@@ -60,6 +61,9 @@ def test_sweep_records_every_trial_in_optuna_and_mlflow(report_sweep, monkeypatc
         best_run.data.metrics
     )
     assert parent.data.metrics["best_test_wer"] == best_run.data.metrics["test_wer"]
+    manifests = {role: _dataset(getattr(spec.data, role)) for role in ("train", "validation", "test")}
+    assert _datasets(children["baseline"]) == {"validation": manifests["validation"]}  # it only validates
+    assert "system/cpu_utilization_percentage" in children["baseline"].data.metrics
     for trial in trials:
         run = children[f"trial-{trial.number:04d}"]
         assert run.info.status == "FINISHED"
@@ -80,8 +84,31 @@ def test_sweep_records_every_trial_in_optuna_and_mlflow(report_sweep, monkeypatc
         assert run.data.metrics["train_batch_seconds_max"] <= trial.params["batch_duration"]
         artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "config")]
         assert artifacts == ["config/config.yaml"]
+        # System metrics through the trial (every 2 s here, then a last sample), and its peak memory.
+        for metric in ("system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"):
+            assert len(client.get_metric_history(run.info.run_id, metric)) >= 2, metric
+        assert run.data.metrics["peak_rss_mb"] > 100  # restored canary-tiny, torch and NeMo
+        assert "peak_gpu_memory_mb" not in run.data.metrics  # CPU trials
+        # The manifests it read, as datasets named by content (the best trial's run also scored the test set).
+        test = {"test": manifests["test"]} if run is best_run else {}
+        assert _datasets(run) == {"training": manifests["train"], "validation": manifests["validation"], **test}
         config = (spec.trials_dir / f"trial-{trial.number:04d}" / "config.yaml").read_text()
         assert f"use_loss_mask_for_prompt: {str(trial.params['use_loss_mask_for_prompt']).lower()}" in config
+
+
+def _dataset(manifest: str) -> tuple[str, str, str]:
+    """(name, digest, full hash) a run's input should show for `manifest`: provenance's content hash."""
+    full = manifest_record("manifest", manifest).sha256
+    return Path(manifest).name, full[:32], full
+
+
+def _datasets(run) -> dict[str, tuple[str, str, str]]:
+    """A run's dataset inputs by context (training, validation, test)."""
+    found = {}
+    for given in run.inputs.dataset_inputs:
+        tags = {t.key: t.value for t in given.tags}
+        found[tags["mlflow.data.context"]] = (given.dataset.name, given.dataset.digest, tags["manifest_sha256"])
+    return found
 
 
 def test_pruned_trial_is_killed_in_mlflow_and_stops_early(project, speech_data):

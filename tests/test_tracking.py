@@ -6,6 +6,7 @@ milliseconds, not the seconds MLflow's schema migration takes); no training, no 
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import time
@@ -15,7 +16,8 @@ import pytest
 from mlflow.entities import ViewType
 
 import harness.tracking as tracking
-from harness.tracking import PARENT_ROLE, TRIAL_ROLE, UID_TAG, Tracker
+from harness import provenance
+from harness.tracking import KIND_TAG, PARENT_ROLE, TRIAL_ROLE, UID_TAG, Tracker, runs_link, runs_view_key
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -243,3 +245,116 @@ def test_git_commit_is_the_checkout_head_or_none_outside_git(monkeypatch):
 
     monkeypatch.setattr(tracking.subprocess, "run", no_git)
     assert tracking.git_commit() is None
+
+
+# -- what the MLflow UI shows: the experiment's kind, the runs view, the manifests as datasets ----
+
+
+def test_the_experiment_is_marked_as_model_training_and_a_kind_set_by_hand_is_kept(tracker, uri):
+    assert tracker.client.get_experiment(tracker.experiment_id).tags[KIND_TAG] == "custom_model_development"
+    # An experiment of an older harness gets the tag when a sweep opens it; one a user re-kinded keeps its kind.
+    older = tracker.client.create_experiment("older")
+    kept = tracker.client.create_experiment("kept", tags={KIND_TAG: "finetuning"})
+    Tracker(uri, "older"), Tracker(uri, "kept")
+    assert tracker.client.get_experiment(older).tags[KIND_TAG] == "custom_model_development"
+    assert tracker.client.get_experiment(kept).tags[KIND_TAG] == "finetuning"
+    looked = tracker.client.create_experiment("looked")
+    Tracker(uri, "looked", create=False)  # looking changes nothing
+    assert KIND_TAG not in tracker.client.get_experiment(looked).tags
+
+
+def test_the_runs_view_and_the_link_that_opens_it(tracker, uri):
+    key = runs_view_key("my sweep/v2")
+    assert key == "my_sweep_v2"
+    assert not tracker.has_runs_view(key)
+    tracker.save_runs_view(
+        key, params=["lr", "freeze"], metrics=["objective", "peak_rss_mb"], order_by="objective", ascending=False
+    )
+    assert tracker.has_runs_view(key) and not tracker.has_runs_view("other")
+    view = json.loads(tracker.client.get_experiment(tracker.experiment_id).tags[f"mlflow.sharedViewState.{key}"])
+    assert view == {
+        "orderByKey": "metrics.`objective`",
+        "orderByAsc": False,
+        "selectedColumns": [
+            "attributes.`Dataset`",
+            "params.`lr`",
+            "params.`freeze`",
+            "metrics.`objective`",
+            "metrics.`peak_rss_mb`",
+        ],
+    }
+    eid = tracker.experiment_id
+    assert runs_link("http://h:5000/", eid, key) == (
+        f"http://h:5000/#/experiments/{eid}/runs?workflowType=machine_learning&viewStateShareKey=my_sweep_v2"
+    )
+    assert runs_link("http://h:5000", eid) == f"http://h:5000/#/experiments/{eid}/runs?workflowType=machine_learning"
+    assert runs_link("http://h:5000", None) == "http://h:5000/#/experiments?workflowType=machine_learning"
+    assert not Tracker(uri, "absent", create=False).has_runs_view(key)
+
+
+def _manifest(folder: Path, name: str, texts: list[str]) -> Path:
+    """A manifest whose audio files are a few distinct bytes (provenance hashes bytes; nothing decodes them)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i, text in enumerate(texts):
+        (folder / f"{name}-{i}.wav").write_bytes(f"RIFF {name} {i}".encode())
+        lines.append(json.dumps({"audio_filepath": f"{name}-{i}.wav", "duration": 1.5, "text": text}))
+    path = folder / f"{name}.json"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_log_manifests_names_each_manifest_by_context_and_content_hash(tracker, tmp_path):
+    train = _manifest(tmp_path / "data", "train", ["a b", "c d", "e f"])
+    validation = _manifest(tmp_path / "data", "validation", ["g h"])
+    cache = tmp_path / "mlruns" / "audio-sha256.json"
+    run = tracker.child_run(_parent(tracker), name="trial-0000", role=TRIAL_ROLE, params={}, tags={})
+    tracker.log_manifests(run, {"training": train, "validation": str(validation), "test": None}, cache)
+
+    inputs = tracker.client.get_run(run).inputs.dataset_inputs
+    by_context = {{t.key: t.value for t in i.tags}["mlflow.data.context"]: i for i in inputs}
+    assert set(by_context) == {"training", "validation"}
+    for context, path, rows in (("training", train, 3), ("validation", validation, 1)):
+        full = provenance.manifest_record(context, str(path)).sha256  # the report's hash: audio bytes + fields
+        logged = by_context[context]
+        assert logged.dataset.name == path.name
+        assert logged.dataset.digest == full[:32] and len(logged.dataset.digest) == 32
+        assert {t.key: t.value for t in logged.tags}["manifest_sha256"] == full
+        assert json.loads(logged.dataset.source) == {"uri": path.resolve().as_uri()}
+        assert json.loads(logged.dataset.profile)["num_rows"] == rows
+    assert cache.is_file()  # provenance's audio hash cache, shared with the report
+
+    # The same data elsewhere is the same dataset; a changed transcript is another.
+    copy = _manifest(tmp_path / "copy", "train", ["a b", "c d", "e f"])
+    changed = _manifest(tmp_path / "changed", "train", ["a b", "c d", "e F"])
+    other = tracker.child_run(_parent(tracker), name="trial-0001", role=TRIAL_ROLE, params={}, tags={})
+    tracker.log_manifests(other, {"training": copy, "validation": changed})
+    digests = {i.dataset.digest for i in tracker.client.get_run(other).inputs.dataset_inputs}
+    assert by_context["training"].dataset.digest in digests and len(digests) == 2
+
+
+def test_log_manifests_skips_a_missing_manifest(tracker, tmp_path):
+    run = _parent(tracker)
+    tracker.log_manifests(run, {"training": tmp_path / "absent.json"})
+    assert tracker.client.get_run(run).inputs.dataset_inputs == []
+
+
+def test_the_printed_command_opens_the_runs_view_of_a_local_store(tracker, uri, monkeypatch):
+    from harness.report import mlflow_ui_command
+    from harness.spec import DataSpec, SweepSpec, TrackingSpec
+
+    monkeypatch.delenv("HARNESS_TRACKING_URI", raising=False)
+    spec = SweepSpec(
+        name="sweep-a",
+        model="canary-tiny",
+        data=DataSpec("t.json", "v.json"),
+        search_space="s.yaml",
+        tracking=TrackingSpec(uri),
+    )
+    eid = tracker.experiment_id
+    serve = f"mlflow ui --backend-store-uri {uri}, then open http://127.0.0.1:5000/#/experiments"
+    assert mlflow_ui_command(spec) == f"{serve}/{eid}/runs?workflowType=machine_learning"  # no view saved yet
+    tracker.save_runs_view("sweep-a", params=["lr"], metrics=["objective"], order_by="objective", ascending=True)
+    assert mlflow_ui_command(spec).endswith(f"/{eid}/runs?workflowType=machine_learning&viewStateShareKey=sweep-a")
+    spec.tracking.experiment = "never-made"
+    assert mlflow_ui_command(spec) == f"{serve}?workflowType=machine_learning"

@@ -2,22 +2,43 @@
 
 from __future__ import annotations
 
+from mlflow.exceptions import MlflowException
 from rich.console import Console
 from rich.table import Table as RichTable
 
+from harness.errors import HarnessError
 from harness.names import metrics_text, run_name
 from harness.report._summary import SweepSummary, summarize, trial_rows
 from harness.search_space import format_param
 from harness.spec import SweepSpec
+from harness.stores import redact, sqlite_path
 from harness.study import primary_value
+from harness.tracking import Tracker, runs_link, runs_view_key
 from harness.trial_record import TrialRecord
+
+LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
 
 
 def mlflow_ui_command(spec: SweepSpec) -> str:
+    """How to open the sweep's runs table: the server's link, or `mlflow ui` on the store and then the link."""
     uri = spec.tracking_uri
-    if uri.startswith("sqlite:"):
-        return f"mlflow ui --backend-store-uri {uri}"
-    return f"open {uri} (experiment {spec.experiment_name})"
+    if uri.startswith(("http://", "https://")):
+        return f"open {_runs_link(spec, uri)}"
+    return f"mlflow ui --backend-store-uri {redact(uri)}, then open {_runs_link(spec, LOCAL_UI)}"
+
+
+def _runs_link(spec: SweepSpec, ui_url: str) -> str:
+    """The runs table in the model-training layout, with the sweep's saved view where it has one. Where the
+    store cannot be read, the experiments list (a report must not fail over a link)."""
+    path = sqlite_path(spec.tracking_uri)
+    if path is not None and not path.is_file():
+        return runs_link(ui_url, None)
+    try:
+        tracker = Tracker(spec.tracking_uri, spec.experiment_name, create=False)
+        view = runs_view_key(spec.name)
+        return runs_link(ui_url, tracker.experiment_id, view if tracker.has_runs_view(view) else None)
+    except (HarnessError, MlflowException, OSError):
+        return runs_link(ui_url, None)
 
 
 def trials_table(summary: SweepSummary) -> RichTable:

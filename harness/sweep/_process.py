@@ -21,6 +21,7 @@ import optuna
 from omegaconf import OmegaConf
 
 from harness.canary import CheckpointInfo, trial_config
+from harness.provenance import AUDIO_HASHES_FILE
 from harness.spec import DataSpec, SweepSpec
 from harness.stopping import RANK_VARIABLES, die_with_parent
 from harness.tokenizers import extract_tokenizers
@@ -76,6 +77,7 @@ class Launcher:
         for stale in ("result.json", "progress.json"):
             (trial_dir / stale).unlink(missing_ok=True)
         self._write_config(trial_dir, params, run_id=run_id, seed=seed, mode=mode)
+        self.tracker.log_manifests(run_id, self._manifests(mode), self.spec.state_dir / AUDIO_HASHES_FILE)
         Job(
             spec=self.spec.source,
             nemo=str(nemo or self.nemo),
@@ -109,7 +111,7 @@ class Launcher:
         cfg = trial_config(
             self.info.config,
             params,
-            data=self.spec.data if released else self.data,
+            data=self._data(mode),
             training=self.spec.training,
             budget=self.spec.budget,
             seed=seed,
@@ -120,6 +122,19 @@ class Launcher:
         config_path = trial_dir / "config.yaml"
         OmegaConf.save(cfg, config_path)
         self.tracker.log_artifact(run_id, config_path, "config")
+
+    def _data(self, mode: str) -> DataSpec:
+        """The baseline reads the user's manifests; training and the test set the prompted copies, if any."""
+        return self.spec.data if mode == "baseline" else self.data
+
+    def _manifests(self, mode: str) -> dict[str, str | None]:
+        """The manifests the process reads, by MLflow dataset context (its run's Dataset column)."""
+        data = self._data(mode)
+        if mode == "baseline":
+            return {"validation": data.validation}
+        if mode == "test":
+            return {"test": data.test}
+        return {"training": data.train, "validation": data.validation}
 
 
 def stop_process(proc: subprocess.Popen) -> None:
