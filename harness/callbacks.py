@@ -8,11 +8,12 @@ those, never imports Lightning or torch: it stays a small process (see benchmark
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import optuna
-from lightning.pytorch import Callback
+from lightning.pytorch import Callback, LightningModule, Trainer
 
 from harness.metrics import Collect
 from harness.progress import write_progress
@@ -34,7 +35,7 @@ class PruningReporter(Callback):
         self.objective = objective
         self.pruned_at: int | None = None
 
-    def on_validation_end(self, trainer, pl_module) -> None:
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking or trainer.global_step == 0:
             return
         pruned = trainer.is_global_zero and self._report_and_decide(trainer)
@@ -61,7 +62,7 @@ class MetricsLogger(Callback):
         self.run_id = run_id
         self.collect = collect
 
-    def on_validation_end(self, trainer, pl_module) -> None:
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         self.tracker.log_metrics(self.run_id, self.collect(trainer.callback_metrics), step=trainer.global_step)
@@ -74,7 +75,13 @@ class ProgressWriter(Callback):
         self.trial_dir = trial_dir
         self.max_steps = max_steps
         self.collect = collect
+        self.started: float | None = None
 
-    def on_validation_end(self, trainer, pl_module) -> None:
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.started = time.monotonic()  # the supervisor's per-trial ETA leaves the restore out
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.sanity_checking and trainer.is_global_zero:
-            write_progress(self.trial_dir, trainer.global_step, self.max_steps, self.collect(trainer.callback_metrics))
+            elapsed = None if self.started is None else time.monotonic() - self.started
+            metrics = self.collect(trainer.callback_metrics)
+            write_progress(self.trial_dir, trainer.global_step, self.max_steps, metrics, elapsed)

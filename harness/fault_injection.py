@@ -3,18 +3,24 @@
 Crash handling (OOM classification, FAIL records, retries, stopping a sweep whose trials all fail
 alike) must be tested through real trial processes, and a CPU cannot run out of GPU memory on
 demand. With the variable unset (every real run) `injected_faults()` is empty and nothing here runs.
-Values: `oom` raises torch.cuda.OutOfMemoryError at the first training step; anything else raises
-a RuntimeError naming it. docs/ARCHITECTURE.md lists this hook.
+Values:
+- `oom` raises torch.cuda.OutOfMemoryError at the first training step of every trial;
+- `oom_above:<seconds>` raises it only in trials whose `batch_duration` exceeds `<seconds>` (the
+  others train normally), as a real GPU does: large batches do not fit, small ones do;
+- anything else raises a RuntimeError naming it.
+docs/ARCHITECTURE.md lists this hook.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
-from lightning.pytorch import Callback
+from lightning.pytorch import Callback, LightningModule, Trainer
 
 FAULT_ENV = "HARNESS_INJECT_FAULT"
+OOM_ABOVE = "oom_above:"
 
 
 class FaultInjector(Callback):
@@ -22,11 +28,27 @@ class FaultInjector(Callback):
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
+        self.limit = _seconds(kind[len(OOM_ABOVE) :]) if kind.startswith(OOM_ABOVE) else None
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        if self.limit is not None:
+            if float(pl_module.cfg.train_ds.batch_duration) > self.limit:
+                raise _oom(f"batch_duration above {self.limit:g} s")
+            return
         if self.kind == "oom":
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+            raise _oom("injected")
         raise RuntimeError(f"injected fault {self.kind!r}")
+
+
+def _oom(why: str) -> torch.cuda.OutOfMemoryError:
+    return torch.cuda.OutOfMemoryError(f"CUDA out of memory. Tried to allocate 2.00 GiB ({why}, injected)")
+
+
+def _seconds(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{FAULT_ENV}={OOM_ABOVE}{text}: expected seconds of audio, e.g. {OOM_ABOVE}20") from None
 
 
 def injected_faults() -> list[Callback]:

@@ -18,7 +18,7 @@ re-applies the mode whenever training (re)starts.
 
 from __future__ import annotations
 
-from lightning.pytorch import Callback
+from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 
@@ -87,9 +87,9 @@ class FreezeCallback(Callback):
     def __init__(self, mode: str) -> None:
         self.mode = mode
 
-    def on_train_start(self, trainer, pl_module) -> None:
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         apply_freeze(pl_module, self.mode)
 
-    def on_validation_end(self, trainer, pl_module) -> None:
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.state.fn == TrainerFn.FITTING:
             apply_freeze(pl_module, self.mode)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 
-from lightning.pytorch import Callback
+from lightning.pytorch import Callback, LightningModule, Trainer
 
 from harness.spec import ObjectiveSpec
 
@@ -63,7 +63,7 @@ class ValidationHistory(Callback):
         self.collect = collect
         self.history: list[dict[str, float]] = []
 
-    def on_validation_end(self, trainer, pl_module) -> None:
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking:
             return
         self.history.append({"step": trainer.global_step, **self.collect(trainer.callback_metrics)})

@@ -23,6 +23,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
+from harness.trial_record import TrialRecord  # noqa: E402
+
 DPI = 100
 WIDE = (9.0, 4.5)
 PANEL = (3.6, 3.2)
@@ -45,6 +47,7 @@ def objective_history(trials: Sequence[FrozenTrial], direction: str, out: Path) 
     title = "Objective by trial"
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
     pruned = [t for t in trials if t.state == TrialState.PRUNED and t.intermediate_values]
+    pruned = [t for t in pruned if not TrialRecord.of(t).out_of_memory]  # an OOM was not pruned
     if not complete and not pruned:
         return Plot("objective_history", title, None, note="no trial has finished yet")
     fig, (ax,) = _figure(WIDE)

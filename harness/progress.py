@@ -2,7 +2,8 @@
 
 The view reads only what the supervisor already knows (study counts, finished outcomes) and each
 running trial's `progress.json` (written by the trial process after every validation), so it
-costs nothing on the training path.
+costs nothing on the training path. Without a terminal (Slurm logs, nohup, `| tee`) a redrawn
+table is noise, so each validation of each trial becomes one plain line instead.
 """
 
 from __future__ import annotations
@@ -20,16 +21,21 @@ PROGRESS_FILE = "progress.json"
 
 
 def read_progress(trial_dir: Path) -> dict:
-    """The trial process's last report: {"step": int, "max_steps": int, "metrics": {...}}."""
+    """The trial process's last report: {"step": int, "max_steps": int, "metrics": {...}}, and
+    "elapsed" (seconds since training started) where the trial measured it."""
     try:
         return json.loads((trial_dir / PROGRESS_FILE).read_text())
     except (OSError, ValueError):
         return {}
 
 
-def write_progress(trial_dir: Path, step: int, max_steps: int, metrics: dict) -> None:
+def write_progress(trial_dir: Path, step: int, max_steps: int, metrics: dict, elapsed: float | None = None) -> None:
+    """`elapsed` excludes the model's restore, so an ETA from it does not count that time again."""
+    report = {"step": step, "max_steps": max_steps, "metrics": metrics}
+    if elapsed is not None:
+        report["elapsed"] = elapsed
     tmp = trial_dir / (PROGRESS_FILE + ".tmp")
-    tmp.write_text(json.dumps({"step": step, "max_steps": max_steps, "metrics": metrics}))
+    tmp.write_text(json.dumps(report))
     tmp.replace(trial_dir / PROGRESS_FILE)
 
 
@@ -42,6 +48,7 @@ class SweepView:
         self.budget = budget
         self.started = time.monotonic()
         self.durations: list[float] = []
+        self._logged_steps: dict[str, int] = {}  # trial name -> the step of its last validation line
         self.live = Live(console=console, refresh_per_second=1, transient=False) if console.is_terminal else None
 
     def __enter__(self) -> SweepView:
@@ -80,11 +87,34 @@ class SweepView:
             table.add_column(column)
         for name, trial_dir in running:
             report = read_progress(trial_dir)
-            overall = {k: v for k, v in report.get("metrics", {}).items() if "/" not in k}  # per pair: MLflow
-            metrics = " ".join(f"{k}={v:.4f}" for k, v in overall.items())
             step = f"{report.get('step', 0)}/{report.get('max_steps', '?')}"
-            table.add_row(name, step, metrics)
+            table.add_row(name, step, _overall_text(report))
         self.live.update(Group(header, table))
+
+    def log_validations(self, running: list[tuple[str, Path, float]]) -> None:
+        """Without a terminal: `trial-0003 step 200/1000 val_wer=0.4120 ... ETA 4m10s`, once per new
+        validation of each running trial (name, trial dir, seconds since its process started).
+
+        The ETA is the trial's own: its remaining steps at the pace of its steps so far, timed by the
+        trial from the start of training (or, from an older trial process, since it started)."""
+        if self.live:
+            return
+        for name, trial_dir, seconds in running:
+            report = read_progress(trial_dir)
+            step = report.get("step") or 0
+            if step <= 0 or self._logged_steps.get(name) == step:
+                continue
+            self._logged_steps[name] = step
+            max_steps = report.get("max_steps") or step
+            eta = report.get("elapsed", seconds) * max(0, max_steps - step) / step
+            line = f"{name} step {step}/{max_steps} {_overall_text(report)} ETA {_clock(eta)}"
+            self.console.print(line, highlight=False, markup=False, soft_wrap=True)  # one line, however long
+
+
+def _overall_text(report: dict) -> str:
+    """The validation's overall figures (`val_wer=0.4120 val_bleu=0.3100`); per-pair ones go to MLflow."""
+    overall = {k: v for k, v in report.get("metrics", {}).items() if "/" not in k}
+    return " ".join(f"{k}={v:.4f}" for k, v in overall.items())
 
 
 def _clock(seconds: float) -> str:

@@ -1,4 +1,5 @@
-"""Optuna: storage, study, sampler seeds, pruner and the pruning report at `global_step`.
+"""Optuna: storage, study, sampler seeds, pruner, the pruning report at `global_step`, and out of
+memory told as an infeasible trial.
 
 All Optuna knowledge lives here. Trials run in their own processes; a trial process reopens
 the study from the same storage and reports to its own trial id, so the pruner sees every
@@ -119,6 +120,32 @@ class LatestMedianPruner(optuna.pruners.MedianPruner):
             return False
         median = statistics.median(others)
         return latest < median if study.direction == optuna.study.StudyDirection.MAXIMIZE else latest > median
+
+
+MEMORY_CONSTRAINT = "out_of_memory"  # the Optuna constraint an OOM trial violates (1.0); > 0 is infeasible
+
+
+def tell_out_of_memory(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Tell Optuna that `trial`'s params do not fit in memory, so that the sampler avoids them.
+
+    Optuna 5 (as installed) learns constraints only from COMPLETE and PRUNED trials: TPE reads
+    trials in those states (plus RUNNING) and ignores FAIL ones entirely
+    (`samplers/_tpe/sampler.py` `_sample`, `_sample_relative`: `states = (COMPLETE, PRUNED)`), so a
+    FAIL, with or without a constraint, teaches it nothing and it proposes the same region again.
+    The trial is therefore told PRUNED (stopped before its budget, which is true) with the
+    constraint set through `Trial.set_constraint` before the tell, stored as the
+    system attr `constraints:out_of_memory` (`trial/_trial.py`). TPE puts every trial whose
+    constraints sum above 0 in its own infeasible group, ranked after all complete and pruned ones
+    (`_split_trials`, `_get_infeasible_trial_score`), i.e. in the "bad" density. The deprecated
+    `TPESampler(constraints_func=...)` would not help: it is called from `after_trial` only for
+    COMPLETE and PRUNED trials (`samplers/_base.py` `_process_constraints_after_trial`) and warns
+    since 5.0. A trial without the constraint counts as feasible everywhere (best trial, TPE), so
+    complete trials need none and older studies read the same. RandomSampler ignores constraints.
+    That the trial ran out of memory is the harness's record (`TrialRecord.out_of_memory`): the
+    report and MLflow say `oom`, never "pruned".
+    """
+    trial.set_constraint(MEMORY_CONSTRAINT, 1.0)
+    study.tell(trial, state=TrialState.PRUNED)
 
 
 def make_sampler(spec: SweepSpec, seed: int) -> optuna.samplers.BaseSampler:

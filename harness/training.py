@@ -9,9 +9,10 @@ from __future__ import annotations
 import contextlib
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
-from lightning.pytorch import Callback, Trainer
+from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.plugins.environments import LightningEnvironment
 from lightning.pytorch.strategies import DDPStrategy, Strategy
 from omegaconf import DictConfig
@@ -116,7 +117,7 @@ class BatchStats(Callback):
         self.samples: list[torch.Tensor] = []
         self.sample_rate = 16000
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         self.sample_rate = pl_module.cfg.get("sample_rate", 16000)
         self.cuts.append(int(batch.audio.shape[0]))
         self.padded.append(int(batch.audio.shape[0]) * int(batch.audio.shape[-1]))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch.distributed as dist
 from lhotse.cut import MixedCut
-from lightning.pytorch import Callback
+from lightning.pytorch import Callback, LightningModule, Trainer
 
 from harness.behaviours import ORIGINAL_SOURCE_LANG
 from harness.evaluation import Transcript, score
@@ -47,13 +47,13 @@ class ValidationTranscripts(Callback):
             self._figures = {PREFIX + key: value for key, value in score(self.transcripts).items()}
         return self._figures
 
-    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._order, self._by_cut, self._figures = [], {}, None
         _listen(pl_module.metric, lambda cuts, _: self._order.extend(_cut(c).id for c in cuts), decodes=False)
         for name in pl_module.metric_cfg.metrics:  # MultiTaskMetric sets each metric as a model attribute
             _listen(getattr(pl_module, name), self._record)
 
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Under DDP each rank decodes its shard of the validation set: every rank gets all of them."""
         if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
             shards: list = [None] * dist.get_world_size()

@@ -243,8 +243,10 @@ def classify_failure(exc: BaseException) -> tuple[str, int]:
     """(reason, exit code): OOM is named as such so users lower batch_duration, not debug."""
     import torch
 
+    from harness.trial_record import OOM
+
     if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
-        return "oom", EXIT_OOM
+        return OOM, EXIT_OOM
     return f"error: {type(exc).__name__}: {exc}"[:500], 1
 
 

@@ -21,6 +21,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
+OOM = "oom"  # the fail_reason of a trial that ran out of accelerator memory (an infeasible point, not a crash)
+
 
 @dataclass(frozen=True)
 class TrialRecord:
@@ -73,6 +75,12 @@ class TrialRecord:
             retry_of=_maybe(int, attrs.get("retry_of")),
             attempt=int(attrs.get("attempt") or 0),
         )
+
+    @property
+    def out_of_memory(self) -> bool:
+        """It ran out of memory: Optuna holds it PRUNED and infeasible (see `harness.study.tell_out_of_memory`),
+        older harnesses FAIL; either way its params did not fit, whatever its Optuna state says."""
+        return self.fail_reason == OOM
 
     @classmethod
     def attrs(cls, **values: Any) -> dict[str, Any]:

@@ -142,6 +142,7 @@ class SharedSweep:
 
     project: Path
     uri: str
+    console: str  # what the supervisor printed, to a console that is not a terminal
 
     def enter(self, monkeypatch: pytest.MonkeyPatch) -> SweepSpec:
         """Make the project the CWD for one test and return its spec."""
@@ -172,7 +173,8 @@ def report_sweep(tmp_path_factory, speech_data) -> Iterator[SharedSweep]:
         spec = spec_dict(speech_data, full=True, tracking={"uri": uri}, pruner={"type": "none"})
         (project / "sweeps" / f"{SWEEP}.yaml").write_text(yaml.safe_dump(spec))
         # System metrics every 2 s (not 10): test_sweep.py sees the monitor's own samples, not only the last one.
+        out = io.StringIO()
         with in_project(project), pytest.MonkeyPatch.context() as env:
             env.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "2")
-            Supervisor(load_spec(SWEEP), console=Console(file=io.StringIO(), width=200)).run()
-        yield SharedSweep(project, uri)
+            Supervisor(load_spec(SWEEP), console=Console(file=out, width=200)).run()
+        yield SharedSweep(project, uri, out.getvalue())

@@ -37,3 +37,22 @@ def test_without_a_terminal_the_view_only_logs(tmp_path):
     view.log("trial-0000 started")
     view.refresh({"done": 0}, "-", [], slots=1)
     assert out.getvalue() == "trial-0000 started\n"
+
+
+def test_without_a_terminal_each_validation_is_one_line_with_the_trials_eta(tmp_path):
+    """Slurm logs, nohup, `| tee`: a line per new validation, unwrapped however narrow the console;
+    the ETA is the trial's remaining steps at its own pace (62.5 s for 200 steps, 800 to go)."""
+    trial_dir = tmp_path / "trial-0003"
+    trial_dir.mkdir()
+    metrics = {"val_wer": 0.412, "val_bleu": 0.31, "val_bleu/en-de": 0.31}
+    write_progress(trial_dir, 200, 1000, metrics, elapsed=62.5)
+    out = io.StringIO()
+    view = SweepView(Console(file=out, width=40), name="demo", budget=6)
+    view.log_validations([("trial-0003", trial_dir, 90.0)])
+    view.log_validations([("trial-0003", trial_dir, 91.0)])  # the same validation: no second line
+    write_progress(trial_dir, 500, 1000, metrics)  # no `elapsed` (an older trial): its process's age
+    view.log_validations([("trial-0003", trial_dir, 300.0)])
+    assert out.getvalue().splitlines() == [
+        "trial-0003 step 200/1000 val_wer=0.4120 val_bleu=0.3100 ETA 4m10s",
+        "trial-0003 step 500/1000 val_wer=0.4120 val_bleu=0.3100 ETA 5m00s",
+    ]

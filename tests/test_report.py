@@ -22,14 +22,25 @@ from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 from PIL import Image
+from rich.console import Console
 
 from harness import plots, provenance
 from harness.cli import main
 from harness.model_source import resolve_model
-from harness.report import SweepSummary, make_plots, report_dir
+from harness.report import (
+    SweepSummary,
+    make_plots,
+    memory_rows,
+    memory_table,
+    pruning_savings,
+    report_dir,
+    trial_rows,
+)
 from harness.search_space import format_param
 from harness.spec import DataSpec, SweepSpec, load_spec
+from harness.study import tell_out_of_memory
 from harness.tracking import run_name
+from harness.trial_record import OOM, TrialRecord
 from tests.conftest import SWEEP
 from tests.helpers import chromium, in_project, load_study, sha256
 
@@ -77,6 +88,10 @@ def test_report_holds_decision_evidence_and_provenance(sweep, written):
         row = next(line for line in md.splitlines() if line.startswith(f"| {run_name(t.number)} | {t.state.name} |"))
         if t.state == TrialState.PRUNED:
             assert f"pruned at step {t.user_attrs['pruned_at']}" in row
+    # Memory: per freeze mode, the largest batch_duration that fit; nothing ran out of memory.
+    for mode in {t.params["freeze"] for t in study.trials}:
+        fit = max(t.params["batch_duration"] for t in study.trials if t.params["freeze"] == mode)
+        assert f"| {mode} | {format_param(fit)} | none |" in md
     # Compute saved by pruning, from the recorded steps.
     counted = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     trained = sum(t.user_attrs.get("steps") or t.user_attrs["pruned_at"] for t in counted)
@@ -286,3 +301,45 @@ def test_pareto_front_only_for_multi_objective_studies(tmp_path, monkeypatch):
         assert ("pareto_front" in names) == expected
     front = plots.pareto_front(multi, tmp_path)
     assert front.path is not None and Image.open(front.path).size == front.size
+
+
+# -- out of memory (a synthetic study: no training needed) -------------------------------------
+
+
+def _trial_that_ran_out_of_memory(study: optuna.Study, params: dict, space: dict) -> None:
+    """Recorded as the supervisor records it: `oom`, then PRUNED and infeasible; this one after a validation."""
+    study.enqueue_trial(params)
+    trial = study.ask(space)
+    trial.report(0.2, 10)
+    TrialRecord.write(trial, fail_reason=OOM, requeued=False)
+    tell_out_of_memory(study, trial)
+
+
+def test_out_of_memory_trials_say_oom_and_bound_batch_duration_per_freeze_mode():
+    space = {**SPACE, "batch_duration": CategoricalDistribution([10, 20, 40, 80])}
+    study = optuna.create_study()
+
+    def add(size, freeze, state=TrialState.COMPLETE, **record):
+        params = {"lr": 1e-3, "freeze": freeze, "batch_duration": size}
+        value = {"value": 0.5} if state == TrialState.COMPLETE else {"intermediate_values": {10: 0.9}}
+        attrs = TrialRecord.attrs(**record)
+        study.add_trial(create_trial(params=params, distributions=space, state=state, user_attrs=attrs, **value))
+
+    add(10, "none", steps=20)
+    add(20, "none", TrialState.PRUNED, pruned_at=10)
+    _trial_that_ran_out_of_memory(study, {"lr": 1e-3, "freeze": "none", "batch_duration": 40}, space)
+    add(80, "encoder", TrialState.FAIL, fail_reason=OOM)  # as older harnesses recorded an OOM
+    add(10, "encoder", TrialState.FAIL, fail_reason="error: RuntimeError: broken")  # says nothing on memory
+    summary = SweepSummary(study, study.get_trials(), study.best_trial, None)
+
+    assert memory_rows(summary.trials) == [["encoder", "-", "80"], ["none", "20", "40"]]
+    _, rows = trial_rows(summary)
+    states = {row[0]: (row[1], row[2], row[-1]) for row in rows}
+    assert states["trial-0002"] == ("OOM", "", "oom")  # Optuna keeps 0.2 as the pruned value; the report does not
+    assert states["trial-0003"] == ("OOM", "", "oom")
+    assert [row[0] for row in rows][:2] == ["trial-0000", "trial-0001"]
+    savings = pruning_savings(summary.trials, max_steps=20)  # an OOM is not a saving
+    assert (savings.trials, savings.trained, savings.unpruned) == (2, 30, 40)
+    out = io.StringIO()
+    Console(file=out, width=200).print(memory_table(summary))
+    assert "Memory: largest batch_duration that fit per freeze mode" in out.getvalue()

@@ -1,5 +1,6 @@
 """Pruning decisions, the supervisor's footprint, and what defines a study, on real Optuna studies."""
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,16 @@ from harness.errors import HarnessError
 from harness.records import check_records, open_records
 from harness.search_space import load_search_space
 from harness.spec import PrunerSpec, load_spec
-from harness.study import LatestMedianPruner, TrialSeededSampler, make_pruner, open_storage, open_study
+from harness.study import (
+    MEMORY_CONSTRAINT,
+    LatestMedianPruner,
+    TrialSeededSampler,
+    make_pruner,
+    make_sampler,
+    open_storage,
+    open_study,
+    tell_out_of_memory,
+)
 from harness.tracking import UID_TAG, Tracker
 from tests.conftest import SEARCH_SPACE, spec_dict, write_spec
 
@@ -85,6 +95,48 @@ def test_proposals_follow_the_trial_number_not_the_process():
     first, again = proposals(4), proposals(4)
     assert first == again
     assert len(set(first)) == 4
+
+
+def _proposals_that_run_out_of_memory(spec, seed: int, *, infeasible: bool) -> int:
+    """A TPE sweep of 20 trials where batch_duration above 40 runs out of memory and larger batches
+    score better up to there (the usual tension): how many proposals after TPE's 4 random start-up
+    trials land in the region that runs out. `infeasible`: each OOM is told as the supervisor
+    tells it (`tell_out_of_memory`); otherwise as a plain FAIL, the harness's old record."""
+    space = {
+        "lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True),
+        "batch_duration": optuna.distributions.CategoricalDistribution([10, 20, 40, 80, 160]),
+        "freeze": optuna.distributions.CategoricalDistribution(["none", "encoder"]),
+    }
+    study = optuna.create_study(sampler=TrialSeededSampler(lambda s: make_sampler(spec, s), seed))
+    landed = 0
+    for number in range(20):
+        trial = study.ask(space)
+        size = trial.params["batch_duration"]
+        if size <= 40:
+            study.tell(trial, 1.0 / size + 0.02 * abs(math.log10(trial.params["lr"]) + 3))
+            continue
+        landed += number >= 4
+        if infeasible:
+            tell_out_of_memory(study, trial)
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    return landed
+
+
+def test_out_of_memory_steers_the_sampler_away_from_params_that_do_not_fit(project):
+    """Told PRUNED with its memory constraint violated, an OOM is what TPE learns from (it skips
+    FAIL trials altogether): it proposes sizes that run out far less often than when each OOM is a
+    FAIL, which leaves TPE chasing the larger, better-scoring batches into the same wall."""
+    spec = load_spec(write_spec(project, "memory", spec_dict(NO_DATA, budget={"trials": 20})))
+    trial = (study := optuna.create_study()).ask()
+    tell_out_of_memory(study, trial)
+    assert study.trials[0].state == optuna.trial.TrialState.PRUNED
+    assert study.trials[0].constraints == {MEMORY_CONSTRAINT: 1.0}
+
+    seeds = (0, 1, 2)
+    steered = sum(_proposals_that_run_out_of_memory(spec, seed, infeasible=True) for seed in seeds)
+    blind = sum(_proposals_that_run_out_of_memory(spec, seed, infeasible=False) for seed in seeds)
+    assert steered * 2 <= blind, (steered, blind)
 
 
 def test_a_trial_is_never_pruned_at_its_last_validation():

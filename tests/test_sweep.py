@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import re
 from pathlib import Path
 
 import optuna
@@ -15,8 +16,9 @@ from harness.fault_injection import FAULT_ENV
 from harness.provenance import manifest_record
 from harness.search_space import format_param, load_search_space
 from harness.spec import load_spec
-from harness.study import open_storage
+from harness.study import MEMORY_CONSTRAINT, open_storage
 from harness.sweep import Supervisor
+from harness.trial_record import OOM, TrialRecord
 from tests.conftest import SEARCH_SPACE, spec_dict, write_spec
 from tests.helpers import load_study
 
@@ -43,6 +45,7 @@ def test_sweep_records_every_trial_in_optuna_and_mlflow(report_sweep, monkeypatc
     """The full sweep (baseline, 3 unpruned trials, test set) that test_report.py and test_export.py read too."""
     spec = report_sweep.enter(monkeypatch)
     study, client, parent, children = _records(spec)
+    console = report_sweep.console
 
     trials = study.get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
@@ -94,6 +97,12 @@ def test_sweep_records_every_trial_in_optuna_and_mlflow(report_sweep, monkeypatc
         assert _datasets(run) == {"training": manifests["train"], "validation": manifests["validation"], **test}
         config = (spec.trials_dir / f"trial-{trial.number:04d}" / "config.yaml").read_text()
         assert f"use_loss_mask_for_prompt: {str(trial.params['use_loss_mask_for_prompt']).lower()}" in config
+        # Not a terminal: a line per validation as it happened, with the trial's ETA.
+        name, final = f"trial-{trial.number:04d}", run.data.metrics["final_val_wer"]
+        line = rf"^{name} step (\d+)/20 .*\bval_wer=(\S+) .*\bval_bleu=\S+ ETA (\d+)m(\d\d)s$"
+        lines = re.findall(line, console, re.M)
+        assert [step for step, *_ in lines] == ["10", "20"], console
+        assert float(lines[1][1]) == pytest.approx(final, abs=1e-4) and lines[1][2:] == ("0", "00")
 
 
 def _dataset(manifest: str) -> tuple[str, str, str]:
@@ -152,24 +161,48 @@ def test_baseline_is_the_released_model_on_the_users_manifests(project, terse_da
     assert "spltoken" not in config and str(terse_data["validation"]) in config
 
 
-def test_out_of_memory_is_recorded_as_oom_and_retried_with_same_params(project, speech_data, monkeypatch):
-    monkeypatch.setenv(FAULT_ENV, "oom")
-    spec = load_spec(write_spec(project, "oom", spec_dict(speech_data, budget={"trials": 1, "max_retries": 1})))
-    study, client, parent, children = _run(spec)
+def test_out_of_memory_is_recorded_as_oom_infeasible_for_the_sampler_and_not_retried(project, speech_data, monkeypatch):
+    """An OOM is a region of the search space, not a crash to retry: the same params run out again.
+    Here batch_duration 20 runs out and 10 would fit; two earlier OOMs at 20 and this one do not stop
+    the sweep (no trial at the smallest size yet), a fourth at 10 would."""
+    monkeypatch.setenv(FAULT_ENV, "oom_above:10")
+    spec = load_spec(write_spec(project, "oom", spec_dict(speech_data, budget={"trials": 3, "max_retries": 1})))
+    study = optuna.create_study(study_name="oom", storage=open_storage(spec.storage_url), direction="minimize")
+    space = load_search_space(spec.search_space)
+    large = {"lr": 1e-3, "batch_duration": 20, "freeze": "none", "use_loss_mask_for_prompt": True}
+    for _ in range(2):
+        study.add_trial(_out_of_memory(large, space))
+    study.enqueue_trial(large)
+    out = io.StringIO()
+    supervisor = Supervisor(spec, console=Console(file=out, width=200))
+    supervisor.run()
+    study, client, parent, children = _records(spec)
 
-    first, retry = study.get_trials()  # the re-queued failure does not use up the budget of 1
-    assert first.state == retry.state == TrialState.FAIL
-    assert first.user_attrs["requeued"] and not retry.user_attrs["requeued"]
-    assert first.user_attrs["fail_reason"] == retry.user_attrs["fail_reason"] == "oom"
-    assert retry.params == first.params and retry.user_attrs["retry_of"] == 0
-    for name in ("trial-0000", "trial-0001"):
-        run = children[name]
-        assert run.info.status == STATUS[TrialState.FAIL]
-        assert run.data.tags["harness.fail_reason"] == "oom"
-        tail = client.download_artifacts(run.info.run_id, "logs/trial-log-tail.txt", str(project))
-        assert "OutOfMemoryError" in Path(tail).read_text()
-    result = json.loads((spec.trials_dir / "trial-0000" / "result.json").read_text())
+    trial = study.get_trials()[-1]  # the budget of 3 is used: OOMs count; no retry was queued
+    assert [t.number for t in study.get_trials()] == [0, 1, 2] and trial.params == large
+    assert trial.state == TrialState.PRUNED and trial.constraints == {MEMORY_CONSTRAINT: 1.0}
+    assert trial.user_attrs["fail_reason"] == "oom" and not trial.user_attrs["requeued"]
+    run = children["trial-0002"]
+    assert run.info.status == STATUS[TrialState.FAIL] and run.data.tags["harness.fail_reason"] == "oom"
+    tail = client.download_artifacts(run.info.run_id, "logs/trial-log-tail.txt", str(project))
+    assert "OutOfMemoryError" in Path(tail).read_text()
+    result = json.loads((spec.trials_dir / "trial-0002" / "result.json").read_text())
     assert result == {**result, "state": "fail", "reason": "oom"}
+    assert "trial-0002 OOM out of memory" in out.getvalue()
+    assert parent.info.status == "FINISHED" and not supervisor.recorder.repeated_failure()
+    study.add_trial(_out_of_memory({**large, "batch_duration": 10}, space))  # the smallest size: give up
+    assert [t.number for t in supervisor.recorder.repeated_failure()] == [0, 1, 2, 3]
+
+
+def _out_of_memory(params: dict, space: dict) -> optuna.trial.FrozenTrial:
+    """A trial recorded as the supervisor records an OOM: PRUNED, infeasible, `oom`."""
+    return optuna.trial.create_trial(
+        state=TrialState.PRUNED,
+        params=params,
+        distributions=space,
+        user_attrs=TrialRecord.attrs(fail_reason=OOM, requeued=False),
+        constraints={MEMORY_CONSTRAINT: 1.0},
+    )
 
 
 def test_pareto_sweep_optimises_wer_and_bleu_together(project, speech_data):

@@ -15,7 +15,7 @@ Callers import from here, never from a private module:
 - `_publish`: `write_report`, i.e. the files on disk (page, plots, `best.yaml`) and on MLflow.
 """
 
-from harness.report._console import mlflow_ui_command, print_report, trials_table
+from harness.report._console import memory_table, mlflow_ui_command, print_report, trials_table
 from harness.report._document import (
     Block,
     Code,
@@ -45,6 +45,7 @@ from harness.report._summary import (
     PruningSavings,
     SweepSummary,
     baseline_verdict,
+    memory_rows,
     ordered_trials,
     pruning_savings,
     summarize,
@@ -71,7 +72,9 @@ __all__ = [
     "build_blocks",
     "export_command",
     "log_report",
+    "memory_table",
     "make_plots",
+    "memory_rows",
     "mlflow_ui_command",
     "objective_text",
     "ordered_trials",

@@ -8,7 +8,7 @@ from rich.table import Table as RichTable
 
 from harness.errors import HarnessError
 from harness.names import metrics_text, run_name
-from harness.report._summary import SweepSummary, summarize, trial_rows
+from harness.report._summary import MEMORY_HEADERS, SweepSummary, memory_rows, summarize, trial_rows
 from harness.search_space import format_param
 from harness.spec import SweepSpec
 from harness.stores import redact, sqlite_path
@@ -52,6 +52,19 @@ def trials_table(summary: SweepSummary) -> RichTable:
     return table
 
 
+def memory_table(summary: SweepSummary) -> RichTable | None:
+    """Per freeze mode, the largest batch_duration that fit and the smallest that ran out of memory."""
+    rows = memory_rows(summary.trials)
+    if not rows:
+        return None
+    table = RichTable(title="Memory: largest batch_duration that fit per freeze mode")
+    for column in MEMORY_HEADERS:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
 def print_report(spec: SweepSpec, console: Console) -> SweepSummary:
     summary = summarize(spec)
     if summary.baseline:
@@ -67,5 +80,8 @@ def print_report(spec: SweepSpec, console: Console) -> SweepSummary:
         console.print("  params: " + ", ".join(f"{k}={format_param(v)}" for k, v in best.params.items()))
         console.print(f"  metrics: {metrics_text(TrialRecord.of(best).final)}")
     console.print(trials_table(summary))
+    memory = memory_table(summary)
+    if memory is not None:
+        console.print(memory)
     console.print(f"Compare the runs in the MLflow UI: [bold]{mlflow_ui_command(spec)}[/]")
     return summary

@@ -16,7 +16,14 @@ from optuna.trial import FrozenTrial
 
 from harness import plots, provenance
 from harness.names import TEST_ATTR, number_text, run_name
-from harness.report._summary import SweepSummary, baseline_verdict, pruning_savings, trial_rows
+from harness.report._summary import (
+    MEMORY_HEADERS,
+    SweepSummary,
+    baseline_verdict,
+    memory_rows,
+    pruning_savings,
+    trial_rows,
+)
 from harness.search_space import format_param, load_search_space
 from harness.spec import SweepSpec
 from harness.trial_record import TrialRecord
@@ -85,6 +92,7 @@ def build_blocks(
         Text("Sorted by objective, best first; pruned and failed trials say why."),
         Table(headers, rows),
     ]
+    blocks += _memory(summary)
     blocks += _savings(spec, summary)
     blocks.append(Heading("Plots"))
     for figure in figures:
@@ -153,6 +161,22 @@ def _test_set(spec: SweepSpec, summary: SweepSummary) -> list[Block]:
     metrics = test.get("metrics", {})
     rows = [[name, number_text(metrics[name])] for name in _metric_names(metrics, prefix="test_")]
     return [*blocks, Text(f"{run_name(test['trial'])} on `{spec.data.test}`:"), Table(["metric", "value"], rows)]
+
+
+def _memory(summary: SweepSummary) -> list[Block]:
+    """Where memory ran out, per freeze mode; always shown when the space varies `batch_duration`,
+    since "nothing ran out" bounds the next search space too."""
+    rows = memory_rows(summary.trials)
+    if not rows:
+        return []
+    return [
+        Heading("Memory"),
+        Text(
+            "Largest `batch_duration` that fit (complete or pruned trials) and smallest that ran out of memory, "
+            "per freeze mode. Out-of-memory trials are not retried: the sampler is told they are infeasible."
+        ),
+        Table(MEMORY_HEADERS, rows),
+    ]
 
 
 def _savings(spec: SweepSpec, summary: SweepSummary) -> list[Block]:

@@ -56,10 +56,21 @@ def ordered_trials(trials: list[FrozenTrial], study: optuna.Study) -> list[Froze
     sign = 1 if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1
 
     def key(t: FrozenTrial) -> tuple:
-        value = primary_value(t)
+        value = shown_value(t)
         return (value is None, sign * value if value is not None else 0, t.number)
 
     return sorted(trials, key=key)
+
+
+def shown_value(trial: FrozenTrial) -> float | None:
+    """The objective the report shows: none for a trial that ran out of memory, although Optuna
+    keeps the last validation of one that ran out mid-training as a pruned trial's value."""
+    return None if _oom(trial) else primary_value(trial)
+
+
+def state_text(trial: FrozenTrial) -> str:
+    """COMPLETE, PRUNED, FAIL, or OOM: Optuna holds an out-of-memory trial PRUNED (infeasible)."""
+    return "OOM" if _oom(trial) else trial.state.name
 
 
 def trial_note(trial: FrozenTrial) -> str:
@@ -85,8 +96,8 @@ def trial_rows(summary: SweepSummary) -> tuple[list[str], list[list[str]]]:
         rows.append(
             [
                 run_name(t.number),
-                t.state.name,
-                number_text(primary_value(t)),
+                state_text(t),
+                number_text(shown_value(t)),
                 *[format_param(t.params.get(n, "")) for n in names],
                 *[number_text(final.get(column)) for column in FINAL_COLUMNS],
                 str(trial_steps(t) or ""),
@@ -117,9 +128,40 @@ class PruningSavings:
 
 
 def pruning_savings(trials: list[FrozenTrial], max_steps: int) -> PruningSavings:
-    """Over complete and pruned trials; failed ones are left out (a crash is not a saving)."""
-    counted = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    """Over complete and pruned trials; failed ones are left out (a crash or an OOM is not a saving)."""
+    counted = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and not _oom(t)]
     return PruningSavings(sum(trial_steps(t) for t in counted), len(counted) * max_steps, len(counted))
+
+
+MEMORY_HEADERS = ["freeze", "largest batch_duration that fit", "smallest that ran out of memory"]
+
+
+def memory_rows(trials: list[FrozenTrial]) -> list[list[str]]:
+    """Per freeze mode, the largest `batch_duration` that fit (a complete or pruned trial) and the
+    smallest that ran out of memory: the bounds for the next search space. Empty when the search
+    space does not vary `batch_duration`. A failure for another reason says nothing about memory."""
+    fit: dict[str, list[float]] = {}
+    oom: dict[str, list[float]] = {}
+    for t in trials:
+        if "batch_duration" not in t.params:
+            continue
+        freeze = str(t.params.get("freeze", "none"))  # the trial's default (harness.sweep._process)
+        if _oom(t):
+            oom.setdefault(freeze, []).append(t.params["batch_duration"])
+        elif t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            fit.setdefault(freeze, []).append(t.params["batch_duration"])
+    return [
+        [
+            mode,
+            format_param(max(fit[mode])) if mode in fit else "-",
+            format_param(min(oom[mode])) if mode in oom else "none",
+        ]
+        for mode in sorted(fit.keys() | oom.keys())
+    ]
+
+
+def _oom(trial: FrozenTrial) -> bool:
+    return TrialRecord.of(trial).out_of_memory
 
 
 def baseline_verdict(spec: SweepSpec, summary: SweepSummary) -> str:

@@ -2,26 +2,33 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from harness.canary import CheckpointInfo
+from harness.canary import CheckpointInfo, released_overrides
 from harness.names import metrics_text, run_name, value_text
 from harness.progress import SweepView
 from harness.spec import SweepSpec
 from harness.study import primary_value
 from harness.sweep._outcomes import Outcome
 from harness.sweep._process import TrialProcess
+from harness.tracking import Tracker
+from harness.trial_record import TrialRecord
 
 
 def print_outcome(view: SweepView, outcome: Outcome, *, best: FrozenTrial | None, used: int, budget: int) -> None:
     """`trial-0003 COMPLETE objective=...`, then the budget used and the best so far."""
     name = run_name(outcome.number)
     if outcome.state == TrialState.COMPLETE:
-        metrics = {k: v for k, v in outcome.result.final.items() if k != "step"}
+        final = outcome.result.final if outcome.result is not None else {}
+        metrics = {k: v for k, v in final.items() if k != "step"}
         view.log(f"  {name} [green]COMPLETE[/] objective={value_text(outcome.value)} {metrics_text(metrics)}")
+    elif outcome.out_of_memory:
+        view.log(f"  {name} [red]OOM[/] out of memory: infeasible, the sampler avoids its params; not retried")
     elif outcome.state == TrialState.PRUNED:
         view.log(f"  {name} [yellow]PRUNED[/] ({outcome.reason})")
     else:
@@ -38,16 +45,24 @@ def refresh_view(
     running: dict[int, TrialProcess],
     slots: int,
 ) -> None:
-    """Counts, the best so far and each running trial's last validation."""
-    states = [t.state for t in study.get_trials(deepcopy=False)]
+    """Counts, the best so far and each running trial's last validation; out of memory counts as failed."""
+    trials = study.get_trials(deepcopy=False)
+    oom = sum(t.state == TrialState.PRUNED and TrialRecord.of(t).out_of_memory for t in trials)
+    states = [t.state for t in trials]
     counts = {
         "done": used - len(running),
         "running": len(running),
-        "pruned": states.count(TrialState.PRUNED),
-        "failed": states.count(TrialState.FAIL),
+        "pruned": states.count(TrialState.PRUNED) - oom,
+        "failed": states.count(TrialState.FAIL) + oom,
     }
     best_text = f"{run_name(best.number)} = {primary_value(best):.4f}" if best else "-"
     view.refresh(counts, best_text, [(run_name(r.trial.number), r.trial_dir) for r in running.values()], slots)
+
+
+def print_validations(view: SweepView, running: Iterable[TrialProcess]) -> None:
+    """Without a terminal, a line per new validation of each of these trials (`SweepView.log_validations`)."""
+    now = time.monotonic()
+    view.log_validations([(run_name(r.trial.number), r.trial_dir, now - r.started) for r in running])
 
 
 def sweep_params(spec: SweepSpec, info: CheckpointInfo, nemo: Path) -> dict:
@@ -72,3 +87,19 @@ def sweep_params(spec: SweepSpec, info: CheckpointInfo, nemo: Path) -> dict:
         )
         or "none",
     }
+
+
+def note_reset_keys(view: SweepView, info: CheckpointInfo) -> None:
+    """Say once per sweep which released-config keys config surgery resets (they would bypass trials)."""
+    reset = released_overrides(info.config)
+    if reset:
+        view.log(f"[dim]The checkpoint's config carries keys that would bypass the trial; reset: {', '.join(reset)}[/]")
+
+
+def summarise_on_parent(tracker: Tracker, parent_run: str, best: FrozenTrial | None) -> None:
+    """Best-trial summary metrics on the parent run (search_runs shows last values, not best)."""
+    value = primary_value(best) if best is not None else None
+    if best is None or value is None:
+        return
+    tracker.log_metrics(parent_run, {"best_objective": value, "best_trial_number": best.number})
+    tracker.set_tags(parent_run, {"harness.best_trial": run_name(best.number)})

@@ -2,7 +2,9 @@
 
 Outcomes map one to one: COMPLETE/FINISHED, PRUNED/KILLED, FAIL/FAILED (with a reason); a stop
 (Ctrl-C, SIGTERM) is FAIL/KILLED. A failed trial is re-queued with the same params up to
-`budget.max_retries` times.
+`budget.max_retries` times. Out of memory is not a failure to retry (the same params run out
+again) but an infeasible point: PRUNED with its memory constraint violated in Optuna, so the
+sampler steers away (`harness.study.tell_out_of_memory`), FAILED with `oom` in MLflow, never re-queued.
 """
 
 from __future__ import annotations
@@ -11,14 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from harness.spec import SweepSpec
 from harness.stopping import INTERRUPTED, TERMINATED
+from harness.study import tell_out_of_memory
 from harness.sweep._process import TrialProcess, stop_process, write_tail
 from harness.tracking import Tracker
 from harness.trial import Result
-from harness.trial_record import TrialRecord
+from harness.trial_record import OOM, TrialRecord
 
 SUPERVISOR_DIED = "killed: its supervisor died"
 SUPERVISOR_REASONS = (INTERRUPTED, TERMINATED, SUPERVISOR_DIED)  # fail reasons that are not the trial's own
@@ -31,9 +35,13 @@ class Outcome:
 
     number: int
     state: TrialState
-    value: float | None
+    value: float | list[float] | None  # a list for multi-objective (pareto) sweeps
     reason: str | None
     result: Result | None
+
+    @property
+    def out_of_memory(self) -> bool:
+        return self.reason == OOM
 
 
 @dataclass
@@ -45,7 +53,7 @@ class Recorder:
     tracker: Tracker
 
     def record(self, trial: optuna.Trial, result: Result, log: Path, run_id: str, attempt: int) -> Outcome:
-        """Tell Optuna and close the MLflow run with the matching status; re-queue failures."""
+        """Tell Optuna and close the MLflow run with the matching status; re-queue failures but not OOMs."""
         number = trial.number
         if result.final:
             TrialRecord.write(trial, final={k: v for k, v in result.final.items() if k != "step"}, steps=result.steps)
@@ -58,6 +66,10 @@ class Recorder:
             self.study.tell(trial, state=TrialState.PRUNED)
             self.tracker.end_run(run_id, "KILLED")
             return Outcome(number, TrialState.PRUNED, result.objective, f"pruned at step {result.pruned_at}", result)
+        if result.reason == OOM:
+            self._close_failed_run(trial, run_id, OOM, requeued=False, log=log, status="FAILED")
+            tell_out_of_memory(self.study, trial)
+            return Outcome(number, TrialState.PRUNED, None, OOM, result)
         self.fail(trial, run_id, str(result.reason), next_attempt=self.next_attempt(attempt), log=log)
         return Outcome(number, TrialState.FAIL, None, result.reason, result)
 
@@ -73,16 +85,23 @@ class Recorder:
     ) -> None:
         """FAIL in Optuna with a reason, FAILED/KILLED in MLflow, and a retry with the same params."""
         handle = trial if isinstance(trial, optuna.Trial) else optuna.Trial(self.study, trial._trial_id)
-        TrialRecord.write(handle, fail_reason=reason, requeued=next_attempt is not None)
-        if run_id is not None:
-            self.tracker.set_tags(run_id, {"harness.fail_reason": reason[:250]})
-            if log is not None:
-                self.tracker.log_artifact(run_id, write_tail(log), "logs")
-            self.tracker.end_run(run_id, status)
+        self._close_failed_run(handle, run_id, reason, requeued=next_attempt is not None, log=log, status=status)
         self.study.tell(handle, state=TrialState.FAIL)
         if next_attempt is not None:
             retry = TrialRecord.attrs(retry_of=trial.number, attempt=next_attempt)
             self.study.enqueue_trial(trial.params, user_attrs=retry)
+
+    def _close_failed_run(
+        self, trial: optuna.Trial, run_id: str | None, reason: str, *, requeued: bool, log: Path | None, status: str
+    ) -> None:
+        """The reason on the trial and on its MLflow run (with the log's tail), and the run ended."""
+        TrialRecord.write(trial, fail_reason=reason, requeued=requeued)
+        if run_id is None:
+            return
+        self.tracker.set_tags(run_id, {"harness.fail_reason": reason[:250]})
+        if log is not None:
+            self.tracker.log_artifact(run_id, write_tail(log), "logs")
+        self.tracker.end_run(run_id, status)
 
     def next_attempt(self, attempt: int) -> int | None:
         """A failed trial is retried with the same params up to `budget.max_retries` times."""
@@ -96,7 +115,8 @@ class Recorder:
         self.fail(running.trial, running.run_id, reason, next_attempt=running.attempt, log=None, status="KILLED")
 
     def budget_used(self) -> int:
-        """Trials that count against the budget: decided ones (a re-queued failure does not) and running ones."""
+        """Trials that count against the budget: decided ones (out of memory too; a re-queued failure
+        does not) and running ones."""
         used = 0
         for t in self.study.get_trials(deepcopy=False):
             if (
@@ -107,16 +127,41 @@ class Recorder:
                 used += 1
         return used
 
-    def repeated_failure(self) -> FrozenTrial | None:
-        """The latest failed trial, once the sweep's first `SAME_FAILURES_TO_STOP` decided trials all
-        failed with one reason: a setting every trial trips on (a bad path, OOM at every size) should
-        not spend the whole budget. Stops recorded by a supervisor (Ctrl-C, SIGTERM) do not count."""
+    def repeated_failure(self) -> list[FrozenTrial]:
+        """The failed trials, once the sweep's first `SAME_FAILURES_TO_STOP` or more decided trials all
+        failed with one reason: a setting every trial trips on (a bad path, a model that fits at no
+        size) should not spend the whole budget. Empty otherwise. Stops recorded by a supervisor
+        (Ctrl-C, SIGTERM) do not count.
+
+        Out of memory counts as a failure here, but only while nothing has fit and once one of those
+        trials ran at the search space's smallest `batch_duration`: OOMs at large sizes are a region
+        the sampler learns to avoid, and a few random start-up proposals all landing there by chance
+        must not end a sweep whose small sizes would run. Once any trial fits, nothing stops it."""
         decided = self.study.get_trials(
             deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
         )
-        failures = [t for t in decided if TrialRecord.of(t).fail_reason not in SUPERVISOR_REASONS]
-        if len(failures) < SAME_FAILURES_TO_STOP or any(t.state != TrialState.FAIL for t in failures):
-            return None
-        if len({TrialRecord.of(t).fail_reason for t in failures}) != 1:
-            return None
-        return max(failures, key=lambda t: t.number)
+        counted = [t for t in decided if TrialRecord.of(t).fail_reason not in SUPERVISOR_REASONS]
+        if len(counted) < SAME_FAILURES_TO_STOP or not all(_failed(t) for t in counted):
+            return []
+        reasons = {TrialRecord.of(t).fail_reason for t in counted}
+        if len(reasons) != 1 or (reasons == {OOM} and not any(_at_smallest_batch(t) for t in counted)):
+            return []
+        return sorted(counted, key=lambda t: t.number)
+
+
+def _failed(trial: FrozenTrial) -> bool:
+    """FAIL in Optuna, or out of memory (PRUNED and infeasible there)."""
+    return trial.state == TrialState.FAIL or TrialRecord.of(trial).out_of_memory
+
+
+def _at_smallest_batch(trial: FrozenTrial) -> bool:
+    """Whether the trial ran at the smallest `batch_duration` its search space allows (or the space
+    does not vary it): below that, the sampler has nothing smaller to try."""
+    dist = trial.distributions.get("batch_duration")
+    if dist is None:
+        return True
+    if isinstance(dist, CategoricalDistribution):
+        low = min(float(choice) for choice in dist.choices if isinstance(choice, (int, float)))
+    else:
+        low = float(getattr(dist, "low", 0.0))
+    return trial.params["batch_duration"] <= low

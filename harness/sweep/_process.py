@@ -27,6 +27,7 @@ from harness.stopping import RANK_VARIABLES, die_with_parent
 from harness.tokenizers import extract_tokenizers
 from harness.tracking import Tracker
 from harness.trial import EXIT_OOM, Job
+from harness.trial_record import OOM
 
 LOG_TAIL_LINES = 200
 STOP_GRACE_SECONDS = 10.0  # a trial process gets this long to exit on SIGTERM (Slurm's KillWait is 30 s)
@@ -168,7 +169,7 @@ def worker_alive(worker: str) -> bool:
 def exit_reason(code: int) -> str:
     """Why a trial process died without writing its result (kill -9, segfault, ...)."""
     if code == EXIT_OOM:
-        return "oom"
+        return OOM
     if code < 0:
         return "killed" if -code == signal.SIGKILL else f"killed by {signal.Signals(-code).name}"
     return f"error: exit code {code}"

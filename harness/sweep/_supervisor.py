@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial
 from rich.console import Console
 
 from harness.behaviours import write_prompted_manifests
-from harness.canary import CheckpointInfo, inspect_checkpoint, released_overrides
+from harness.canary import CheckpointInfo, inspect_checkpoint
 from harness.errors import HarnessError
 from harness.model_source import resolve_model
 from harness.names import params_text, run_name
@@ -33,17 +33,24 @@ from harness.search_space import load_search_space
 from harness.spec import DataSpec, SweepSpec
 from harness.stopping import TERMINATED, Stopped, reason_of, shielded, stop_requests
 from harness.stores import redact
-from harness.study import best_trial, primary_value, training_seed
-from harness.sweep._console import print_outcome, refresh_view, sweep_params
+from harness.study import best_trial, training_seed
+from harness.sweep._console import (
+    note_reset_keys,
+    print_outcome,
+    print_validations,
+    refresh_view,
+    summarise_on_parent,
+    sweep_params,
+)
 from harness.sweep._evaluations import Evaluations
-from harness.sweep._outcomes import SAME_FAILURES_TO_STOP, Outcome, Recorder
+from harness.sweep._outcomes import Outcome, Recorder
 from harness.sweep._process import Launcher, TrialProcess, exit_reason, stop_process
 from harness.sweep._recovery import HEARTBEAT_SECONDS, reconcile
 from harness.sweep._retention import retain_checkpoints
 from harness.sweep._slots import default_slots
 from harness.tracking import TRIAL_ROLE, Tracker
 from harness.trial import Result
-from harness.trial_record import TrialRecord
+from harness.trial_record import OOM, TrialRecord
 
 POLL_SECONDS = 0.25  # how soon a finished trial is noticed (its slot idles until then)
 VIEW_SECONDS = 1.0  # the live view queries the study at most this often
@@ -131,12 +138,12 @@ class Supervisor:
         with self._stoppable():
             self.spec.trials_dir.mkdir(parents=True, exist_ok=True)
             self.tracker.client.update_run(self.parent_run, status="RUNNING")
-            self._note_reset_keys()
+            note_reset_keys(self.view, self.info)
             reconcile(self.recorder, self.view.log)
             self.evaluations.baseline()
             outcomes = self._fill_slots()
             self.evaluations.test_best()
-            self._summarise()
+            summarise_on_parent(self.tracker, self.parent_run, self.best_trial())
             self.tracker.end_run(self.parent_run, "FINISHED")
         return outcomes
 
@@ -146,7 +153,7 @@ class Supervisor:
         if self.spec.budget.timeout_minutes:
             deadline = time.monotonic() + 60 * self.spec.budget.timeout_minutes
         outcomes: list[Outcome] = []
-        hopeless = None
+        hopeless: list[FrozenTrial] = []
         with self.view:
             while True:
                 out_of_time = deadline is not None and time.monotonic() > deadline
@@ -224,6 +231,7 @@ class Supervisor:
         result = Result.read(running.trial_dir) or Result(state="fail", reason=exit_reason(code))
         if result.state == "fail" and code < 0:
             result.reason = exit_reason(code)  # killed mid-write: the signal is the truth
+        print_validations(self.view, [running])  # a last validation written since the latest refresh
         self.view.trial_finished(time.monotonic() - running.started)
         outcome = self.recorder.record(
             running.trial, result, running.trial_dir / "trial.log", running.run_id, running.attempt
@@ -236,12 +244,13 @@ class Supervisor:
             self.on_outcome(outcome)
         return outcome
 
-    def _give_up(self, last: FrozenTrial) -> None:
+    def _give_up(self, failed: list[FrozenTrial]) -> None:
         """End the sweep's parent run FAILED and raise the one error every trial hit."""
+        last = failed[-1]
         reason = str(TrialRecord.of(last).fail_reason)
         hint = (
             "lower `batch_duration` in the search space or freeze more of the model"
-            if reason == "oom"
+            if reason == OOM
             else "fix what the log shows"
         )
         self.tracker.set_tags(self.parent_run, {"harness.fail_reason": reason[:250]})
@@ -249,7 +258,7 @@ class Supervisor:
         self._parent_open = False
         log = self.spec.trials_dir / run_name(last.number) / "trial.log"
         raise HarnessError(
-            f"Stopped early: the first {SAME_FAILURES_TO_STOP} trials of sweep {self.spec.name} all failed with "
+            f"Stopped early: the first {len(failed)} trials of sweep {self.spec.name} all failed with "
             f"the same error ({reason}); {hint} ({log}), then run the same command to resume."
         )
 
@@ -304,27 +313,12 @@ class Supervisor:
 
     # -- output -----------------------------------------------------------------------------
 
-    def _note_reset_keys(self) -> None:
-        """Say once per sweep which released-config keys config surgery resets (they would bypass trials)."""
-        reset = released_overrides(self.info.config)
-        if reset:
-            self.view.log(
-                f"[dim]The checkpoint's config carries keys that would bypass the trial; reset: {', '.join(reset)}[/]"
-            )
-
     def _refresh(self) -> None:
-        """The live view, at most every VIEW_SECONDS: it queries the study."""
-        if not self.view.live or time.monotonic() - self._view_refreshed < VIEW_SECONDS:
+        """At most every VIEW_SECONDS: the live view (it queries the study), or lines without a terminal."""
+        if time.monotonic() - self._view_refreshed < VIEW_SECONDS:
             return
         self._view_refreshed = time.monotonic()
-        refresh_view(self.view, self.study, self.best_trial(), self.budget_used(), self._running, len(self.slots))
-
-    def _summarise(self) -> None:
-        """Best-trial summary metrics on the parent run (search_runs shows last values, not best)."""
-        best = self.best_trial()
-        if best is None:
+        if not self.view.live:
+            print_validations(self.view, self._running.values())
             return
-        self.tracker.log_metrics(
-            self.parent_run, {"best_objective": primary_value(best), "best_trial_number": best.number}
-        )
-        self.tracker.set_tags(self.parent_run, {"harness.best_trial": run_name(best.number)})
+        refresh_view(self.view, self.study, self.best_trial(), self.budget_used(), self._running, len(self.slots))
