@@ -18,7 +18,7 @@ test:
 	@scripts/setup.sh test
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 	@scripts/test-python.sh 3.12
 
 # Rebuild the packaged canary-tiny twin from its recipe (about 10 minutes on 2 CPU cores).

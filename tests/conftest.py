@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +24,9 @@ from harness.speech import DEMO_RATES, DEMO_VOICES, build_corpus
 from tests.helpers import ENV_KEYS, in_project, mlflow_server
 
 REPO = Path(__file__).resolve().parent.parent
+# One thread per trial process: canary-tiny trains as fast on one core as on two, and `make test` runs two
+# pytest workers side by side (pytest-xdist) on a 2-core machine.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 TEST_SPLITS = {"train": 48, "validation": 12, "test": 8}
 
 
@@ -178,3 +182,11 @@ def report_sweep(tmp_path_factory, speech_data) -> Iterator[SharedSweep]:
             env.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "2")
             Supervisor(load_spec(SWEEP), console=Console(file=out, width=200)).run()
         yield SharedSweep(project, uri, out.getvalue())
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`), the tests of the shared sweep run on
+    one worker, so it runs once per session rather than once per worker."""
+    for item in items:
+        if "report_sweep" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("report_sweep"))

@@ -81,6 +81,8 @@ def mlflow_server(root: Path, *, host: str = "127.0.0.1", allowed_hosts: str | N
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # no background job consumers (7 processes for GenAI jobs the harness never uses)
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         )
     url = f"http://{host}:{port}"
 

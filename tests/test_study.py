@@ -147,7 +147,9 @@ def test_a_trial_is_never_pruned_at_its_last_validation():
 
     study = _study_with_two_finished_curves(LatestMedianPruner(n_startup_trials=2))
     reporter = PruningReporter(study.ask(), objective=lambda metrics: metrics["val_wer"])
-    trainer = SimpleNamespace(sanity_checking=False, global_step=10, max_steps=30, should_stop=False)
+    trainer = SimpleNamespace(
+        sanity_checking=False, global_step=10, max_steps=30, should_stop=False, is_global_zero=True, world_size=1
+    )
     for step, wer in ((10, 0.5), (20, 0.4), (30, 0.9)):  # worse than the median (0.35) only at the end
         trainer.global_step, trainer.callback_metrics = step, {"val_wer": wer}
         reporter.on_validation_end(trainer, None)

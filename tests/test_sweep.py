@@ -234,6 +234,7 @@ def test_gpu_slots_pin_the_devices_the_scheduler_gave(monkeypatch):
     from harness.sweep import default_slots
 
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert default_slots(None, gpus=2) == [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     assert [s["CUDA_VISIBLE_DEVICES"] for s in default_slots(4, gpus=2)] == ["2", "3", "2", "3"]
@@ -250,5 +251,8 @@ def test_multi_device_trials_get_slots_of_that_many_gpus(monkeypatch):
     assert [s["CUDA_VISIBLE_DEVICES"] for s in default_slots(None, gpus=3, devices=2)] == ["4,5"]
     with pytest.raises(HarnessError, match=r"`training.devices` is 2, but this machine shows 1 GPU"):
         default_slots(None, gpus=1, devices=2)
-    # On CPUs the ranks of one trial share the cores: threads per rank, not per slot.
+    # On CPUs the ranks of one trial share the cores: threads per rank, not per slot; a set OMP_NUM_THREADS wins.
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert default_slots(1, gpus=0, devices=2) == [{"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // 2))}]
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert default_slots(2, gpus=0) == [{"OMP_NUM_THREADS": "3"}] * 2

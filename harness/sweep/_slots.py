@@ -23,7 +23,8 @@ def visible_gpus() -> int:
 
 
 def default_slots(workers: int | None, *, gpus: int | None = None, devices: int = 1) -> list[dict[str, str]]:
-    """Environment per slot: `devices` GPUs each (pinned), else `workers` CPU slots sharing the cores.
+    """Environment per slot: `devices` GPUs each (pinned), else `workers` CPU slots sharing the cores
+    (OMP_NUM_THREADS: the cores split between slots and ranks, unless already set).
 
     A scheduler's own CUDA_VISIBLE_DEVICES (Slurm's `2,3`) is respected: slots pin its entries.
     `gpus` defaults to what this machine has (`visible_gpus()`); `devices` is GPUs per trial."""
@@ -41,5 +42,6 @@ def default_slots(workers: int | None, *, gpus: int | None = None, devices: int 
         count = workers or len(groups)
         return [{"CUDA_VISIBLE_DEVICES": ",".join(groups[i % len(groups)])} for i in range(count)]
     count = workers or 1
-    threads = str(max(1, (os.cpu_count() or 1) // (count * devices)))
+    # A user's (or scheduler's) OMP_NUM_THREADS wins: it knows what else shares the cores.
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // (count * devices)))
     return [{"OMP_NUM_THREADS": threads} for _ in range(count)]
