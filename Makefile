@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: setup demo test report twin
+.PHONY: setup demo test bench-smoke report twin
 
 setup:
 	@scripts/setup.sh
@@ -18,8 +18,15 @@ test:
 	@scripts/setup.sh test
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
-	@scripts/test-python.sh 3.12
+	@# The Python 3.12 venv installs (mostly downloading) while the main suite runs; its subset runs after.
+	@scripts/test-python.sh 3.12 --install-only > .venv-py3.12.log 2>&1 & installing=$$!; \
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup; suite=$$?; \
+	wait $$installing || { cat .venv-py3.12.log; exit 1; }; \
+	[ $$suite -eq 0 ] && scripts/test-python.sh 3.12
+
+# Smoke runs of the benchmarks that train several trials (about 3 minutes); `make test` runs the others.
+bench-smoke: setup
+	$(BIN)/python -m pytest -q -m bench tests/test_benchmarks.py
 
 # Rebuild the packaged canary-tiny twin from its recipe (about 10 minutes on 2 CPU cores).
 twin: setup

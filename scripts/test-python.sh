@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VERSION=${1:-3.12}
+INSTALL_ONLY=${2:-}  # `--install-only`: make test installs while the main suite runs, then runs the subset
 PYTHON=$(command -v "python$VERSION" 2>/dev/null || true)
 if ! "${PYTHON:-false}" -c "" 2>/dev/null && command -v pyenv >/dev/null; then
     # pyenv's shim answers only for its global versions; ask it for the installed one by name.
@@ -23,6 +24,7 @@ if [ ! -f "$VENV/.harness-installed" ] || [ pyproject.toml -nt "$VENV/.harness-i
     VIRTUAL_ENV=$VENV .venv/bin/uv pip install -q "torch==2.13.0" -e ".[dev]"
     touch "$VENV/.harness-installed"
 fi
+[ "$INSTALL_ONLY" = --install-only ] && exit 0
 echo "Python $VERSION subset ($("$VENV/bin/python" --version)) ..."
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/test_spec.py tests/test_preflight.py \
     "tests/test_sweep.py::test_pruned_trial_is_killed_in_mlflow_and_stops_early"

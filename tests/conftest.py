@@ -185,8 +185,11 @@ def report_sweep(tmp_path_factory, speech_data) -> Iterator[SharedSweep]:
 
 
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`), the tests of the shared sweep run on
-    one worker, so it runs once per session rather than once per worker."""
+    """Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`), tests that share an expensive fixture
+    run on one worker, so it is built once: the shared sweep's tests, and each module with a module fixture."""
     for item in items:
-        if "report_sweep" in getattr(item, "fixturenames", ()):
+        definitions = item._fixtureinfo.name2fixturedefs
+        if "report_sweep" in definitions:
             item.add_marker(pytest.mark.xdist_group("report_sweep"))
+        elif any(defs[-1].scope == "module" for defs in definitions.values()):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))

@@ -119,7 +119,7 @@ def test_ctrl_c_stops_every_local_worker_and_records_their_trials(project, speec
     assert "worker 1" in output and "worker 2" in output and "exited with 130" in output
     assert "Traceback" not in output  # submitit's controllers ignored the Ctrl-C: they would kill a worker at 1 s
     for log in _logs(project, "intr"):  # each worker recorded its own stop
-        assert "Interrupted: recorded trial-" in log.read_text()
+        assert "recorded trial-" in log.read_text()  # Interrupted, or Terminated by launch after its grace period
     trials = load_study(spec).get_trials()
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     assert any(t.user_attrs.get("fail_reason") == "interrupted" for t in trials)

@@ -1,7 +1,7 @@
 """The MLflow record a sweep leaves is a contract: users' dashboards, queries and `search_runs` filters
 read its param, metric and tag names. This test pins them for a demo-shaped sweep (baseline, trials,
 test set), so a refactor that renames or drops one fails here; a deliberate change updates
-tests/data/mlflow_records.json (`HARNESS_UPDATE_RECORDS=1 pytest tests/test_mlflow_records.py`).
+tests/expected/mlflow_records.json (`HARNESS_UPDATE_RECORDS=1 pytest tests/test_mlflow_records.py`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-EXPECTED = Path(__file__).parent / "data" / "mlflow_records.json"
+EXPECTED = Path(__file__).parent / "expected" / "mlflow_records.json"
 # Names that differ by machine, not by harness version: system metrics (GPU ones only where a GPU is),
 # and MLflow's own bookkeeping tags.
 MACHINE_PREFIXES = ("system/", "mlflow.source.", "mlflow.user")

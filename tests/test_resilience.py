@@ -17,10 +17,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from harness.spec import load_spec
+from harness.stores import open_mlflow
 from tests.conftest import spec_dict, write_spec
 from tests.helpers import load_study, mlflow_server, wait_for
 
@@ -67,7 +67,9 @@ def _trial_pid(trials_dir: Path, number: int) -> int | None:
 
 
 def _runs(spec):
-    client = MlflowClient(spec.tracking_uri)
+    # open_mlflow takes the harness's creation lock: a bare MlflowClient polling a new SQLite file would race
+    # the supervisor's schema creation ("table ... already exists").
+    client = open_mlflow(spec.tracking_uri)
     experiment = client.get_experiment_by_name(spec.experiment_name)
     return client.search_runs([experiment.experiment_id], max_results=500)
 
@@ -125,7 +127,7 @@ def test_four_local_workers_share_one_study(project, speech_data):
             "par",
             spec_dict(
                 speech_data,
-                budget={"trials": 8, "max_steps": 10, "val_check_interval": 10},
+                budget={"trials": 4, "max_steps": 10, "val_check_interval": 10},
                 pruner={"type": "none"},
                 sampler={"type": "random", "seed": 3},
             ),
@@ -135,8 +137,8 @@ def test_four_local_workers_share_one_study(project, speech_data):
     assert sweep.wait(timeout=900) == 0, (project / "par.log").read_text()[-3000:]
 
     trials = load_study(spec).get_trials()
-    assert len(trials) == 8 and all(t.state == TrialState.COMPLETE for t in trials)
-    assert len({tuple(sorted(t.params.items())) for t in trials}) == 8
+    assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 4
     starts = sorted((t.datetime_start, t.datetime_complete) for t in trials)
     assert any(b[0] < a[1] for a, b in zip(starts, starts[1:], strict=False)), "trials never overlapped"
     logs = "".join(p.read_text(errors="replace") for p in spec.trials_dir.glob("*/trial.log"))

@@ -22,6 +22,7 @@ from harness.report._render import to_html, to_markdown
 from harness.report._summary import SweepSummary, ordered_trials, summarize
 from harness.search_space import load_search_space
 from harness.spec import SweepSpec
+from harness.stores import creation_lock
 from harness.tracking import Tracker
 from harness.trial import Result
 
@@ -50,9 +51,15 @@ def report_dir(spec: SweepSpec) -> Path:
 
 def write_report(spec: SweepSpec, *, html_report: bool = True) -> ReportFiles:
     """Write report.md (and report.html), best.yaml and the plots; log them on the sweep's parent run."""
-    summary = summarize(spec)
     out = report_dir(spec)
     out.mkdir(parents=True, exist_ok=True)
+    # Workers that end together each write the report: one at a time, or one deletes the other's plots.
+    with creation_lock(out / "report"):
+        return _write_files(spec, out, html_report=html_report)
+
+
+def _write_files(spec: SweepSpec, out: Path, *, html_report: bool) -> ReportFiles:
+    summary = summarize(spec)
     shutil.rmtree(out / "plots", ignore_errors=True)  # a figure skipped this time must not linger from the last
     figures = make_plots(spec, summary, out / "plots")
     best_config = write_best_config(spec, summary, out)
