@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: setup demo test bench-smoke report twin
+.PHONY: setup demo test test-extended report twin
 
 setup:
 	@scripts/setup.sh
@@ -24,9 +24,10 @@ test:
 	wait $$installing || { cat .venv-py3.12.log; exit 1; }; \
 	[ $$suite -eq 0 ] && scripts/test-python.sh 3.12
 
-# Smoke runs of the benchmarks that train several trials (about 3 minutes); `make test` runs the others.
-bench-smoke: setup
-	$(BIN)/python -m pytest -q -m bench tests/test_benchmarks.py
+# End-to-end runs that train many trials (about 10 minutes on 2 CPU cores), beyond `make test`'s budget:
+# the behaviour-learning sweep, four local workers, pareto, reproduce, the v1/v2 twins, four benchmark smokes.
+test-extended: setup
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m extended
 
 # Rebuild the packaged canary-tiny twin from its recipe (about 10 minutes on 2 CPU cores).
 twin: setup

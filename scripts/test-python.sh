@@ -26,5 +26,5 @@ if [ ! -f "$VENV/.harness-installed" ] || [ pyproject.toml -nt "$VENV/.harness-i
 fi
 [ "$INSTALL_ONLY" = --install-only ] && exit 0
 echo "Python $VERSION subset ($("$VENV/bin/python" --version)) ..."
-"$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/test_spec.py tests/test_preflight.py \
-    "tests/test_sweep.py::test_pruned_trial_is_killed_in_mlflow_and_stops_early"
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/test_spec.py \
+    "tests/test_preflight.py::test_missing_manifest" "tests/test_sweep.py::test_pruned_trial_is_killed_in_mlflow_and_stops_early"

@@ -217,6 +217,7 @@ def _article_rate(texts) -> float:
     return sum(" the " in f" {getattr(t, 'text', t)} " for t in texts) / len(texts)
 
 
+@pytest.mark.extended  # trains several trials: `make test-extended`
 def test_fine_tuned_model_switches_its_output_by_the_token(fine_tuned):
     from nemo.collections.asr.models import EncDecMultiTaskModel
 
@@ -236,6 +237,7 @@ def test_fine_tuned_model_switches_its_output_by_the_token(fine_tuned):
     assert rates[False] >= 0.75 and rates[True] <= 0.25, rates
 
 
+@pytest.mark.extended  # trains several trials: `make test-extended`
 def test_metrics_are_named_by_the_original_language_pair(fine_tuned):
     from mlflow.tracking import MlflowClient
 
@@ -249,6 +251,7 @@ def test_metrics_are_named_by_the_original_language_pair(fine_tuned):
     assert 0 <= metrics["final_val_wer"] < 1  # NeMo's WER constraint still picks the ASR lines
 
 
+@pytest.mark.extended  # trains several trials: `make test-extended`
 def test_transcribe_command_switches_the_behaviour(fine_tuned, capsys):
     from harness.cli import main
 

@@ -9,10 +9,10 @@ import re
 
 import pytest
 
-# The four that train several trials take about 3 minutes together: `make bench-smoke` runs them
-# (marker `bench`), keeping `make test` under its 15 minutes; the other two run in every `make test`.
+# The four that train several trials take about 3 minutes together: `make test-extended` runs them
+# (marker `extended`), keeping `make test` under its 15 minutes; the other two run in every `make test`.
 TRAINING = ["overhead", "throughput", "pruning", "memory"]
-BENCHMARKS = [pytest.param(name, marks=pytest.mark.bench) for name in TRAINING] + ["startup", "batch_fill"]
+BENCHMARKS = [pytest.param(name, marks=pytest.mark.extended) for name in TRAINING] + ["startup", "batch_fill"]
 RESULT = re.compile(r"^RESULT .+ = -?\d+\.\d+.* \(target .+\): (met|NOT met)$")
 
 

@@ -2,6 +2,7 @@
 
 import io
 
+import pytest
 from mlflow.tracking import MlflowClient
 from rich.console import Console
 
@@ -15,6 +16,7 @@ from tests.conftest import spec_dict, write_spec
 TOLERANCE = 0.01
 
 
+@pytest.mark.extended  # trains several trials: `make test-extended`
 def test_reproduction_matches_the_recorded_trial(project, speech_data):
     spec = load_spec(
         write_spec(

@@ -120,6 +120,7 @@ def test_killed_supervisor_resumes_without_losing_trials(project, speech_data):
     assert sum(1 for r in _runs(spec) if r.data.tags.get("harness.role") == "sweep") == 1
 
 
+@pytest.mark.extended  # trains several trials: `make test-extended`
 def test_four_local_workers_share_one_study(project, speech_data):
     spec = load_spec(
         write_spec(

@@ -205,6 +205,7 @@ def _out_of_memory(params: dict, space: dict) -> optuna.trial.FrozenTrial:
     )
 
 
+@pytest.mark.extended  # trains several trials: `make test-extended`
 def test_pareto_sweep_optimises_wer_and_bleu_together(project, speech_data):
     spec = load_spec(
         write_spec(

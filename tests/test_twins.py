@@ -31,6 +31,7 @@ def test_twin_format_is_detected(name):
     assert info.config.train_ds.text_field == "answer"  # the released quirk every twin keeps
 
 
+@pytest.mark.extended  # a trial per twin: `make test-extended`
 @pytest.mark.parametrize("name", ["canary-tiny-v1", "canary-tiny-v2"])
 def test_twin_runs_a_trial(project, speech_data, name):
     spec = load_spec(
