@@ -152,3 +152,9 @@ def chromium(profile: Path, *args: str, timeout: float = 180) -> subprocess.Comp
     flags += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
     command = [str(CHROMIUM), *flags, f"--user-data-dir={profile}", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+def ctrl_c_default() -> None:
+    """`preexec_fn` for processes a test Ctrl-C's: SIGINT back to its default. A shell starts background jobs
+    (`make test &`, some CI runners) with SIGINT ignored, children inherit that, and the test's Ctrl-C would be lost."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

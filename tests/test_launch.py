@@ -22,7 +22,7 @@ from harness.errors import HarnessError
 from harness.launch import INSTALL_HINT
 from harness.spec import load_spec
 from tests.conftest import spec_dict, write_spec
-from tests.helpers import load_study, wait_for
+from tests.helpers import ctrl_c_default, load_study, wait_for
 
 PG = "postgresql://optuna@db.example:5432/optuna"  # never contacted: a dry run opens no store
 MLFLOW = "http://mlflow-host:5000"
@@ -105,6 +105,7 @@ def test_ctrl_c_stops_every_local_worker_and_records_their_trials(project, speec
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own group, as a terminal's foreground job
+            preexec_fn=ctrl_c_default,
         )
     try:  # both workers are in their loop, each with a trial process starting
         wait_for(lambda: len(list(spec.trials_dir.glob("*/job.json"))) >= 2, 300, "two trials to start")

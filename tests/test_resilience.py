@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 from harness.spec import load_spec
 from harness.stores import open_mlflow
 from tests.conftest import spec_dict, write_spec
-from tests.helpers import load_study, mlflow_server, wait_for
+from tests.helpers import ctrl_c_default, load_study, mlflow_server, wait_for
 
 HARNESS = [sys.executable, "-m", "harness.cli"]
 PG = "postgresql://postgres@127.0.0.1:5432"
@@ -50,6 +50,7 @@ def _start(args: list[str], cwd: Path, log: Path, **env) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         env={**os.environ, **env},
         start_new_session=True,
+        preexec_fn=ctrl_c_default,
     )
     STARTED.append(proc)
     return proc
