@@ -246,6 +246,7 @@ def _runs_if_any(spec):
         return []
 
 
+@pytest.mark.extended  # three failing trial processes: `make test-extended`
 def test_trials_that_all_fail_alike_stop_the_sweep_early(project, speech_data):
     spec = load_spec(write_spec(project, "doomed", spec_dict(speech_data, budget={"trials": 6, "max_retries": 1})))
     proc = _start(["sweep", "doomed"], project, project / "doomed.log", HARNESS_INJECT_FAULT="broken")
