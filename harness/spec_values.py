@@ -27,12 +27,8 @@ def check_values(spec: SweepSpec, *, where: str) -> None:
 
 
 def _check_devices(training: TrainingSpec, *, where: str) -> None:
-    """Devices per trial on one host: the supervisor starts each trial process itself, so a trial
-    spanning hosts would wait for processes nobody starts."""
-    if training.devices < 1:
-        raise HarnessError(
-            f"{where}: `training.devices` is {training.devices!r}; it must be at least 1 (devices per trial)."
-        )
+    """A trial on one host: the supervisor starts each trial process itself, so a trial spanning hosts
+    would wait for processes nobody starts (the device count is one of the `_LIMITS`)."""
     if training.num_nodes != 1:
         raise HarnessError(
             f"{where}: `training.num_nodes` is {training.num_nodes!r}, but a trial runs on one host: set it to 1, "
@@ -53,6 +49,7 @@ _LIMITS: dict[str, tuple[Callable[[float], bool], str]] = {
     "objective.bleu_weight": (lambda v: v >= 0, "at least 0"),
     "pruner.n_startup_trials": (lambda v: v >= 0, "at least 0"),
     "pruner.n_warmup_steps": (lambda v: v >= 0, "at least 0"),
+    "training.devices": (lambda v: v >= 1, "at least 1 (devices per trial)"),
     "training.num_workers": (lambda v: v >= 0, "at least 0 (dataloader worker processes)"),
     "training.validation_batch_size": (lambda v: v >= 1, "at least 1"),
     "training.max_duration": (lambda v: v > 0, "a number of seconds > 0"),
