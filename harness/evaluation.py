@@ -1,4 +1,4 @@
-"""Scoring transcripts: WER (raw and normalised) and BLEU, overall and per language pair.
+"""Scoring transcripts: WER (raw and normalised) and BLEU, overall, per language pair and per behaviour state.
 
 One definition everywhere (validation, baseline, test set, reproduction), so the overall figure
 and the per-pair figures of one model always agree:
@@ -8,21 +8,25 @@ and the per-pair figures of one model always agree:
   Canary writes punctuation and capitals; speech teams compare normalised WER.
 - `bleu`: sacreBLEU corpus BLEU (13a tokenisation, default smoothing) on translation samples, 0..1.
 Overall figures are corpus figures over all pairs of their kind, not means of the per-pair ones.
+Each group of lines (a pair, the lines with a custom behaviour on, those with it off) gets the same
+figures from the same code: `wer/en-en`, `bleu/en-de`, `wer/terse_on`, `wer/terse_off`. (`terse=on`
+would read better, but MLflow refuses `=` in metric names.)
 """
 
 from __future__ import annotations
 
 import functools
 from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jiwer
 import sacrebleu
 
-from harness.behaviours import original_source_lang
+from harness.behaviours import line_states, original_source_lang
 from harness.manifest import manifest_lines
+from harness.spec import BehaviourSpec
 
 # What the report and MLflow call each figure; `objective.metric` picks one of the WERs or BLEU.
 WER, WER_NORMALIZED, BLEU = "wer", "wer_normalized", "bleu"
@@ -30,12 +34,14 @@ WER, WER_NORMALIZED, BLEU = "wer", "wer_normalized", "bleu"
 
 @dataclass(frozen=True)
 class Transcript:
-    """One decoded utterance: its language pair, the reference text and the model's hypothesis."""
+    """One decoded utterance: its language pair, the reference text, the model's hypothesis and the
+    state of each custom behaviour on its line (`{"terse": True}`; empty without behaviours)."""
 
     source_lang: str
     target_lang: str
     reference: str
     hypothesis: str
+    behaviours: Mapping[str, bool] = field(default_factory=dict)
 
     @property
     def pair(self) -> str:
@@ -79,24 +85,31 @@ def corpus_bleu(references: list[str], hypotheses: list[str]) -> float:
     return sacrebleu.corpus_bleu(hypotheses, [references], tokenize="13a").score / 100
 
 
+def behaviour_group(name: str, state: bool) -> str:
+    """`terse_on` / `terse_off`: the group of lines with behaviour `name` on or off, in metric names."""
+    return f"{name}_{'on' if state else 'off'}"
+
+
 def score(transcripts: Iterable[Transcript]) -> dict[str, float]:
-    """`wer`, `wer_normalized`, `bleu`, each overall and per pair (`wer/en-en`, `bleu/en-de`); a kind with
-    no samples is left out rather than reported as 0."""
-    by_pair: dict[str, list[Transcript]] = defaultdict(list)
-    for transcript in transcripts:
-        by_pair[transcript.pair].append(transcript)
+    """`wer`, `wer_normalized`, `bleu`, each overall, per pair (`wer/en-en`, `bleu/en-de`) and per
+    behaviour state (`wer/terse_on`); a figure with no samples of its kind is left out rather than reported as 0."""
+    rows = list(transcripts)
     metrics: dict[str, float] = {}
     for kind, translation in ((WER, False), (BLEU, True)):
-        groups = {pair: rows for pair, rows in sorted(by_pair.items()) if rows[0].is_translation == translation}
-        if not groups:
-            continue
-        for suffix, rows in [*((f"/{pair}", rows) for pair, rows in groups.items()), ("", _flatten(groups))]:
-            metrics.update(_figures(kind, rows, suffix))
+        for suffix, group in _groups([r for r in rows if r.is_translation == translation]).items():
+            metrics.update(_figures(kind, group, suffix))
     return metrics
 
 
-def _flatten(groups: dict[str, list[Transcript]]) -> list[Transcript]:
-    return [row for rows in groups.values() for row in rows]
+def _groups(rows: list[Transcript]) -> dict[str, list[Transcript]]:
+    """The lines each figure is computed on, by metric-name suffix: all (`""`), each pair, each behaviour state."""
+    groups: dict[str, list[Transcript]] = defaultdict(list)
+    for row in rows:
+        groups[""].append(row)
+        groups[f"/{row.pair}"].append(row)
+        for name, state in row.behaviours.items():
+            groups[f"/{behaviour_group(name, state)}"].append(row)
+    return dict(sorted(groups.items()))
 
 
 def _figures(kind: str, rows: list[Transcript], suffix: str) -> dict[str, float]:
@@ -112,22 +125,34 @@ def _figures(kind: str, rows: list[Transcript], suffix: str) -> dict[str, float]
     }
 
 
-def manifest_transcripts(entries: list[dict], hypotheses: list[str], text_field: str) -> list[Transcript]:
-    """Pair manifest lines with hypotheses; a prompted line (custom behaviours) keeps its original language."""
+def manifest_transcripts(
+    entries: list[dict], hypotheses: list[str], text_field: str, behaviours: Mapping[str, BehaviourSpec] | None = None
+) -> list[Transcript]:
+    """Pair manifest lines with hypotheses; a prompted line (custom behaviours) keeps its original language
+    and says which of `behaviours` are on."""
     return [
         Transcript(
             source_lang=str(original_source_lang(entry) or "?"),
             target_lang=str(entry.get("target_lang", "?")),
             reference=str(entry[text_field]),
             hypothesis=hypothesis,
+            behaviours=line_states(entry, behaviours or {}),
         )
         for entry, hypothesis in zip(entries, hypotheses, strict=True)
     ]
 
 
-def evaluate_manifest(model, manifest: Path, text_field: str, *, batch_size: int = 16) -> dict[str, float]:
-    """Decode every line of `manifest` with its own prompt slots and score it (the test set)."""
+def evaluate_manifest(
+    model,
+    manifest: Path,
+    text_field: str,
+    behaviours: Mapping[str, BehaviourSpec] | None = None,
+    *,
+    batch_size: int = 16,
+) -> dict[str, float]:
+    """Decode every line of `manifest` with its own prompt slots and score it (the test set), per
+    behaviour state too when `behaviours` are given."""
     entries = manifest_lines(Path(manifest))
     hypotheses = model.transcribe(str(manifest), batch_size=batch_size, verbose=False)
     texts = [h.text if hasattr(h, "text") else str(h) for h in hypotheses]
-    return score(manifest_transcripts(entries, texts, text_field))
+    return score(manifest_transcripts(entries, texts, text_field, behaviours))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -28,7 +28,8 @@ from harness.trial_record import TrialRecord  # noqa: E402
 DPI = 100
 WIDE = (9.0, 4.5)
 PANEL = (3.6, 3.2)
-TOP_CURVES = 3
+TOP_CURVES = 3  # complete trials in the learning curves, best first
+PRUNED_CURVES = 5  # pruned trials beside them, best-ranked first: more lines would be unreadable
 
 
 @dataclass
@@ -40,6 +41,16 @@ class Plot:
     path: Path | None
     size: tuple[int, int] = (0, 0)  # (width, height) in pixels
     note: str = ""
+    figure: Figure | None = field(default=None, repr=False)  # what was drawn, for a caller (or a test) to inspect
+
+
+@dataclass
+class Curve:
+    """One trial's validation history for the learning curves; a pruned trial's ends where it was stopped."""
+
+    name: str
+    history: Sequence[Mapping[str, float]]
+    pruned: bool = False
 
 
 def objective_history(trials: Sequence[FrozenTrial], direction: str, out: Path) -> Plot:
@@ -131,24 +142,44 @@ def objective_vs_params(
     return _save(fig, "objective_vs_params", title, out)
 
 
-def learning_curves(curves: Mapping[str, Sequence[Mapping[str, float]]], out: Path, metric: str = "val_wer") -> Plot:
-    """`metric` against step for the top trials: were they still improving at `max_steps`?"""
-    title = f"Learning curves ({metric}) of the top {TOP_CURVES} trials"
-    series = {
-        name: [(h["step"], h[metric]) for h in history if metric in h and not math.isnan(h[metric])]
-        for name, history in curves.items()
-    }
-    series = {name: points for name, points in series.items() if points}
+def learning_curves(curves: Sequence[Curve], out: Path, metric: str = "val_wer") -> Plot:
+    """`metric` against step for the top complete trials (were they still improving at `max_steps`?) and the
+    best pruned ones, dashed with an x where they were stopped (did pruning stop a trial that would have won?)."""
+    series = [
+        (curve, [(h["step"], h[metric]) for h in curve.history if metric in h and not math.isnan(h[metric])])
+        for curve in curves
+    ]
+    series = [(curve, points) for curve, points in series if points]
+    complete = sum(not curve.pruned for curve, _ in series)
+    shown = [f"top {complete} complete trial{'s' if complete > 1 else ''}"] if complete else []
+    if len(series) > complete:
+        shown.append(f"{len(series) - complete} best pruned (dashed, x where stopped)")
+    title = f"Learning curves ({metric})" + (": " + " and ".join(shown) if shown else "")
     if not series:
         return Plot("learning_curves", title, None, note=f"no validation history with {metric}")
     fig, (ax,) = _figure(WIDE)
-    for name, points in series.items():
-        ax.plot([s for s, _ in points], [v for _, v in points], marker="o", label=name)
+    for curve, points in series:
+        steps, values = [s for s, _ in points], [v for _, v in points]
+        if curve.pruned:
+            ax.plot(
+                steps,
+                values,
+                linestyle="--",
+                marker="x",
+                markevery=[len(points) - 1],  # the stop, not every validation
+                markersize=9,
+                markeredgewidth=2,
+                alpha=0.8,
+                label=f"{curve.name} (pruned at step {steps[-1]})",
+            )
+        else:
+            ax.plot(steps, values, marker="o", linewidth=2, label=f"{curve.name} (complete)")
     ax.set_xlabel("step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(metric)
-    ax.set_title(title)
+    ax.set_title(title, fontsize="medium")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the curves, never over them
     return _save(fig, "learning_curves", title, out)
 
 
@@ -187,4 +218,4 @@ def _save(fig: Figure, name: str, title: str, out: Path) -> Plot:
     path = out / f"{name}.png"
     fig.savefig(path, format="png", dpi=DPI)  # no bbox_inches="tight": the pixel size stays the figure's
     width, height = fig.get_size_inches()
-    return Plot(name, title, path, (round(width * DPI), round(height * DPI)))
+    return Plot(name, title, path, (round(width * DPI), round(height * DPI)), figure=fig)

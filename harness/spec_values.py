@@ -1,4 +1,5 @@
-"""Values a sweep spec may hold: numbers in range, devices on one host, a known accelerator, launch settings.
+"""Values a sweep spec may hold: numbers in range, devices on one host, a known accelerator, launch settings,
+behaviour names that can name metrics.
 
 `spec.build` checks keys and types; these are the values that load with the right type but
 would stop or silently break every trial, late (`max_steps: 0` trains nothing, `num_nodes: 2`
@@ -24,6 +25,7 @@ def check_values(spec: SweepSpec, *, where: str) -> None:
     _check_numbers(spec, where=where)
     _check_accelerator(spec.training, where=where)
     _check_launch_env(spec.launch, where=where)
+    _check_behaviour_names(spec, where=where)
 
 
 def _check_devices(training: TrainingSpec, *, where: str) -> None:
@@ -102,4 +104,18 @@ def _check_launch_env(launch: LaunchSpec, *, where: str) -> None:
             raise HarnessError(
                 f"{where}: `launch.env.{name}` looks like a credential; set it in the environment you run "
                 "`harness launch` from (workers inherit it), never in the sweep YAML."
+            )
+
+
+_BEHAVIOUR_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def _check_behaviour_names(spec: SweepSpec, *, where: str) -> None:
+    """A behaviour's name is part of its metric names (`val_wer/terse_on`), which MLflow refuses with
+    most punctuation: every trial would fail at its first validation."""
+    for name in spec.custom_tokens:
+        if not _BEHAVIOUR_NAME.fullmatch(name):
+            raise HarnessError(
+                f"{where}: `custom_tokens.{name}` is not a usable behaviour name: it names metrics "
+                f"(`val_wer/{name}_on`), so use letters, digits, `_`, `-` and `.` only (e.g. `terse`, `digits`)."
             )

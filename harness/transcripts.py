@@ -12,15 +12,16 @@ the logged values on every read.)
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch.distributed as dist
 from lhotse.cut import MixedCut
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from harness.behaviours import ORIGINAL_SOURCE_LANG
+from harness.behaviours import ORIGINAL_SOURCE_LANG, line_states
 from harness.evaluation import Transcript, score
+from harness.spec import BehaviourSpec
 
 PREFIX = "val_"
 _ATTACHED = "_harness_transcripts"
@@ -28,9 +29,14 @@ _ATTACHED = "_harness_transcripts"
 
 class ValidationTranscripts(Callback):
     """Collect (pair, reference, hypothesis) per validation; `figures` scores the latest one:
-    `val_wer`, `val_wer_normalized`, `val_bleu` and their per-pair values (`val_wer/en-en`)."""
+    `val_wer`, `val_wer_normalized`, `val_bleu`, their per-pair values (`val_wer/en-en`) and, for the
+    sweep's custom `behaviours`, their values on the lines with each one on and off (`val_wer/terse_on`).
 
-    def __init__(self) -> None:
+    The behaviours come from the spec, not the model config: the zero-shot baseline validates the
+    released model (no declaration) on the user's manifests, whose lines carry the same fields."""
+
+    def __init__(self, behaviours: Mapping[str, BehaviourSpec] | None = None) -> None:
+        self.behaviours = dict(behaviours or {})
         self._order: list[str] = []  # cut ids in the validation's batch order
         self._by_cut: dict[str, Transcript] = {}
         self._figures: dict[str, float] | None = None
@@ -71,12 +77,18 @@ class ValidationTranscripts(Callback):
                 target_lang=str(custom.get("target_lang", "?")),
                 reference=" ".join(s.text or "" for s in cut.supervisions),
                 hypothesis=getattr(hypothesis, "text", str(hypothesis)),
+                behaviours=line_states(custom, self.behaviours),  # NeMo keeps the manifest's extra fields here
             )
 
     def write(self, path: Path) -> Path:
-        """The last validation's transcripts as JSON lines (a trial artifact a user can read)."""
+        """The last validation's transcripts as JSON lines (a trial artifact a user can read); with custom
+        behaviours each line also says which were on."""
         lines = [
-            json.dumps({"pair": t.pair, "reference": t.reference, "hypothesis": t.hypothesis}, ensure_ascii=False)
+            json.dumps(
+                {"pair": t.pair, "reference": t.reference, "hypothesis": t.hypothesis}
+                | ({"behaviours": dict(t.behaviours)} if self.behaviours else {}),
+                ensure_ascii=False,
+            )
             for t in self.transcripts
         ]
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -121,7 +121,7 @@ def _reporting(job: Job, spec, trial_dir: Path) -> _Reporting:
     from harness.transcripts import ValidationTranscripts
 
     tracker = Tracker(spec.tracking_uri, spec.experiment_name)
-    transcripts = ValidationTranscripts()
+    transcripts = ValidationTranscripts(spec.custom_tokens)
 
     def collect(callback_metrics) -> dict[str, float]:
         """One validation's record: NeMo's loss, and WER/BLEU scored from its hypotheses."""
@@ -232,9 +232,9 @@ def _test(job: Job, spec) -> Result:
     model = EncDecMultiTaskModel.restore_from(job.nemo, map_location=inference_device(spec.training)).eval()
     test_manifest = prompted_data(spec).test
     assert test_manifest is not None, "the supervisor starts a test run only with data.test"
-    test = Path(test_manifest)
     with inference_context(spec.training):
-        metrics = {f"test_{k}": v for k, v in evaluate_manifest(model, test, spec.data.text_field).items()}
+        scores = evaluate_manifest(model, Path(test_manifest), spec.data.text_field, spec.custom_tokens)
+    metrics = {f"test_{k}": v for k, v in scores.items()}
     Tracker(spec.tracking_uri, spec.experiment_name).log_metrics(job.run_id, metrics)
     return Result(state="complete", final=metrics)
 

@@ -238,8 +238,10 @@ def test_fine_tuned_model_switches_its_output_by_the_token(fine_tuned):
 
 
 @pytest.mark.extended  # trains several trials: `make test-extended`
-def test_metrics_are_named_by_the_original_language_pair(fine_tuned):
+def test_metrics_are_named_by_the_original_language_pair_and_the_behaviour_state(fine_tuned):
     from mlflow.tracking import MlflowClient
+
+    from harness.report import write_report
 
     spec, _ = fine_tuned
     client = MlflowClient(spec.tracking_uri)
@@ -249,6 +251,16 @@ def test_metrics_are_named_by_the_original_language_pair(fine_tuned):
     assert {"final_val_wer/en-en", "final_val_bleu/en-de", "final_val_wer", "final_val_bleu"} <= set(metrics)
     assert not [name for name in metrics if "spltoken" in name or "<|" in name]
     assert 0 <= metrics["final_val_wer"] < 1  # NeMo's WER constraint still picks the ASR lines
+    # Each behaviour state is scored on its own lines of the prompted validation manifest, at every validation.
+    states = {"val_wer/terse_on", "val_wer/terse_off", "val_wer_normalized/terse_on", "val_bleu/terse_off"}
+    assert states | {f"final_{name}" for name in states} <= set(metrics)
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_wer/terse_on")] == [LEARN["steps"]]
+    # The report reads them back (no baseline in this sweep: the best trial's own on/off figures).
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(spec.state_dir.parent)
+        page = write_report(spec, html_report=False).markdown.read_text()
+    on, off = metrics["final_val_wer/terse_on"], metrics["final_val_wer/terse_off"]
+    assert f"`terse`: best trial on WER {on:.4f}, off WER {off:.4f}; no zero-shot baseline figures" in page
 
 
 @pytest.mark.extended  # trains several trials: `make test-extended`

@@ -5,7 +5,8 @@ import math
 import pytest
 import sacrebleu
 
-from harness.evaluation import Transcript, corpus_wer, normalize, score
+from harness.evaluation import Transcript, corpus_wer, manifest_transcripts, normalize, score
+from harness.spec import BehaviourSpec
 
 
 def _rows(pair: str, texts: list[tuple[str, str]]) -> list[Transcript]:
@@ -60,3 +61,50 @@ def test_empty_references_count_insertions():
     assert corpus_wer(["", ""], ["", ""]) == 0.0
     assert corpus_wer([""], ["noise"]) == 1.0
     assert math.isnan(corpus_wer([], []))
+
+
+def test_each_behaviour_state_is_scored_like_a_pair():
+    """Lines with a behaviour on and off get their own corpus figures; a state no line has is left out."""
+
+    def row(pair: str, reference: str, hypothesis: str, terse: bool) -> Transcript:
+        source, target = pair.split("-")
+        return Transcript(source, target, reference, hypothesis, behaviours={"terse": terse, "polite": False})
+
+    rows = [
+        row("en-en", "open gate", "open the gate", True),  # 1 insertion
+        row("en-en", "close door", "Close door.", True),  # 2 substitutions as written, none normalised
+        row("en-en", "open the gate", "open the gate", False),
+        row("en-en", "dim the lamp", "dim lamp", False),  # 1 deletion
+        row("en-de", "schalte das licht im keller aus", "schalte das licht im keller aus", True),
+        row("en-de", "mach die tuer zu bitte", "oeffne garage sofort jetzt", False),
+    ]
+    metrics = score(rows)
+    groups = ["", "/en-en", "/terse_on", "/terse_off", "/polite_off"]
+    assert set(metrics) == {f"{kind}{group}" for kind in ("wer", "wer_normalized") for group in groups} | {
+        f"bleu{group}" for group in ["", "/en-de", "/terse_on", "/terse_off", "/polite_off"]
+    }
+    assert metrics["wer/terse_on"] == pytest.approx(3 / 4)
+    assert metrics["wer_normalized/terse_on"] == pytest.approx(1 / 4)
+    assert metrics["wer/terse_off"] == pytest.approx(1 / 6)
+    assert metrics["wer_normalized/terse_off"] == pytest.approx(1 / 6)
+    assert metrics["wer"] == pytest.approx(4 / 10) and metrics["wer_normalized"] == pytest.approx(2 / 10)
+    assert metrics["bleu/terse_on"] == pytest.approx(1.0) and metrics["bleu/terse_off"] == 0.0
+    for kind in ("wer", "wer_normalized", "bleu"):  # every line has `polite` off: its group is everything
+        assert metrics[f"{kind}/polite_off"] == pytest.approx(metrics[kind])
+
+
+def test_manifest_lines_carry_their_behaviour_states():
+    """The test set's lines (prompted copies) say which behaviours are on; a missing field takes its default."""
+    behaviours = {
+        "terse": BehaviourSpec(on="<|spltoken0|>", off="<|spltoken1|>", field="terse"),
+        "digits": BehaviourSpec(on="<|spltoken2|>", off="<|spltoken3|>", field="digits", default=True),
+    }
+    prompted = {"source_lang": "<|en|><|spltoken0|>", "harness_source_lang": "en", "target_lang": "en"}
+    entries = [
+        {**prompted, "text": "open gate", "terse": "yes", "digits": False},
+        {**prompted, "text": "x", "terse": 0},
+    ]
+    transcripts = manifest_transcripts(entries, ["open the gate", "x"], "text", behaviours)
+    assert [t.behaviours for t in transcripts] == [{"terse": True, "digits": False}, {"terse": False, "digits": True}]
+    assert {t.pair for t in transcripts} == {"en-en"}
+    assert manifest_transcripts(entries, ["a", "b"], "text")[0].behaviours == {}  # no behaviours declared

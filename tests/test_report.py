@@ -29,17 +29,20 @@ from harness.cli import main
 from harness.model_source import resolve_model
 from harness.report import (
     SweepSummary,
+    build_blocks,
     make_plots,
     memory_rows,
     memory_table,
     pruning_savings,
     report_dir,
+    to_markdown,
     trial_rows,
 )
 from harness.search_space import format_param
-from harness.spec import DataSpec, SweepSpec, load_spec
+from harness.spec import BehaviourSpec, DataSpec, SweepSpec, load_spec
 from harness.study import tell_out_of_memory
 from harness.tracking import run_name
+from harness.trial import Result
 from harness.trial_record import OOM, TrialRecord
 from tests.conftest import SWEEP
 from tests.helpers import chromium, in_project, load_study, sha256
@@ -273,14 +276,16 @@ def test_plots_skip_with_a_reason_and_draw_what_the_data_supports(tmp_path):
     one = _synthetic(["minimize"], [0.5, None])
     skipped = plots.param_importance(one, tmp_path)
     assert skipped.path is None and "at least 2 complete trials" in skipped.note
-    assert plots.learning_curves({}, tmp_path).path is None
+    assert plots.learning_curves([], tmp_path).path is None
 
     several = _synthetic(["minimize"], [0.5, 0.3, None, 0.4, 0.2, 0.35])
     drawn = [
         plots.param_importance(several, tmp_path),
         plots.objective_history(several.trials, "minimize", tmp_path),
         plots.objective_vs_params(several.trials, SPACE, tmp_path),
-        plots.learning_curves({"trial-0004": [{"step": 10, "val_wer": 0.5}, {"step": 20, "val_wer": 0.2}]}, tmp_path),
+        plots.learning_curves(
+            [plots.Curve("trial-0004", [{"step": 10, "val_wer": 0.5}, {"step": 20, "val_wer": 0.2}])], tmp_path
+        ),
     ]
     for plot in drawn:
         assert plot.path is not None, plot.note
@@ -301,6 +306,115 @@ def test_pareto_front_only_for_multi_objective_studies(tmp_path, monkeypatch):
         assert ("pareto_front" in names) == expected
     front = plots.pareto_front(multi, tmp_path)
     assert front.path is not None and Image.open(front.path).size == front.size
+
+
+def test_learning_curves_show_the_top_complete_and_the_best_pruned_trials(tmp_path, monkeypatch):
+    """Pruned trials are drawn dashed, ending with an x at the step they were stopped; an out-of-memory
+    trial was not pruned, and a trial without a history here (another host's) is passed over."""
+    monkeypatch.chdir(tmp_path)
+    spec = SweepSpec(name="curves", model="canary-tiny", data=DataSpec("t.json", "v.json"), search_space="none.yaml")
+    study = optuna.create_study()
+    complete = [0.5, 0.3, 0.4, 0.2, 0.35]  # trials 0-4
+    pruned = [0.7, 0.1, 0.65, 0.8, 0.6, 0.9, 0.75, 0.62]  # trials 5-12: 6 ran out of memory, 7 has no result here
+    for number, value in enumerate(complete + pruned):
+        is_pruned = number >= len(complete)
+        stop = 10 * (1 + number % 3) if is_pruned else 30
+        attrs = TrialRecord.attrs(fail_reason=OOM) if number == 6 else TrialRecord.attrs(pruned_at=stop)
+        study.add_trial(
+            create_trial(
+                params={"lr": 1e-3},
+                distributions={"lr": SPACE["lr"]},
+                state=TrialState.PRUNED if is_pruned else TrialState.COMPLETE,
+                value=value,
+                intermediate_values={stop: value},
+                user_attrs=attrs if is_pruned else {},
+            )
+        )
+        if number != 7:
+            history = [{"step": step, "val_wer": value + (stop - step) / 100} for step in range(10, stop + 1, 10)]
+            trial_dir = spec.trials_dir / run_name(number)
+            trial_dir.mkdir(parents=True)
+            Result(state="pruned" if is_pruned else "complete", history=history).write(trial_dir)
+    summary = SweepSummary(study, study.get_trials(), study.best_trial, None)
+    curves = {p.name: p for p in make_plots(spec, summary, tmp_path / "plots")}["learning_curves"]
+
+    assert curves.path is not None and curves.figure is not None
+    assert (
+        curves.title == "Learning curves (val_wer): top 3 complete trials and 5 best pruned (dashed, x where stopped)"
+    )
+    (ax,) = curves.figure.axes
+    lines = ax.get_lines()
+    shown = [int(line.get_label().split()[0].removeprefix("trial-")) for line in lines]
+    assert shown == [3, 1, 4, 9, 12, 5, 11, 8]  # best first; 6 (oom), 7 (no history) and 10 (worst) left out
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [line.get_label() for line in lines]
+    for number, line in zip(shown, lines, strict=True):
+        steps = list(line.get_xdata())
+        if number < len(complete):
+            assert (line.get_linestyle(), line.get_marker(), steps[-1]) == ("-", "o", 30)
+            assert line.get_label() == f"{run_name(number)} (complete)"
+        else:  # dashed, ending at the stop with an x there only
+            stop = 10 * (1 + number % 3)
+            assert (line.get_linestyle(), line.get_marker(), steps[-1]) == ("--", "x", stop)
+            assert line.get_markevery() == [len(steps) - 1]
+            assert line.get_label() == f"{run_name(number)} (pruned at step {stop})"
+
+
+def test_the_report_says_whether_each_custom_behaviour_was_learnt(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tokens = {
+        "terse": BehaviourSpec(on="<|spltoken0|>", off="<|spltoken1|>", field="terse"),
+        "polite": BehaviourSpec(on="<|spltoken2|>", off="<|spltoken3|>", field="polite", default=False),
+    }
+    spec = SweepSpec(
+        name="taught",
+        model="canary-tiny",
+        data=DataSpec("t.json", "v.json"),
+        search_space="none.yaml",
+        custom_tokens=tokens,
+    )
+    baseline = {"val_wer": 0.9, "val_wer/en-en": 0.9, "val_wer/terse_on": 0.95, "val_wer/terse_off": 0.85}
+    baseline |= {"val_wer/polite_on": 0.5, "val_wer/polite_off": 0.9, "val_bleu/terse_on": 0.1}
+    finals = [  # trial 0 is the best: terse learnt, polite on lines worse than zero-shot
+        {"val_wer": 0.15, "val_wer/terse_on": 0.12, "val_wer/terse_off": 0.2, "val_wer/polite_on": 0.6},
+        {"val_wer": 0.5, "val_wer/terse_on": 0.9, "val_wer/terse_off": 0.3, "val_wer/polite_on": 0.5},
+    ]
+    study = optuna.create_study()
+    for final in finals:
+        final = {**final, "val_wer/polite_off": 0.1, "val_bleu/terse_on": 0.4}
+        attrs = TrialRecord.attrs(final=final)
+        study.add_trial(
+            create_trial(
+                params={"lr": 1e-3}, distributions={"lr": SPACE["lr"]}, value=final["val_wer"], user_attrs=attrs
+            )
+        )
+    summary = SweepSummary(study, study.get_trials(), study.best_trial, baseline)
+    md = to_markdown(build_blocks(spec, summary, [], None), tmp_path)
+
+    section = md[md.index("## Custom behaviours") : md.index("## Test set")]
+    assert "`terse`: on WER 0.9500 -> 0.1200, off WER 0.8500 -> 0.2000 (zero-shot -> best trial): learnt." in section
+    assert (
+        "`polite`: on WER 0.5000 -> 0.6000, off WER 0.9000 -> 0.1000 (zero-shot -> best trial): not learnt: " in section
+    )
+    assert "the on lines got worse." in section
+    for row in (
+        "| val_wer/terse_on | 0.9500 | 0.1200 | -0.8300 | lower |",
+        "| val_wer/terse_off | 0.8500 | 0.2000 | -0.6500 | lower |",
+        "| val_bleu/terse_on | 0.1000 | 0.4000 | +0.3000 | higher |",
+    ):
+        assert row in section and md.count(row) == 1  # not repeated in the table against the baseline
+    assert "| val_wer/en-en | 0.9000 | 0.1500 |" not in section and "| val_wer/en-en |" in md
+    # Every complete trial, best first, with the zero-shot baseline on top.
+    assert (
+        "| run | objective | val_wer/polite_on | val_wer/polite_off | val_wer/terse_on | val_wer/terse_off |" in section
+    )
+    assert "| zero-shot baseline |  | 0.5000 | 0.9000 | 0.9500 | 0.8500 |" in section
+    assert section.index("| trial-0000 | 0.1500 | 0.6000 |") < section.index("| trial-0001 | 0.5000 | 0.5000 |")
+    # A baseline scored before behaviours were (a resumed older sweep) is not compared with, nor a crash.
+    older = SweepSummary(study, study.get_trials(), study.best_trial, {"val_wer": 0.9})
+    md = to_markdown(build_blocks(spec, older, [], None), tmp_path)
+    assert "`terse`: best trial on WER 0.1200, off WER 0.2000; no zero-shot baseline figures to compare with" in md
+    plain = SweepSpec(name="plain", model="canary-tiny", data=DataSpec("t.json", "v.json"), search_space="none.yaml")
+    assert "Custom behaviours" not in to_markdown(build_blocks(plain, summary, [], None), tmp_path)
 
 
 # -- out of memory (a synthetic study: no training needed) -------------------------------------

@@ -123,3 +123,16 @@ def test_non_utf8_spec_names_file_and_line(project):
         "sweeps/latin.yaml:1: not UTF-8 text (byte 0xe9 at column 4); save the file as UTF-8 "
         "(for Latin-1 text: `iconv -f latin1 -t utf-8 sweeps/latin.yaml > fixed.yaml`)."
     )
+
+
+def test_a_behaviour_name_must_be_usable_in_metric_names(project):
+    """`val_wer/<name>_on` names a metric: a name MLflow refuses would fail every trial at its first validation."""
+    tokens = {"on": "<|spltoken0|>", "off": "<|spltoken1|>", "field": "terse"}
+    data = {"train": "t.json", "validation": "v.json"}
+    write_spec(project, "named", spec_dict(data, custom_tokens={"be terse!": tokens}))
+    with pytest.raises(HarnessError) as error:
+        load_spec("named")
+    assert "sweeps/named.yaml: `custom_tokens.be terse!` is not a usable behaviour name" in str(error.value)
+    assert "letters, digits, `_`, `-` and `.` only" in str(error.value)
+    write_spec(project, "named", spec_dict(data, custom_tokens={"terse-v2.1": tokens}))
+    assert list(load_spec("named").custom_tokens) == ["terse-v2.1"]

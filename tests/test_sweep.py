@@ -151,9 +151,16 @@ def test_baseline_is_the_released_model_on_the_users_manifests(project, terse_da
     supervisor = Supervisor(spec, console=Console(file=io.StringIO(), width=200))
     baseline = supervisor.baseline()
     assert {"val_wer", "val_wer_normalized", "val_bleu", "val_wer/en-en", "val_bleu/en-de"} <= set(baseline)
+    # Each behaviour's figures on its lines (the released model, no tokens): where a behaviour starts from.
+    states = [json.loads(line)["terse"] for line in terse_data["validation"].read_text().splitlines()]
+    assert set(states) == {True, False}
+    assert {"val_wer/terse_on", "val_wer/terse_off", "val_wer_normalized/terse_on"} <= set(baseline)
+    parent = MlflowClient(spec.tracking_uri).get_run(supervisor.parent_run).data.metrics
+    assert parent["baseline_val_wer/terse_on"] == pytest.approx(baseline["val_wer/terse_on"])
 
     lines = (spec.trials_dir / "baseline" / "predictions.jsonl").read_text().splitlines()
     recorded = [json.loads(line)["hypothesis"] for line in lines]
+    assert [json.loads(line)["behaviours"] for line in lines] == [{"terse": state} for state in states]
     model = EncDecMultiTaskModel.restore_from(str(supervisor.nemo), map_location="cpu").eval()
     plain = model.transcribe(str(terse_data["validation"]), batch_size=16, verbose=False)
     assert recorded == [h.text for h in plain]

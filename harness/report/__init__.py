@@ -10,19 +10,16 @@ Callers import from here, never from a private module:
 
 - `_summary`: the study read back (`SweepSummary`, `summarize`), trials in order, the baseline verdict;
 - `_console`: the console view (`print_report`, the rich trials table);
+- `_blocks`: the kinds of block a page is made of (heading, text, table, code, image);
 - `_document`: the page's content as blocks (decision, evidence, spec, provenance);
+- `_behaviours`: the custom behaviours section (each behaviour on and off, zero-shot against the trials);
 - `_render`: those blocks as Markdown and as self-contained HTML;
 - `_publish`: `write_report`, i.e. the files on disk (page, plots, `best.yaml`) and on MLflow.
 """
 
+from harness.report._blocks import Block, Code, Heading, Image, Table, Text
 from harness.report._console import memory_table, mlflow_ui_command, print_report, trials_table
 from harness.report._document import (
-    Block,
-    Code,
-    Heading,
-    Image,
-    Table,
-    Text,
     build_blocks,
     export_command,
     objective_text,

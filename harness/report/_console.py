@@ -8,6 +8,7 @@ from rich.table import Table as RichTable
 
 from harness.errors import HarnessError
 from harness.names import metrics_text, run_name
+from harness.report._behaviours import reading
 from harness.report._summary import MEMORY_HEADERS, SweepSummary, memory_rows, summarize, trial_rows
 from harness.search_space import format_param
 from harness.spec import SweepSpec
@@ -79,6 +80,9 @@ def print_report(spec: SweepSpec, console: Console) -> SweepSummary:
         )
         console.print("  params: " + ", ".join(f"{k}={format_param(v)}" for k, v in best.params.items()))
         console.print(f"  metrics: {metrics_text(TrialRecord.of(best).final)}")
+    final = TrialRecord.of(summary.best).final if summary.best else {}
+    for name in sorted(spec.custom_tokens):  # did the trials learn each custom behaviour?
+        console.print("Behaviour " + reading(spec, name, summary.baseline or {}, final), markup=False)
     console.print(trials_table(summary))
     memory = memory_table(summary)
     if memory is not None:

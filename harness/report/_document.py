@@ -7,7 +7,6 @@ the zero-shot baseline, on the test set, every trial, compute saved, plots), the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -16,57 +15,22 @@ from optuna.trial import FrozenTrial
 
 from harness import plots, provenance
 from harness.names import TEST_ATTR, number_text, run_name
+from harness.report._behaviours import behaviour_blocks, behaviour_metrics
+from harness.report._blocks import Block, Code, Heading, Image, Table, Text
 from harness.report._summary import (
+    COMPARISON_HEADERS,
     MEMORY_HEADERS,
     SweepSummary,
     baseline_verdict,
+    comparison_rows,
     memory_rows,
+    metric_names,
     pruning_savings,
     trial_rows,
 )
 from harness.search_space import format_param, load_search_space
 from harness.spec import SweepSpec
 from harness.trial_record import TrialRecord
-
-# -- blocks --------------------------------------------------------------------------------------
-
-
-@dataclass
-class Heading:
-    text: str
-    level: int = 2
-
-
-@dataclass
-class Text:
-    """A paragraph; `backticks` become code in both renderings."""
-
-    text: str
-
-
-@dataclass
-class Table:
-    headers: list[str]
-    rows: list[list[str]]
-
-
-@dataclass
-class Code:
-    text: str
-    lang: str = ""
-
-
-@dataclass
-class Image:
-    """A drawn figure (a skipped one becomes Text saying why)."""
-
-    title: str
-    path: Path
-    size: tuple[int, int]
-
-
-Block = Heading | Text | Table | Code | Image
-
 
 # -- the page, section by section ----------------------------------------------------------------
 
@@ -84,7 +48,8 @@ def build_blocks(
         ),
     ]
     blocks += _decision(spec, summary, best_config)
-    blocks += _against_baseline(summary)
+    blocks += _against_baseline(spec, summary)
+    blocks += behaviour_blocks(spec, summary)
     blocks += _test_set(spec, summary)
     headers, rows = trial_rows(summary)
     blocks += [
@@ -128,18 +93,14 @@ def _decision(spec: SweepSpec, summary: SweepSummary, best_config: Path | None) 
     return blocks
 
 
-def _against_baseline(summary: SweepSummary) -> list[Block]:
-    """WER and BLEU, overall and per language pair: best trial (final validation) against zero-shot."""
+def _against_baseline(spec: SweepSpec, summary: SweepSummary) -> list[Block]:
+    """WER and BLEU, overall and per language pair: best trial (final validation) against zero-shot.
+    Per-behaviour figures have their own section."""
     baseline = summary.baseline or {}
     final = TrialRecord.of(summary.best).final if summary.best else {}
-    names = _metric_names([*baseline, *final])
+    names = [n for n in metric_names([*baseline, *final]) if n not in behaviour_metrics(spec)]
     if not names:
         return [Heading("Best trial against the zero-shot baseline"), Text("No validation metrics recorded yet.")]
-    rows = []
-    for name in names:
-        before, after = baseline.get(name), final.get(name)
-        change = _signed(after - before) if before is not None and after is not None else ""
-        rows.append([name, number_text(before), number_text(after), change, "lower" if "wer" in name else "higher"])
     return [
         Heading("Best trial against the zero-shot baseline"),
         Text(
@@ -148,7 +109,7 @@ def _against_baseline(summary: SweepSummary) -> list[Block]:
             "applies Whisper's English normaliser to English; `bleu` is sacreBLEU corpus BLEU (13a). Overall rows "
             "are corpus figures over all pairs of their kind."
         ),
-        Table(["metric", "baseline", "best trial", "change", "better is"], rows),
+        Table(COMPARISON_HEADERS, comparison_rows(names, baseline, final)),
     ]
 
 
@@ -159,7 +120,7 @@ def _test_set(spec: SweepSpec, summary: SweepSummary) -> list[Block]:
         why = "no `data.test` manifest in the spec" if spec.data.test is None else "the best trial was not scored yet"
         return [*blocks, Text(f"Not available: {why}.")]
     metrics = test.get("metrics", {})
-    rows = [[name, number_text(metrics[name])] for name in _metric_names(metrics, prefix="test_")]
+    rows = [[name, number_text(metrics[name])] for name in metric_names(metrics, prefix="test_")]
     return [*blocks, Text(f"{run_name(test['trial'])} on `{spec.data.test}`:"), Table(["metric", "value"], rows)]
 
 
@@ -264,19 +225,9 @@ def export_command(spec: SweepSpec, number: int) -> str:
     return f"harness export {spec.name} --trial {number} --out {spec.name}-{run_name(number)}.nemo"
 
 
-def _metric_names(names: list[str], prefix: str = "val_") -> list[str]:
-    """WER then BLEU, each overall before its per-pair values (`val_wer/en-en`)."""
-    wanted = {n for n in names if n.startswith((f"{prefix}wer", f"{prefix}bleu"))}
-    return sorted(wanted, key=lambda n: ("bleu" in n, "/" in n, n))
-
-
 def _describe(dist) -> str:
     if isinstance(dist, optuna.distributions.CategoricalDistribution):
         return "one of " + ", ".join(format_param(c) for c in dist.choices)
     scale = ", log scale" if getattr(dist, "log", False) else ""
     step = f", step {format_param(dist.step)}" if getattr(dist, "step", None) else ""
     return f"{format_param(dist.low)} .. {format_param(dist.high)}{scale}{step}"
-
-
-def _signed(value: float) -> str:
-    return f"{value:+.4f}"

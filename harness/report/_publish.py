@@ -7,6 +7,7 @@ sweep's MLflow parent run under `report/`.
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from harness.spec import SweepSpec
 from harness.stores import creation_lock
 from harness.tracking import Tracker
 from harness.trial import Result
+from harness.trial_record import TrialRecord
 
 REPORTS_DIR = "reports"
 ARTIFACT_PATH = "report"
@@ -81,21 +83,34 @@ def _write_files(spec: SweepSpec, out: Path, *, html_report: bool) -> ReportFile
 def make_plots(spec: SweepSpec, summary: SweepSummary, out: Path) -> list[plots.Plot]:
     """Every figure of the report; the Pareto front only for a multi-objective study."""
     trials = summary.trials
-    top = [t for t in ordered_trials(trials, summary.study) if t.state == TrialState.COMPLETE][: plots.TOP_CURVES]
-    curves = {}
-    for t in top:
-        result = Result.read(spec.trials_dir / run_name(t.number))
-        if result is not None:
-            curves[run_name(t.number)] = result.history
     figures = [
         plots.objective_history(trials, summary.direction, out),
         plots.param_importance(summary.study, out),
         plots.objective_vs_params(trials, _distributions(spec, trials), out),
-        plots.learning_curves(curves, out, metric=_curve_metric(spec)),
+        plots.learning_curves(_curves(spec, summary), out, metric=_curve_metric(spec)),
     ]
     if summary.multi_objective:
         figures.append(plots.pareto_front(summary.study, out))
     return figures
+
+
+def _curves(spec: SweepSpec, summary: SweepSummary) -> list[plots.Curve]:
+    """The top complete trials and the best-ranked pruned ones (an out-of-memory trial was not pruned), from
+    the histories their processes wrote; a trial run on another host has none here and is passed over."""
+    ranked = ordered_trials(summary.trials, summary.study)
+    complete = [t for t in ranked if t.state == TrialState.COMPLETE]
+    pruned = [t for t in ranked if t.state == TrialState.PRUNED and not TrialRecord.of(t).out_of_memory]
+    return [*_read_curves(spec, complete, plots.TOP_CURVES), *_read_curves(spec, pruned, plots.PRUNED_CURVES)]
+
+
+def _read_curves(spec: SweepSpec, trials: list[FrozenTrial], limit: int) -> list[plots.Curve]:
+    results = ((t, Result.read(spec.trials_dir / run_name(t.number))) for t in trials)
+    curves = (
+        plots.Curve(run_name(t.number), result.history, pruned=t.state == TrialState.PRUNED)
+        for t, result in results
+        if result is not None and result.history
+    )
+    return list(itertools.islice(curves, limit))
 
 
 def _curve_metric(spec: SweepSpec) -> str:

@@ -10,7 +10,7 @@ import html
 import re
 from pathlib import Path
 
-from harness.report._document import Block, Code, Heading, Image, Table, Text
+from harness.report._blocks import Block, Code, Heading, Image, Table, Text
 
 STYLE = (
     "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1300px;padding:0 1em;color:#222}"

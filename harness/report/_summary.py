@@ -180,3 +180,31 @@ def baseline_verdict(spec: SweepSpec, summary: SweepSummary) -> str:
         f"Warning: the best trial does not beat the zero-shot baseline (objective {number_text(after)} against "
         f"{number_text(before)}): keep the pretrained model, or raise `budget.max_steps` / widen the search space."
     )
+
+
+# -- figures against the zero-shot baseline --------------------------------------------------------
+
+COMPARISON_HEADERS = ["metric", "baseline", "best trial", "change", "better is"]
+
+
+def metric_names(names: list[str], prefix: str = "val_") -> list[str]:
+    """WER then BLEU, each overall before its per-group values (`val_wer/en-en`, `val_wer/terse_on`)."""
+    wanted = {n for n in names if n.startswith((f"{prefix}wer", f"{prefix}bleu"))}
+    return sorted(wanted, key=lambda n: (not lower_is_better(n), "/" in n, n))
+
+
+def lower_is_better(name: str) -> bool:
+    """WERs fall as a model improves, BLEU rises; judged by the figure, not the group (`val_bleu/answer_on`)."""
+    return "wer" in name.split("/", 1)[0]
+
+
+def comparison_rows(names: list[str], baseline: dict, final: dict) -> list[list[str]]:
+    """Per figure: zero-shot, the best trial, the change and which way is better (COMPARISON_HEADERS)."""
+    rows = []
+    for name in names:
+        before, after = baseline.get(name), final.get(name)
+        change = f"{after - before:+.4f}" if before is not None and after is not None else ""
+        rows.append(
+            [name, number_text(before), number_text(after), change, "lower" if lower_is_better(name) else "higher"]
+        )
+    return rows
