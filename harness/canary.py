@@ -240,6 +240,12 @@ def _reset_released_keys(cfg: DictConfig) -> None:
             node[key] = (RELEASED_DATA_KEYS | RELEASED_VALIDATION_KEYS)[key]
 
 
+def warmup_steps(budget: BudgetSpec, params: Mapping[str, Any]) -> int:
+    """A trial's learning-rate warm-up in steps: its `warmup_fraction` (searched, else the budget's) of
+    `max_steps`. The pruner judges no trial before it ends (harness.pruners)."""
+    return max(1, round(float(params.get("warmup_fraction", budget.warmup_fraction)) * budget.max_steps))
+
+
 def _apply_optim(cfg: DictConfig, params: dict[str, Any], budget: BudgetSpec) -> None:
     """Learning rate and warmup scaled to the trial budget (2500 warmup steps never peak in 200)."""
     if "lr" in params:
@@ -248,8 +254,7 @@ def _apply_optim(cfg: DictConfig, params: dict[str, Any], budget: BudgetSpec) ->
         cfg.optim.weight_decay = float(params["weight_decay"])
     sched = cfg.optim.get("sched")
     if sched is not None:
-        fraction = float(params.get("warmup_fraction", budget.warmup_fraction))
-        sched.warmup_steps = max(1, round(fraction * budget.max_steps))
+        sched.warmup_steps = warmup_steps(budget, params)
         sched.warmup_ratio = None  # NeMo asserts when both are set
         if sched.get("min_lr") is not None:
             sched.min_lr = min(float(sched.min_lr), cfg.optim.lr / 10)

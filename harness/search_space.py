@@ -136,13 +136,8 @@ def _bound(name: str, knob: Knob, key: str, value: Any, kind: str, path: Path) -
 
     A string that reads as a number is taken as that number: PyYAML reads `1e-5` (no decimal
     point) as text, and a bound only ever reaches Optuna as a float."""
-    number = value
-    if isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            number = None
-    if not _is_number(number):
+    number = number_in_text(value)
+    if number is None:
         raise HarnessError(f"{path}: `{name}.{key}` is {value!r}; it must be a number ({knob.values}).")
     if kind == "int":
         if not float(number).is_integer():
@@ -175,6 +170,16 @@ def _flags(name: str, args: dict, low: float, high: float, path: Path) -> dict:
     if step is not None and (not _is_number(step) or step <= 0):
         raise HarnessError(f"{path}: `{name}.step` is {step!r}; it must be a number > 0.")
     return flags
+
+
+def number_in_text(value: Any) -> float | int | None:
+    """A finite number, or text that reads as one (PyYAML reads `1e-5`, without a decimal point, as text)."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    return value if _is_number(value) else None
 
 
 def _is_number(value: Any) -> bool:

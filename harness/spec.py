@@ -74,22 +74,24 @@ class ObjectiveSpec:
 
 @dataclass
 class PrunerSpec:
-    """Median pruning on validations reported at `global_step`; `none` turns pruning off.
+    """Which trials stop early, judged at each validation (harness.pruners). `median`, `compare: latest` judges
+    the value just reported (a WER that climbs is pruned), `best` the best so far; `successive_halving` and
+    `hyperband` keep the best 1/`reduction_factor` per rung. Null: the type's default; `n_warmup_steps`'s is
+    each trial's learning-rate warm-up. Keys of another type are refused (spec_values), all ignored for `none`."""
 
-    `compare: latest` judges a trial by the value it just reported (a WER that climbs is pruned);
-    `best` is Optuna's MedianPruner, which judges by the trial's best value so far."""
-
-    type: Literal["median", "none"] = "median"
-    compare: Literal["latest", "best"] = "latest"
-    n_startup_trials: int = 2
-    n_warmup_steps: int = 0
+    type: Literal["median", "successive_halving", "hyperband", "none"] = "median"
+    compare: Literal["latest", "best"] | None = None  # median only; null: latest
+    n_startup_trials: int | None = None  # median only; null: 2
+    n_warmup_steps: int | None = None
+    reduction_factor: int | None = None  # successive_halving and hyperband only; null: 3
 
 
 @dataclass
 class SamplerSpec:
-    """TPE with a study seed; each worker derives its own seed from it."""
+    """TPE, random or GP with a study seed, each trial's seed derived from it. `gp` (Optuna's GPSampler) imports
+    torch into the supervisor, which otherwise never loads it (a test guards that): the price of its GP model."""
 
-    type: Literal["tpe", "random"] = "tpe"
+    type: Literal["tpe", "random", "gp"] = "tpe"
     seed: int = 0
 
 
@@ -174,6 +176,7 @@ class SweepSpec:
     tracking: TrackingSpec = field(default_factory=TrackingSpec)
     custom_tokens: dict[str, BehaviourSpec] = field(default_factory=dict)
     launch: LaunchSpec = field(default_factory=LaunchSpec)
+    start_from: list[dict[str, Any]] = field(default_factory=list)  # params of the first trials (harness.start_from)
     storage: str | None = None
     source: str = ""
 

@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
-    from harness.spec import LaunchSpec, SweepSpec, TrainingSpec
+    from harness.spec import LaunchSpec, PrunerSpec, SweepSpec, TrainingSpec
 
 
 def check_values(spec: SweepSpec, *, where: str) -> None:
     """Every value check, in the order a user would fix them."""
     _check_devices(spec.training, where=where)
     _check_numbers(spec, where=where)
+    _check_pruner(spec.pruner, where=where)
     _check_accelerator(spec.training, where=where)
     _check_launch_env(spec.launch, where=where)
     _check_behaviour_names(spec, where=where)
@@ -50,7 +51,8 @@ _LIMITS: dict[str, tuple[Callable[[float], bool], str]] = {
     "budget.max_retries": (lambda v: v >= 0, "at least 0"),
     "objective.bleu_weight": (lambda v: v >= 0, "at least 0"),
     "pruner.n_startup_trials": (lambda v: v >= 0, "at least 0"),
-    "pruner.n_warmup_steps": (lambda v: v >= 0, "at least 0"),
+    "pruner.n_warmup_steps": (lambda v: v >= 0, "at least 0, or null for each trial's learning-rate warm-up"),
+    "pruner.reduction_factor": (lambda v: v >= 2, "at least 2 (each rung keeps the best 1/reduction_factor)"),
     "training.devices": (lambda v: v >= 1, "at least 1 (devices per trial)"),
     "training.num_workers": (lambda v: v >= 0, "at least 0 (dataloader worker processes)"),
     "training.validation_batch_size": (lambda v: v >= 1, "at least 1"),
@@ -79,6 +81,27 @@ def _check_numbers(spec: SweepSpec, *, where: str) -> None:
             f"{where}: `training.min_duration` ({training.min_duration:g}s) must be below "
             f"`training.max_duration` ({training.max_duration:g}s), or no utterance is trained on."
         )
+
+
+# Pruner keys that mean something to some types only: set for another, they would silently do nothing.
+_PRUNER_KEYS = {
+    "compare": ("median",),
+    "n_startup_trials": ("median",),
+    "reduction_factor": ("successive_halving", "hyperband"),
+}
+
+
+def _check_pruner(pruner: PrunerSpec, *, where: str) -> None:
+    """Refuse a key the chosen pruner would ignore; `type: none` ignores them all, so pruning turns off and
+    back on by changing the type alone."""
+    if pruner.type == "none":
+        return
+    for key, types in _PRUNER_KEYS.items():
+        if getattr(pruner, key) is not None and pruner.type not in types:
+            raise HarnessError(
+                f"{where}: `pruner.{key}` applies to `pruner.type: {' or '.join(types)}` only, and the type is "
+                f"{pruner.type}; remove `pruner.{key}`, or set the type it belongs to."
+            )
 
 
 def _check_accelerator(training: TrainingSpec, *, where: str) -> None:

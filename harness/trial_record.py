@@ -2,7 +2,8 @@
 
 A trial's record lives in its Optuna `user_attrs`: who runs it (seed, host, pid, worker,
 heartbeat, trial_pid), its MLflow run, how it ended (final metrics, steps, pruned_at,
-fail_reason, requeued) and whose retry it is (retry_of, attempt). Every read goes through
+fail_reason, requeued), whose retry it is (retry_of, attempt), which `start_from` entry gave its
+params, and whose result answered it (repeat_of). Every read goes through
 `TrialRecord.of` and every write through `TrialRecord.write` (or `TrialRecord.attrs` for a trial
 not created yet), because a bare-string key spelt wrong in one place silently loses a record:
 the writer stores under a name nobody reads, the reader finds nothing and falls back to its
@@ -54,6 +55,8 @@ class TrialRecord:
     requeued: bool = False  # a failure re-queued with the same params (it does not use the budget)
     retry_of: int | None = None  # the number of the failed trial this one retries
     attempt: int = 0  # 0 for a first try, n for the n-th retry
+    start_from: int | None = None  # its params came from the sweep's `start_from` list, at this index
+    repeat_of: int | None = None  # the finished trial with the same params whose result it was told (none trained)
 
     @classmethod
     def of(cls, trial: FrozenTrial | optuna.Trial) -> TrialRecord:
@@ -74,6 +77,8 @@ class TrialRecord:
             requeued=bool(attrs.get("requeued", False)),
             retry_of=_maybe(int, attrs.get("retry_of")),
             attempt=int(attrs.get("attempt") or 0),
+            start_from=_maybe(int, attrs.get("start_from")),
+            repeat_of=_maybe(int, attrs.get("repeat_of")),
         )
 
     @property

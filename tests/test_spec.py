@@ -88,7 +88,7 @@ def test_devices_per_trial_must_be_on_one_host(project):
         ("budget", "warmup_fraction", 1.0, "at least 0 and below 1 (the share of max_steps)"),
         ("budget", "warmup_fraction", float("nan"), "at least 0 and below 1 (the share of max_steps)"),
         ("budget", "max_retries", -1, "at least 0"),
-        ("pruner", "n_warmup_steps", -1, "at least 0"),
+        ("pruner", "n_warmup_steps", -1, "at least 0, or null for each trial's learning-rate warm-up"),
         ("training", "validation_batch_size", 0, "at least 1"),
         ("training", "max_duration", 0, "a number of seconds > 0"),
     ],

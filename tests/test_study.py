@@ -12,19 +12,12 @@ import yaml
 from harness.cli import main
 from harness.definition import DEFINITION_ATTR, study_uid
 from harness.errors import HarnessError
+from harness.pruners import LatestMedianPruner, TrialWarmup, make_pruner
 from harness.records import check_records, open_records
+from harness.samplers import TrialSeededSampler, make_sampler
 from harness.search_space import load_search_space
-from harness.spec import PrunerSpec, load_spec
-from harness.study import (
-    MEMORY_CONSTRAINT,
-    LatestMedianPruner,
-    TrialSeededSampler,
-    make_pruner,
-    make_sampler,
-    open_storage,
-    open_study,
-    tell_out_of_memory,
-)
+from harness.spec import load_spec
+from harness.study import MEMORY_CONSTRAINT, open_storage, open_study, tell_out_of_memory
 from harness.tracking import UID_TAG, Tracker
 from tests.conftest import SEARCH_SPACE, spec_dict, write_spec
 
@@ -69,10 +62,11 @@ def test_the_spec_chooses_the_pruner(project, speech_data):
     def pruner(**overrides):
         return make_pruner(load_spec(write_spec(project, "p", spec_dict(speech_data, pruner=overrides))))
 
-    assert PrunerSpec().compare == "latest"
-    assert type(pruner()) is LatestMedianPruner
+    assert type(pruner()) is LatestMedianPruner  # spec_dict sets `n_warmup_steps: 0`
     assert type(pruner(compare="best")) is optuna.pruners.MedianPruner
     assert type(pruner(type="none")) is optuna.pruners.NopPruner
+    default = pruner(n_warmup_steps=None, compare=None)  # the trial's warm-up, `compare: latest`
+    assert type(default) is TrialWarmup and type(default.inner) is LatestMedianPruner
 
 
 def test_the_supervisor_does_not_import_torch_or_lightning():

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from rich.console import Console
 
 from harness.fault_injection import FAULT_ENV
+from harness.names import params_text
 from harness.provenance import manifest_record
 from harness.search_space import format_param, load_search_space
 from harness.spec import load_spec
@@ -264,3 +266,36 @@ def test_multi_device_trials_get_slots_of_that_many_gpus(monkeypatch):
     assert default_slots(1, gpus=0, devices=2) == [{"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // 2))}]
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert default_slots(2, gpus=0) == [{"OMP_NUM_THREADS": "3"}] * 2
+
+
+def test_repeat_proposals_are_answered_from_the_trained_trial(project, speech_data):
+    """A space of one combination and a budget of 3: the first trial (the `start_from` entry) trains, the sampler
+    can only propose it again, and those two are answered from its result: one trial process, one MLflow run."""
+    from harness.report import pruning_savings, trial_note, write_report
+
+    params = {"lr": 1e-3, "batch_duration": 10, "freeze": "none", "use_loss_mask_for_prompt": True}
+    one = {name: {"type": "categorical", "choices": [choice]} for name, choice in params.items()}
+    (project / "search_spaces" / "one.yaml").write_text(yaml.safe_dump(one))
+    spec = spec_dict(speech_data, search_space="search_spaces/one.yaml", start_from=[params])
+    spec = load_spec(write_spec(project, "repeats", spec))
+    out = io.StringIO()
+    Supervisor(spec, console=Console(file=out, width=200)).run()
+    study, client, parent, children = _records(spec)
+
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    assert [TrialRecord.of(t).start_from for t in trials] == [0, None, None]
+    assert [TrialRecord.of(t).repeat_of for t in trials] == [None, 0, 0]
+    assert len({t.value for t in trials}) == 1 and all(t.params == params for t in trials)
+    assert set(children) == {"trial-0000"}  # trained once
+    assert sorted(p.name for p in spec.trials_dir.iterdir()) == ["trial-0000"]
+    console = out.getvalue()
+    assert f"trial-0000 started: {params_text(trials[0].params)} (start_from[0])" in console
+    for number in (1, 2):
+        line = f"trial-000{number} repeats trial-0000's params: answered from its result, nothing trained"
+        assert f"{line} (COMPLETE objective={trials[0].value:.4f})" in console
+    assert "3/3 trials used" in console
+    repeat = "repeat of trial-0000: its result, nothing trained"
+    assert [trial_note(t) for t in trials] == ["start_from[0]", repeat, repeat]
+    assert pruning_savings(trials, spec.budget.max_steps).trials == 1  # the repeats saved nothing by pruning
+    assert write_report(spec, html_report=False).markdown.read_text().count(repeat) == 2

@@ -74,7 +74,8 @@ def state_text(trial: FrozenTrial) -> str:
 
 
 def trial_note(trial: FrozenTrial) -> str:
-    """Why a trial did not complete (failure reason, or the step it was pruned at), and whose retry it is."""
+    """Why a trial did not complete (failure reason, or the step it was pruned at), whose retry or repeat it
+    is, and which `start_from` entry gave its params."""
     notes, record = [], TrialRecord.of(trial)
     if record.fail_reason:
         notes.append(record.fail_reason)
@@ -82,6 +83,10 @@ def trial_note(trial: FrozenTrial) -> str:
         notes.append(f"pruned at step {record.pruned_at}")
     if record.retry_of is not None:
         notes.append(f"retry of {run_name(record.retry_of)}")
+    if record.repeat_of is not None:
+        notes.append(f"repeat of {run_name(record.repeat_of)}: its result, nothing trained")
+    if record.start_from is not None:
+        notes.append(f"start_from[{record.start_from}]")
     return "; ".join(notes)
 
 
@@ -128,8 +133,13 @@ class PruningSavings:
 
 
 def pruning_savings(trials: list[FrozenTrial], max_steps: int) -> PruningSavings:
-    """Over complete and pruned trials; failed ones are left out (a crash or an OOM is not a saving)."""
-    counted = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and not _oom(t)]
+    """Over complete and pruned trials; failed ones are left out (a crash or an OOM is not a saving), and
+    repeats too (answered from an earlier trial's result, they would have trained nothing either way)."""
+    counted = [
+        t
+        for t in trials
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and not _oom(t) and TrialRecord.of(t).repeat_of is None
+    ]
     return PruningSavings(sum(trial_steps(t) for t in counted), len(counted) * max_steps, len(counted))
 
 

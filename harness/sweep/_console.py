@@ -10,7 +10,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from harness.canary import CheckpointInfo, released_overrides
-from harness.names import metrics_text, run_name, value_text
+from harness.names import metrics_text, params_text, run_name, value_text
 from harness.progress import SweepView
 from harness.spec import SweepSpec
 from harness.study import primary_value
@@ -23,7 +23,13 @@ from harness.trial_record import TrialRecord
 def print_outcome(view: SweepView, outcome: Outcome, *, best: FrozenTrial | None, used: int, budget: int) -> None:
     """`trial-0003 COMPLETE objective=...`, then the budget used and the best so far."""
     name = run_name(outcome.number)
-    if outcome.state == TrialState.COMPLETE:
+    if outcome.repeat_of is not None:
+        said = f"objective={value_text(outcome.value)}" if outcome.reason is None else outcome.reason
+        view.log(
+            f"  {name} repeats {run_name(outcome.repeat_of)}'s params: answered from its result, nothing trained "
+            f"({outcome.state.name} {said})"
+        )
+    elif outcome.state == TrialState.COMPLETE:
         final = outcome.result.final if outcome.result is not None else {}
         metrics = {k: v for k, v in final.items() if k != "step"}
         view.log(f"  {name} [green]COMPLETE[/] objective={value_text(outcome.value)} {metrics_text(metrics)}")
@@ -35,6 +41,12 @@ def print_outcome(view: SweepView, outcome: Outcome, *, best: FrozenTrial | None
         view.log(f"  {name} [red]FAIL[/] {outcome.reason}")
     best_text = f", best so far {run_name(best.number)} = {primary_value(best):.4f}" if best else ""
     view.log(f"  [dim]{used}/{budget} trials used{best_text}[/]")
+
+
+def started_text(number: int, params: dict, record: TrialRecord) -> str:
+    """`trial-0000 started: lr=0.0003 ...`, and which `start_from` entry gave the params."""
+    given = f" [dim](start_from[{record.start_from}])[/]" if record.start_from is not None else ""
+    return f"[bold]{run_name(number)}[/] started: {params_text(params)}{given}"
 
 
 def refresh_view(

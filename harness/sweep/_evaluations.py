@@ -17,7 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 from harness.errors import HarnessError
 from harness.names import BASELINE_ATTR, BASELINE_OWNER_ATTR, TEST_ATTR, metrics_text, params_text, run_name
 from harness.spec import SweepSpec
-from harness.study import best_trial
+from harness.study import best_trial, trained_trial
 from harness.sweep._process import Launcher, exit_reason, worker_alive
 from harness.tracking import BASELINE_ROLE, REPRODUCTION_ROLE, Tracker
 from harness.trial import MODEL_FILE, Result
@@ -129,7 +129,7 @@ class Evaluations:
             raise HarnessError(
                 f"Trial {number} of sweep {self.spec.name} did not complete (completed trial numbers: {known})."
             )
-        return trial
+        return trained_trial(self.study, trial)  # a repeat trained nothing: reproduce the trial it repeats
 
     def run_blocking(
         self,

@@ -38,6 +38,7 @@ class Outcome:
     value: float | list[float] | None  # a list for multi-objective (pareto) sweeps
     reason: str | None
     result: Result | None
+    repeat_of: int | None = None  # answered from this earlier trial's result, nothing trained (sweep._repeats)
 
     @property
     def out_of_memory(self) -> bool:

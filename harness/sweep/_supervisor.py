@@ -1,10 +1,10 @@
 """The supervisor: the loop that asks Optuna, starts trial processes on free slots and records each outcome.
 
 Data flow: spec -> stores check -> model source -> preflight -> study + parent run -> baseline ->
-trials -> test set -> summary. The supervisor never imports NeMo or torch; it moves configs,
-processes and records. What it delegates: launching a process (`_process`), recording an outcome
+trials -> test set -> summary. The supervisor never imports NeMo, nor torch (but for `sampler.type: gp`);
+it moves configs, processes and records. What it delegates: launching a process (`_process`), recording an outcome
 (`_outcomes`), recovering dead trials (`_recovery`), the baseline / test-set / reproduction runs
-(`_evaluations`) and checkpoint retention (`_retention`).
+(`_evaluations`), checkpoint retention (`_retention`) and proposals that repeat a finished trial (`_repeats`).
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from harness.behaviours import write_prompted_manifests
 from harness.canary import CheckpointInfo, inspect_checkpoint
 from harness.errors import HarnessError
 from harness.model_source import resolve_model
-from harness.names import params_text, run_name
+from harness.names import run_name
 from harness.preflight import preflight
 from harness.progress import SweepView
 from harness.records import check_records, open_records
-from harness.search_space import load_search_space
 from harness.spec import DataSpec, SweepSpec
+from harness.start_from import load_space
 from harness.stopping import TERMINATED, Stopped, reason_of, shielded, stop_requests
 from harness.stores import redact
 from harness.study import best_trial, training_seed
@@ -39,6 +39,7 @@ from harness.sweep._console import (
     print_outcome,
     print_validations,
     refresh_view,
+    started_text,
     summarise_on_parent,
     sweep_params,
 )
@@ -46,6 +47,7 @@ from harness.sweep._evaluations import Evaluations
 from harness.sweep._outcomes import Outcome, Recorder
 from harness.sweep._process import Launcher, TrialProcess, exit_reason, stop_process
 from harness.sweep._recovery import HEARTBEAT_SECONDS, reconcile
+from harness.sweep._repeats import answer_repeat
 from harness.sweep._retention import retain_checkpoints
 from harness.sweep._slots import default_slots
 from harness.tracking import TRIAL_ROLE, Tracker
@@ -102,7 +104,7 @@ class Supervisor:
             return self
         spec = self.spec
         self.slots = self._slots_given or default_slots(None, devices=spec.training.devices)
-        self.space = load_search_space(spec.search_space)
+        self.space = load_space(spec)  # the search space, `start_from` checked against it
         # A bad or mismatched store fails in seconds, before the model is fetched and the data checked.
         check_records(spec, self.space)
         self.nemo = resolve_model(spec.model)
@@ -154,18 +156,17 @@ class Supervisor:
             deadline = time.monotonic() + 60 * self.spec.budget.timeout_minutes
         outcomes: list[Outcome] = []
         hopeless: list[FrozenTrial] = []
+        budget = self.spec.budget.trials
         with self.view:
             while True:
                 out_of_time = deadline is not None and time.monotonic() > deadline
-                for slot in range(len(self.slots)):
-                    if (
-                        slot in self._running
-                        or out_of_time
-                        or hopeless
-                        or self.budget_used() >= self.spec.budget.trials
-                    ):
-                        continue
-                    self._running[slot] = self._start(slot)
+                for slot in range(len(self.slots)):  # a repeat answered at once leaves its slot free: ask again
+                    while not (slot in self._running or out_of_time or hopeless or self.budget_used() >= budget):
+                        started = self._start(slot)
+                        if isinstance(started, Outcome):
+                            outcomes.append(started)
+                        else:
+                            self._running[slot] = started
                 if not self._running:
                     break
                 time.sleep(POLL_SECONDS)
@@ -183,9 +184,12 @@ class Supervisor:
             self._give_up(hopeless)
         return outcomes
 
-    def _start(self, slot: int) -> TrialProcess:
-        """Ask Optuna for a trial, create its MLflow run and start its process."""
+    def _start(self, slot: int) -> TrialProcess | Outcome:
+        """Ask Optuna for a trial, create its MLflow run and start its process; a repeat is answered instead."""
         trial = self.study.ask(self.space)
+        repeat = answer_repeat(self.study, trial, self.worker)
+        if repeat is not None:
+            return self._announce(repeat)
         number, params = trial.number, dict(trial.params)
         seed = training_seed(self.spec.training.seed, number)
         TrialRecord.write(
@@ -204,7 +208,7 @@ class Supervisor:
         )
         TrialRecord.write(trial, mlflow_run_id=run_id)
         trial_dir = self.spec.trials_dir / run_name(number)
-        self.view.log(f"[bold]{run_name(number)}[/] started: {params_text(params)}")
+        self.view.log(started_text(number, params, record))
         proc, log = self.launcher.start(
             trial_dir,
             params,
@@ -237,6 +241,10 @@ class Supervisor:
             running.trial, result, running.trial_dir / "trial.log", running.run_id, running.attempt
         )
         retain_checkpoints(self.spec, self.study)
+        return self._announce(outcome)
+
+    def _announce(self, outcome: Outcome) -> Outcome:
+        """Print a recorded outcome with the budget used and the best so far; call the `on_outcome` hook."""
         print_outcome(
             self.view, outcome, best=self.best_trial(), used=self.budget_used(), budget=self.spec.budget.trials
         )
