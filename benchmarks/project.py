@@ -108,39 +108,49 @@ class Project:
         return target
 
     def spec(self, name: str, **overrides: dict) -> Any:
-        """The demo sweep spec (sweeps/canary-tiny.yaml) on this project's data, sections merged with `overrides`;
-        no test manifest (scoring the best trial is not what these benchmarks measure)."""
+        """The demo sweep spec (sweeps/canary-tiny.yaml) on this project's data, sections merged with `overrides`
+        (a `pruner` given replaces the demo's whole); no test manifest (scoring the best trial is not what these
+        benchmarks measure)."""
         import yaml
 
         from harness.spec import load_spec
 
-        raw = yaml.safe_load(DEMO_SPEC.read_text())
+        raw = self.demo
         raw["data"] = {**raw["data"], **{split: str(path) for split, path in self.manifests.items()}}
         raw["data"].pop("test", None)
+        raw["data"].pop("retention", None)  # scoring what a fine-tune forgets is not what these measure
         raw["search_space"] = f"search_spaces/{self.search_space.name}"
         for key, value in overrides.items():
-            raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+            merge = isinstance(value, dict) and key != "pruner"
+            raw[key] = {**raw.get(key, {}), **value} if merge else value
         (self.root / "sweeps" / f"{name}.yaml").write_text(yaml.safe_dump(raw))
         return load_spec(name)
 
-    def child_env(self) -> dict[str, str]:
+    @property
+    def demo(self) -> dict[str, Any]:
+        """The demo sweep spec as written (a fresh copy on each read)."""
+        import yaml
+
+        return yaml.safe_load(DEMO_SPEC.read_text())
+
+    def child_env(self, workers: int = 1) -> dict[str, str]:
         """What every measured child process gets: the probe, and the thread count a single CPU slot gets."""
         path = [str(self.root / "probe"), str(REPO), os.environ.get("PYTHONPATH", "")]
         return {
             PROBE_ENV: str(self.root / "probes"),
             "PYTHONPATH": os.pathsep.join(p for p in path if p),
-            "OMP_NUM_THREADS": str(os.cpu_count() or 1),
+            "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // workers)),
         }
 
-    def supervisor(self, spec, log_name: str, **options):
-        """A Supervisor as `harness sweep` builds it (one slot), with the probe in its trials' environment;
-        `options` go to `Supervisor(...)` as they are."""
+    def supervisor(self, spec, log_name: str, workers: int = 1, **options):
+        """A Supervisor as `harness sweep --workers N` builds it (N CPU slots sharing the cores), with the probe in
+        its trials' environment; `options` go to `Supervisor(...)` as they are."""
         from rich.console import Console
 
         from harness.sweep import Supervisor
 
         console = Console(file=(self.root / log_name).open("w"), width=200)
-        return Supervisor(spec, console=console, worker=WORKER, slots=[self.child_env()], **options)
+        return Supervisor(spec, console=console, worker=WORKER, slots=[self.child_env(workers)] * workers, **options)
 
     def probe(self, pid: int) -> dict:
         """The probe file a measured child process left at its exit."""
