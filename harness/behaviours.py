@@ -9,6 +9,9 @@ keeping the original language in `harness_source_lang` for metrics and per-pair 
 the declaration in every trial's model config so a fine-tuned checkpoint knows its behaviours.
 
 Tokens follow the behaviours' names in sorted order, so training and inference always agree.
+Retention lines (`data.retention`, the model's old domain) rarely carry a behaviour's field: they
+take its `default`, and `off` when it has none, since off is the closest to what the model did
+before it learnt the behaviour, and what a caller of the fine-tuned model would ask for there.
 """
 
 from __future__ import annotations
@@ -56,11 +59,19 @@ def prompted_source_lang(lang: str, tokens: str) -> str:
     return (lang if lang.startswith("<|") else f"<|{lang}|>") + tokens
 
 
-def line_states(entry: Mapping, custom_tokens: Mapping[str, BehaviourSpec]) -> dict[str, bool]:
+def line_default(behaviour: BehaviourSpec, *, retention: bool = False) -> bool | None:
+    """The state of a line without the behaviour's field: its default; off on a retention line without one."""
+    return False if behaviour.default is None and retention else behaviour.default
+
+
+def line_states(
+    entry: Mapping, custom_tokens: Mapping[str, BehaviourSpec], *, retention: bool = False
+) -> dict[str, bool]:
     """Each behaviour's state on one (preflighted) manifest line."""
     states = {}
     for name, behaviour in custom_tokens.items():
-        state = is_on(entry[behaviour.field]) if behaviour.field in entry else behaviour.default
+        default = line_default(behaviour, retention=retention)
+        state = is_on(entry[behaviour.field]) if behaviour.field in entry else default
         if state is None:
             raise ValueError(f"`{behaviour.field}` is missing or not a switch in {dict(entry)}")
         states[name] = state
@@ -101,10 +112,10 @@ def check_declaration(spec: SweepSpec, special_tokens: frozenset[str]) -> list[P
 
 
 def check_entry(
-    where: str, data: Mapping, spec: SweepSpec, *, prompt_format: str, tokenizer_kind: str
+    where: str, data: Mapping, spec: SweepSpec, *, prompt_format: str, tokenizer_kind: str, retention: bool = False
 ) -> list[Problem]:
-    """Every line must say whether each behaviour is on (unless the behaviour has a default), and
-    must not combine the behaviour tokens with a decoder context the tokenizer cannot handle."""
+    """Every line must say whether each behaviour is on (unless it has a default or is a retention line),
+    and must not combine the behaviour tokens with a decoder context the tokenizer cannot handle."""
     problems = []
     if spec.custom_tokens and data.get("decodercontext") and (prompt_format, tokenizer_kind) == CONTEXT_BREAKS:
         problems.append(
@@ -118,7 +129,7 @@ def check_entry(
         )
     for name, behaviour in spec.custom_tokens.items():
         if behaviour.field not in data:
-            if behaviour.default is None:
+            if line_default(behaviour, retention=retention) is None:
                 problems.append(
                     Problem(
                         where,
@@ -145,8 +156,13 @@ def prompted_data(spec: SweepSpec) -> DataSpec:
         return spec.data
     folder = spec.state_dir / "prompted" / spec.name
     test = str(folder / "test.json") if spec.data.test else None
+    retention = [str(folder / f"retention-{index}.json") for index in range(len(spec.data.retention))]
     return dataclasses.replace(
-        spec.data, train=str(folder / "train.json"), validation=str(folder / "validation.json"), test=test
+        spec.data,
+        train=str(folder / "train.json"),
+        validation=str(folder / "validation.json"),
+        test=test,
+        retention=retention,
     )
 
 
@@ -155,11 +171,15 @@ def write_prompted_manifests(spec: SweepSpec) -> DataSpec:
     data = prompted_data(spec)
     if data is spec.data:
         return data
-    for split in ("train", "validation", "test"):
-        source, target = getattr(spec.data, split), getattr(data, split)
+    copies = [(getattr(spec.data, s), getattr(data, s), False) for s in ("train", "validation", "test")]
+    copies += [(source, target, True) for source, target in zip(spec.data.retention, data.retention, strict=True)]
+    for source, target, retention in copies:
         if source is None:
             continue
-        lines = [json.dumps(prompted_entry(e, Path(source), spec.custom_tokens)) for e in manifest_lines(Path(source))]
+        lines = [
+            json.dumps(prompted_entry(e, Path(source), spec.custom_tokens, retention=retention))
+            for e in manifest_lines(Path(source))
+        ]
         target_path = Path(target)
         target_path.parent.mkdir(parents=True, exist_ok=True)
         partial = target_path.with_suffix(f".{os.getpid()}.tmp")
@@ -168,9 +188,11 @@ def write_prompted_manifests(spec: SweepSpec) -> DataSpec:
     return data
 
 
-def prompted_entry(entry: dict, manifest: Path, custom_tokens: Mapping[str, BehaviourSpec]) -> dict:
+def prompted_entry(
+    entry: dict, manifest: Path, custom_tokens: Mapping[str, BehaviourSpec], *, retention: bool = False
+) -> dict:
     """One line with the behaviour tokens after its source language and an absolute audio path."""
-    tokens = prompt_tokens(custom_tokens, line_states(entry, custom_tokens))
+    tokens = prompt_tokens(custom_tokens, line_states(entry, custom_tokens, retention=retention))
     return {
         **entry,
         "audio_filepath": str(resolve_audio(manifest, entry["audio_filepath"]).resolve()),

@@ -32,9 +32,21 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
     spec.tracking.uri = getattr(args, "tracking_uri", None) or spec.tracking.uri
     Supervisor(spec, console=console, slots=default_slots(args.workers, devices=spec.training.devices)).run()
     if not _publish(spec, console, html=True):
-        console.print("[red]error:[/] the sweep ended with no complete trial; the failures are listed above.")
+        console.print(f"[red]error:[/] {_no_best(spec)}")
         return 1
     return 0
+
+
+def _no_best(spec) -> str:
+    """Why a finished sweep has no best trial: nothing completed, or every complete trial is infeasible."""
+    from optuna.trial import TrialState
+
+    from harness.study import no_best_reason, require_study
+
+    study = require_study(spec)
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return "the sweep ended with no complete trial; the failures are listed above."
+    return f"the sweep ended with {no_best_reason(study)}; each trial's note above says by how much."
 
 
 LAUNCH_OVERRIDES = ("executor", "workers", "gpus_per_worker", "time_minutes", "partition", "account")

@@ -4,7 +4,8 @@ All of it is recorded on the study when it is created and compared whenever it i
 Optuna study keeps its directions forever, so a spec that now says `bleu` where the study was
 created for `wer` would rank trials backwards (the "best" trial the one with BLEU 0) and delete
 the real best checkpoint; a changed search space would mix two sweeps in one sampler. Such a
-mismatch stops with what changed and how to start a new sweep, instead of mixing.
+mismatch stops with what changed and how to start a new sweep, instead of mixing. The retention
+limit is part of it too: each trial was judged feasible or not under it when it completed.
 
 The uid tells recreations apart: a study made afresh in a recreated database gets a new one,
 so it never takes over the MLflow parent run of the study it replaced.
@@ -23,7 +24,8 @@ from harness.errors import HarnessError
 from harness.spec import SweepSpec
 from harness.stores import store_name
 
-DEFINITION_ATTR = "harness_study"  # {uid, objective, bleu_weight?, directions, search_space}
+DEFINITION_ATTR = "harness_study"  # {uid, objective, bleu_weight?, retention_max_wer_increase?, directions, ...}
+RETENTION_LIMIT = "retention_max_wer_increase"
 CREATOR_WAIT_S = 10.0  # how long a loader waits for the worker that just created the study to record it
 
 
@@ -32,6 +34,8 @@ def definition(spec: SweepSpec, space: dict[str, BaseDistribution]) -> dict[str,
     recorded: dict[str, Any] = {"objective": spec.objective.metric, "directions": list(spec.directions)}
     if spec.objective.metric == "mix":
         recorded["bleu_weight"] = spec.objective.bleu_weight
+    if spec.objective.retention_max_wer_increase is not None:
+        recorded[RETENTION_LIMIT] = spec.objective.retention_max_wer_increase
     recorded["search_space"] = {name: distribution_to_json(d) for name, d in sorted(space.items())}
     return recorded
 
@@ -56,6 +60,7 @@ def check_study(
     recorded = _recorded(study)
     directions = [d.name.lower() for d in study.directions]
     _check_objective(spec, study, recorded, directions)
+    _check_retention_limit(spec, study, recorded)
     if space is not None:
         if recorded is None:
             old = _last_distributions(study)
@@ -113,6 +118,21 @@ def _check_objective(spec: SweepSpec, study: optuna.Study, recorded: dict | None
         f"{spec.source or spec.name}: the objective is now {now}, but sweep {spec.name!r} was created for {was} "
         f"({_where(spec, study)}), and one study cannot rank its trials both ways. Put `objective` back to use "
         f"this sweep, or {_new_sweep(spec)}."
+    )
+
+
+def _check_retention_limit(spec: SweepSpec, study: optuna.Study, recorded: dict | None) -> None:
+    """Complete trials were told feasible or not under the limit the study was created with; another one
+    would judge later trials by a different rule. A study made by an older harness had none."""
+    was = (recorded or {}).get(RETENTION_LIMIT)
+    now = spec.objective.retention_max_wer_increase
+    if was == now or (recorded is None and not study.get_trials(deepcopy=False)):
+        return
+    words = {None: "no limit"} | {v: f"{v:g}" for v in (was, now) if v is not None}
+    raise HarnessError(
+        f"{spec.source or spec.name}: `objective.retention_max_wer_increase` is now {words[now]}, but sweep "
+        f"{spec.name!r} was created with {words[was]} ({_where(spec, study)}), and its complete trials were judged "
+        f"feasible under that. Put the limit back to use this sweep, or {_new_sweep(spec)}."
     )
 
 

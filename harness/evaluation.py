@@ -142,6 +142,21 @@ def manifest_transcripts(
     ]
 
 
+def decode_manifest(
+    model,
+    manifest: Path,
+    text_field: str,
+    behaviours: Mapping[str, BehaviourSpec] | None = None,
+    *,
+    batch_size: int = 16,
+) -> list[Transcript]:
+    """Decode every line of `manifest` with its own prompt slots (with each line's behaviour states)."""
+    entries = manifest_lines(Path(manifest))
+    hypotheses = model.transcribe(str(manifest), batch_size=batch_size, verbose=False)
+    texts = [h.text if hasattr(h, "text") else str(h) for h in hypotheses]
+    return manifest_transcripts(entries, texts, text_field, behaviours)
+
+
 def evaluate_manifest(
     model,
     manifest: Path,
@@ -150,9 +165,5 @@ def evaluate_manifest(
     *,
     batch_size: int = 16,
 ) -> dict[str, float]:
-    """Decode every line of `manifest` with its own prompt slots and score it (the test set), per
-    behaviour state too when `behaviours` are given."""
-    entries = manifest_lines(Path(manifest))
-    hypotheses = model.transcribe(str(manifest), batch_size=batch_size, verbose=False)
-    texts = [h.text if hasattr(h, "text") else str(h) for h in hypotheses]
-    return score(manifest_transcripts(entries, texts, text_field, behaviours))
+    """Decode and score one manifest (the test set), per behaviour state too when `behaviours` are given."""
+    return score(decode_manifest(model, manifest, text_field, behaviours, batch_size=batch_size))

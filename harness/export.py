@@ -14,6 +14,7 @@ from optuna.trial import FrozenTrial
 from harness.errors import HarnessError
 from harness.report import summarize
 from harness.spec import SweepSpec
+from harness.study import no_best_reason
 from harness.tracking import run_name
 from harness.trial import MODEL_FILE
 
@@ -24,8 +25,8 @@ def choose_trial(spec: SweepSpec, number: int | None) -> FrozenTrial:
     if number is None:
         if summary.best is None:
             raise HarnessError(
-                f"Sweep {spec.name!r} has no complete trial yet; run `harness sweep {spec.name}` "
-                "until one completes, or pass `--trial N`."
+                f"Sweep {spec.name!r} has no best trial ({no_best_reason(summary.study)}); run `harness sweep "
+                f"{spec.name}` until a feasible one completes, or pass `--trial N`."
             )
         return summary.best
     for trial in summary.trials:

@@ -207,6 +207,26 @@ def pareto_front(study: optuna.Study, out: Path) -> Plot:
     return _save(fig, "pareto_front", title, out)
 
 
+def retention_tradeoff(points: Sequence[tuple[float, float, bool]], direction: str, out: Path) -> Plot:
+    """Per complete trial, (retention WER change against zero-shot, objective, infeasible): what each
+    in-domain gain cost on the model's old domain, trials the retention limit refused in red."""
+    title = "Objective against retention WER change"
+    if not points:
+        return Plot("retention_tradeoff", title, None, note="no complete trial with retention figures and a baseline")
+    fig, (ax,) = _figure(WIDE)
+    for infeasible, colour, label in ((False, "tab:blue", "feasible"), (True, "tab:red", "infeasible (forgets)")):
+        chosen = [(change, value) for change, value, bad in points if bad == infeasible]
+        if chosen:
+            ax.scatter([c for c, _ in chosen], [v for _, v in chosen], color=colour, label=label, zorder=3)
+    ax.axvline(0.0, color="tab:gray", linewidth=1)  # left of it the fine-tune improved the old domain
+    ax.set_xlabel("retention WER change against the pretrained model (lower is better)")
+    ax.set_ylabel(f"objective ({direction})")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, "retention_tradeoff", title, out)
+
+
 def _figure(size: tuple[float, float], panels: int = 1) -> tuple[Figure, list]:
     """A pyplot-free figure (no global state, safe in any process) of an exact pixel size, `panels` side by side."""
     fig = Figure(figsize=size, dpi=DPI, layout="constrained")

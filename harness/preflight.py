@@ -6,6 +6,8 @@ silently on garbage: unreadable manifests, missing or undecodable audio, zero du
 transcripts, a text field that is not there, languages the tokenizer cannot produce, prompt
 fields the prompt format requires, custom behaviours (tokens the tokenizer has, a switch on every
 line, no decoder context they would break), and a validation set with no samples for the objective.
+Retention manifests (`data.retention`) are checked like the others; their lines may omit a behaviour's
+field (see `harness.behaviours`).
 """
 
 from __future__ import annotations
@@ -117,7 +119,12 @@ def _check_entry(path: Path, entry: Entry, spec: SweepSpec, info: CheckpointInfo
     problems += _check_text(where, data, spec.data.text_field)
     problems += _check_languages(where, data, spec, info)
     problems += behaviours.check_entry(
-        where, data, spec, prompt_format=info.prompt_format, tokenizer_kind=info.tokenizer_kind
+        where,
+        data,
+        spec,
+        prompt_format=info.prompt_format,
+        tokenizer_kind=info.tokenizer_kind,
+        retention=split.startswith("retention"),
     )
     return problems
 
@@ -228,20 +235,45 @@ def _check_objective_samples(path: Path, entries: list[Entry], spec: SweepSpec) 
     ]
 
 
+def _check_retention_samples(manifests: dict[str, list[Entry]], spec: SweepSpec) -> list[Problem]:
+    """The retention limit compares retention WER, which needs same-language lines in the retention set."""
+    entries = [e for split, found in manifests.items() if split.startswith("retention") for e in found]
+    if spec.objective.retention_max_wer_increase is None or not entries:
+        return []
+    if any(e.data.get("source_lang") == e.data.get("target_lang") for e in entries):
+        return []
+    where = ", ".join(spec.data.retention)
+    return [
+        Problem(
+            where,
+            "no ASR (source_lang == target_lang) lines in `data.retention`, so the retention WER that "
+            "`objective.retention_max_wer_increase` limits cannot be computed",
+        )
+    ]
+
+
+def _manifest_keys(spec: SweepSpec) -> dict[str, str | None]:
+    """Each manifest by its key under `data` (`retention[1]` for the second of several)."""
+    keys: dict[str, str | None] = {"train": spec.data.train, "validation": spec.data.validation, "test": spec.data.test}
+    many = len(spec.data.retention) > 1
+    keys |= {f"retention[{i}]" if many else "retention": path for i, path in enumerate(spec.data.retention)}
+    return keys
+
+
 def preflight(spec: SweepSpec, info: CheckpointInfo) -> dict[str, list[Entry]]:
     """Run every check; raise one HarnessError listing all problems, or return the parsed manifests."""
     problems = check_spec(spec)
     if spec.custom_tokens:
         problems += behaviours.check_declaration(spec, special_tokens(info))
     manifests = {}
-    splits = {"train": spec.data.train, "validation": spec.data.validation, "test": spec.data.test}
-    for split, value in splits.items():
+    for split, value in _manifest_keys(spec).items():
         if value is None:
             continue
         entries, found = check_manifest(Path(value), spec, info, split=split)
         manifests[split] = entries
         problems += found
     problems += _check_objective_samples(Path(spec.data.validation), manifests.get("validation", []), spec)
+    problems += _check_retention_samples(manifests, spec)
     if problems:
         shown = "\n".join(f"  {p}" for p in problems[:SHOWN])
         more = f"\n  ... and {len(problems) - SHOWN} more" if len(problems) > SHOWN else ""

@@ -201,8 +201,5 @@ def cpu_model() -> str:
 
 def _manifests(spec: SweepSpec) -> list[tuple[str, str]]:
     data = spec.data
-    return [
-        (role, path)
-        for role, path in (("train", data.train), ("validation", data.validation), ("test", data.test))
-        if path
-    ]
+    roles = [("train", data.train), ("validation", data.validation), ("test", data.test)]
+    return [(role, path) for role, path in [*roles, *(("retention", p) for p in data.retention)] if path]

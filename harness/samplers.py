@@ -93,11 +93,14 @@ class GPMemoryView(optuna.samplers.BaseSampler):
 
 def memory_view(trials: list[FrozenTrial], directions: list[optuna.study.StudyDirection]) -> list[FrozenTrial]:
     """`trials` with each out-of-memory one COMPLETE at the worst complete value and its constraint violated,
-    and every other complete one feasible (`out_of_memory` = 0: GPSampler refuses trials with differing
-    constraint counts). The worst value keeps the objective's model pessimistic there too; the constraint's
-    model learns where memory runs out. Unchanged while nothing ran out of memory or nothing completed."""
+    and every complete one carrying every constraint some trial has (0 where it has none: GPSampler refuses
+    trials with differing constraint counts, e.g. trials completed before a retention limit could judge
+    them). The worst value keeps the objective's model pessimistic there too; the constraint's model learns
+    where memory runs out. Unchanged while nothing completed or no trial has a constraint."""
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
-    if not complete or not any(_out_of_memory(t) for t in trials):
+    out_of_memory = any(_out_of_memory(t) for t in trials)
+    names = {name for t in complete for name in t.constraints} | ({MEMORY_CONSTRAINT} if out_of_memory else set())
+    if not complete or not names:
         return trials
     worst = [
         (max if direction == optuna.study.StudyDirection.MINIMIZE else min)(t.values[i] for t in complete)
@@ -109,7 +112,7 @@ def memory_view(trials: list[FrozenTrial], directions: list[optuna.study.StudyDi
             trial = copy.deepcopy(trial)
             if trial.state != TrialState.COMPLETE:
                 trial.state, trial.values = TrialState.COMPLETE, worst
-            trial.system_attrs = {f"constraints:{MEMORY_CONSTRAINT}": 0.0, **trial.system_attrs}
+            trial.system_attrs = {**{f"constraints:{name}": 0.0 for name in sorted(names)}, **trial.system_attrs}
         shown.append(trial)
     return shown
 

@@ -24,15 +24,20 @@ SWEEPS_DIR = Path("sweeps")
 STATE_DIR = Path("mlruns")
 ENV_STORAGE = "HARNESS_STORAGE"
 ENV_TRACKING_URI = "HARNESS_TRACKING_URI"
+ONE_OR_LIST = "one_or_list"  # field metadata: a list field that also takes one item as is
 
 
 @dataclass
 class DataSpec:
-    """The user's NeMo manifests and which fields hold the target text and language."""
+    """The user's NeMo manifests and which fields hold the target text and language.
+
+    `retention`: manifests of what the model must keep doing (its old domain), scored after every
+    complete trial and on the baseline (`harness.retention`); one path or a list."""
 
     train: str
     validation: str
     test: str | None = None
+    retention: list[str] = field(default_factory=list, metadata={ONE_OR_LIST: True})
     text_field: str = "text"
     lang_field: str = "target_lang"
 
@@ -58,6 +63,9 @@ class ObjectiveSpec:
 
     metric: Literal["wer", "wer_normalized", "bleu", "mix", "pareto"] = "wer"
     bleu_weight: float = 1.0
+    # A complete trial whose retention WER exceeds the baseline's by more than this (0.05 = 5 WER points)
+    # is infeasible: never the best, and TPE steers away (`harness.retention`).
+    retention_max_wer_increase: float | None = None
 
     @property
     def meaning(self) -> str:
@@ -291,7 +299,8 @@ def build(cls: type, raw: Any, *, where: str, prefix: str) -> Any:
     values = {}
     for name, f in fields.items():
         if name in raw:
-            values[name] = _coerce(hints[name], raw[name], where=where, key=prefix + name)
+            value = [raw[name]] if f.metadata.get(ONE_OR_LIST) and isinstance(raw[name], str) else raw[name]
+            values[name] = _coerce(hints[name], value, where=where, key=prefix + name)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise HarnessError(f"{where}: missing required key `{prefix + name}`.")
     return cls(**values)

@@ -27,6 +27,7 @@ def check_values(spec: SweepSpec, *, where: str) -> None:
     _check_accelerator(spec.training, where=where)
     _check_launch_env(spec.launch, where=where)
     _check_behaviour_names(spec, where=where)
+    _check_retention_limit(spec, where=where)
 
 
 def _check_devices(training: TrainingSpec, *, where: str) -> None:
@@ -50,6 +51,7 @@ _LIMITS: dict[str, tuple[Callable[[float], bool], str]] = {
     "budget.warmup_fraction": (lambda v: 0 <= v < 1, "at least 0 and below 1 (the share of max_steps)"),
     "budget.max_retries": (lambda v: v >= 0, "at least 0"),
     "objective.bleu_weight": (lambda v: v >= 0, "at least 0"),
+    "objective.retention_max_wer_increase": (lambda v: True, "a finite fraction (0.05: 5 WER points), or null"),
     "pruner.n_startup_trials": (lambda v: v >= 0, "at least 0"),
     "pruner.n_warmup_steps": (lambda v: v >= 0, "at least 0, or null for each trial's learning-rate warm-up"),
     "pruner.reduction_factor": (lambda v: v >= 2, "at least 2 (each rung keeps the best 1/reduction_factor)"),
@@ -110,6 +112,22 @@ def _check_accelerator(training: TrainingSpec, *, where: str) -> None:
         raise HarnessError(
             f"{where}: `training.accelerator` is {training.accelerator!r}; use one of {', '.join(ACCELERATORS)} "
             "(auto: the GPU where there is one, else the CPU)."
+        )
+
+
+def _check_retention_limit(spec: SweepSpec, *, where: str) -> None:
+    """The retention limit compares each trial's retention WER with the baseline's: it needs both."""
+    if spec.objective.retention_max_wer_increase is None:
+        return
+    if not spec.data.retention:
+        raise HarnessError(
+            f"{where}: `objective.retention_max_wer_increase` needs retention manifests to score: add "
+            "`data.retention` (manifests of the model's old domain), or remove the limit."
+        )
+    if not spec.budget.baseline:
+        raise HarnessError(
+            f"{where}: `objective.retention_max_wer_increase` is measured against the pretrained model's retention "
+            "WER: set `budget.baseline: true`, or remove the limit."
         )
 
 

@@ -74,6 +74,16 @@ def tell_out_of_memory(study: optuna.Study, trial: optuna.Trial) -> None:
     study.tell(trial, state=TrialState.PRUNED)
 
 
+RETENTION_CONSTRAINT = "retention_wer_increase"  # retention WER increase over the limit; > 0 is infeasible
+
+
+def set_retention_constraint(trial: optuna.Trial, excess: float) -> None:
+    """Before the trial is told COMPLETE: its retention WER increase minus the allowed one. Above 0 the trial
+    is infeasible: `best_trial` skips it and TPE ranks it below every feasible trial (`_split_trials`).
+    Feasible trials get their (<= 0) value too, so every judged trial carries the constraint."""
+    trial.set_constraint(RETENTION_CONSTRAINT, excess)
+
+
 def open_study(spec: SweepSpec, space: dict[str, BaseDistribution] | None = None) -> optuna.Study:
     """The sweep's study; each trial's sampler seed follows from its number.
 
@@ -143,10 +153,16 @@ def primary_value(trial: optuna.trial.FrozenTrial) -> float | None:
     return trial.values[0] if trial.values else None
 
 
+def feasible(trial: optuna.trial.FrozenTrial) -> bool:
+    """No constraint above 0 (Optuna's rule); a trial without constraints is feasible."""
+    return all(value <= 0 for value in trial.constraints.values())
+
+
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    """The best complete trial; for a Pareto study, the front's trial with the best first objective.
+    """The best feasible complete trial; for a Pareto study, the front's trial with the best first objective.
+    None when no trial completed or every complete one is infeasible (Optuna raises ValueError then).
     A repeat ties with the trial it repeats: that one, which trained, is the best (checkpoint, run, seed)."""
-    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    if not any(feasible(t) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))):
         return None
     if len(study.directions) == 1:
         return trained_trial(study, study.best_trial)
@@ -160,6 +176,15 @@ def trained_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> optun
     if source is None:
         return trial
     return next((t for t in study.get_trials(deepcopy=False) if t.number == source), trial)
+
+
+def no_best_reason(study: optuna.Study) -> str:
+    """Why `best_trial` is None, in words: nothing completed, or every complete trial is infeasible."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return "no trial has completed yet"
+    broken = sorted({name for t in complete for name, value in t.constraints.items() if value > 0})
+    return f"no feasible trial: all {len(complete)} complete trials break a constraint ({', '.join(broken)})"
 
 
 def trial_handle(study: optuna.Study, trial_id: int) -> optuna.Trial:

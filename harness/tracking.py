@@ -167,17 +167,22 @@ class Tracker:
                 self.client.log_metric(run_id, key, float(value), step=step)
 
     def log_manifests(
-        self, run_id: str, manifests: Mapping[str, str | Path | None], audio_cache: Path | None = None
+        self,
+        run_id: str,
+        manifests: Mapping[str, str | Path | Sequence[str | Path] | None],
+        audio_cache: Path | None = None,
     ) -> None:
-        """The manifests a run read, as MLflow datasets: `{"training": path, "validation": path}` (context ->
-        manifest; None skipped). Digests are the provenance content hash (audio bytes and fields, not
-        paths), so the UI shows the same data as the same dataset wherever it was copied; the full
+        """The manifests a run read, as MLflow datasets: `{"training": path, "retention": [path, ...]}` (context
+        -> manifest or manifests; None skipped). Digests are the provenance content hash (audio bytes and
+        fields, not paths), so the UI shows the same data as the same dataset wherever it was copied; the full
         sha256 is the input's `manifest_sha256` tag. `audio_cache` is provenance's audio-hash cache."""
         inputs = []
-        for context, path in manifests.items():
-            record = self._manifest_record(Path(path), audio_cache) if path else None
-            if record is not None and record.sha256 is not None:  # a missing file is preflight's to report
-                inputs.append(_dataset_input(context, record, record.sha256))
+        for context, given in manifests.items():
+            paths: list[str | Path] = [given] if isinstance(given, (str, Path)) else list(given or [])
+            for path in (p for p in paths if p):
+                record = self._manifest_record(Path(path), audio_cache)
+                if record.sha256 is not None:  # a missing file is preflight's to report
+                    inputs.append(_dataset_input(context, record, record.sha256))
         if inputs:
             self.client.log_inputs(run_id, datasets=inputs)
 

@@ -172,8 +172,9 @@ def _train_or_validate(job: Job, spec, trial_dir: Path) -> Result:
 
 
 def _conclude(job: Job, spec, trial_dir: Path, reporting: _Reporting, model, *, steps_trained: int) -> Result:
-    """Predictions artifact, checkpoint, MLflow summary metrics and the result for the supervisor."""
+    """Predictions artifact, checkpoint, retention figures, MLflow summary metrics and the result."""
     from harness.metrics import objective_values
+    from harness.retention import score_retention
     from harness.stopping import trial_rank
     from harness.system_metrics import peak_memory
 
@@ -193,11 +194,12 @@ def _conclude(job: Job, spec, trial_dir: Path, reporting: _Reporting, model, *, 
     summary |= {f"best_{k}": v for k, v in history.best.items() if k != "step"}
     summary |= {"objective": values[0], "steps_trained": steps_trained, **reporting.batches.summary()}
     summary |= peak_memory()  # which batch_duration fits, beside the params in the MLflow UI
-    reporting.tracker.log_metrics(job.run_id, summary, step=steps_trained)
+    retention = {} if pruned else score_retention(model, spec, released=job.mode == "baseline")  # old domain
+    reporting.tracker.log_metrics(job.run_id, summary | retention, step=steps_trained)
     return Result(
         state="pruned" if pruned else "complete",
         objective=values if spec.multi_objective else values[0],
-        final=final,
+        final=final | retention,
         best=history.best,
         history=history.history,
         batches=reporting.batches.summary(),

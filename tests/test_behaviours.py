@@ -55,6 +55,31 @@ def test_prompted_manifests_carry_the_token_after_the_source_language(project, t
             assert (" the " in f" {line['text']} ") is not line["terse"], line
 
 
+def test_retention_lines_without_the_field_take_the_default_else_off(project, terse_data, retention_data):
+    """The old domain's lines carry no `terse` field: `off` is the model's old behaviour, and what a caller
+    of the fine-tuned model would ask for there; a declared default wins. Training lines still need it."""
+    with_field = copy_manifest(retention_data, project / "retention.json", _set_first(terse=True))
+    retention = {"retention": [str(retention_data), str(with_field)]}
+    spec = load_spec(write_spec(project, "keep", spec_dict(terse_data, data=retention, custom_tokens=TERSE)))
+    preflight(spec, inspect_checkpoint(packaged_model("canary-tiny")))
+    data = write_prompted_manifests(spec)
+    assert data.retention == [str(spec.state_dir / "prompted" / "keep" / f"retention-{i}.json") for i in (0, 1)]
+    plain, switched = _lines(data.retention[0]), _lines(data.retention[1])
+    assert {line["source_lang"] for line in plain} == {"<|en|>" + OFF}
+    assert [line["source_lang"] for line in switched[:2]] == ["<|en|>" + ON, "<|en|>" + OFF]
+    assert [line["text"] for line in plain] == [line["text"] for line in _lines(retention_data)]
+
+    on_by_default = {"terse": {**TERSE["terse"], "default": True}}
+    spec = load_spec(write_spec(project, "keep", spec_dict(terse_data, data=retention, custom_tokens=on_by_default)))
+    assert {line["source_lang"] for line in _lines(write_prompted_manifests(spec).retention[0])} == {"<|en|>" + ON}
+    assert not load_spec(write_spec(project, "bare", spec_dict(terse_data, data=retention))).custom_tokens
+    assert prompted_data(load_spec("bare")).retention == retention["retention"]  # no behaviours: no copies
+
+
+def _set_first(**changes):
+    return lambda i, entry: {**entry, **changes} if i == 0 else entry
+
+
 def _preflight_error(project, terse_data, edit, behaviours):
     """Preflight of a sweep over an edited copy of the training manifest: (that copy, spec, the error)."""
     train = copy_manifest(terse_data["train"], project / "train.json", edit)

@@ -45,10 +45,13 @@ def _running(pid: int) -> bool:
     return state != "Z"
 
 
-def test_a_two_rank_trial_trains_on_both_and_records_once(project, speech_data):
+def test_a_two_rank_trial_trains_on_both_and_records_once(project, speech_data, retention_data):
+    retention = {"retention": [str(retention_data)]}
     spec = load_spec(
         write_spec(
-            project, "ddp", spec_dict(speech_data, budget={"trials": 1}, pruner={"type": "none"}, training=TWO_RANKS)
+            project,
+            "ddp",
+            spec_dict(speech_data, data=retention, budget={"trials": 1}, pruner={"type": "none"}, training=TWO_RANKS),
         )
     )
     study, client, runs = _sweep(spec)
@@ -71,6 +74,10 @@ def test_a_two_rank_trial_trains_on_both_and_records_once(project, speech_data):
     assert len(predictions) == len(speech_data["validation"].read_text().splitlines())
     result = json.loads((trial_dir / "result.json").read_text())
     assert result["state"] == "complete" and result["steps"] == 20
+    # Rank 0 alone scores the whole retention set after training (not its DDP shard: the lines would not
+    # pair up with the hypotheses), once.
+    assert run.data.metrics["retention_wer"] == result["final"]["retention_wer"]
+    assert len(client.get_metric_history(run.info.run_id, "retention_wer")) == 1
 
 
 def test_a_pruned_two_rank_trial_ends_on_both_ranks(project, speech_data):

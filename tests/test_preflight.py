@@ -16,7 +16,7 @@ from harness.sweep import Supervisor
 from tests.conftest import copy_manifest, spec_dict, write_spec
 
 
-def _supervise(project, data, **overrides):
+def _supervise(project, data, /, **overrides):
     """Open a supervisor (runs preflight) and return the error it raises."""
     name = write_spec(project, "pre", spec_dict(data, **overrides))
     supervisor = Supervisor(load_spec(name))  # constructing checks nothing and creates nothing
@@ -178,4 +178,30 @@ def test_gpu_accelerator_without_a_gpu(project, speech_data, monkeypatch, accele
         f"sweeps/pre.yaml: `training.accelerator` is {accelerator}, but no GPU is visible on this machine "
         "(torch sees no CUDA device); set `training.accelerator: auto` (the GPU where there is one, else the CPU) "
         "or `cpu`"
+    ) in message
+
+
+def test_retention_manifests_are_checked_like_the_others(project, speech_data, retention_data):
+    gone = project / "old-domain.json"
+    message = _supervise(project, speech_data, data={"retention": [str(retention_data), str(gone)]})
+    assert f"{gone}: manifest does not exist; set `data.retention[1]` in sweeps/pre.yaml to a NeMo manifest" in message
+    bad = copy_manifest(retention_data, project / "retention.json", _first_entry(duration=0))
+    message = _supervise(project, speech_data, data={"retention": str(bad)})
+    assert f"{bad}:1: `duration` must be a positive number" in message and "1 problem(s)" in message
+
+
+def test_a_retention_limit_needs_asr_lines_in_the_retention_set(project, speech_data, retention_data):
+    translations = copy_manifest(
+        retention_data, project / "retention.json", lambda i, e: e if e["target_lang"] == "de" else ""
+    )
+    message = _supervise(
+        project,
+        speech_data,
+        data={"retention": [str(translations)]},
+        budget={"baseline": True},
+        objective={"retention_max_wer_increase": 0.05},
+    )
+    assert (
+        f"{translations}: no ASR (source_lang == target_lang) lines in `data.retention`, so the retention WER that "
+        "`objective.retention_max_wer_increase` limits cannot be computed"
     ) in message

@@ -44,7 +44,7 @@ from harness.study import tell_out_of_memory
 from harness.tracking import run_name
 from harness.trial import Result
 from harness.trial_record import OOM, TrialRecord
-from tests.conftest import SWEEP
+from tests.conftest import RETENTION_LIMIT_KEPT, SWEEP
 from tests.helpers import chromium, in_project, load_study, sha256
 
 # -- the shared sweep (conftest.report_sweep) ------------------------------------------------
@@ -91,6 +91,17 @@ def test_report_holds_decision_evidence_and_provenance(sweep, written):
         row = next(line for line in md.splitlines() if line.startswith(f"| {run_name(t.number)} | {t.state.name} |"))
         if t.state == TrialState.PRUNED:
             assert f"pruned at step {t.user_attrs['pruned_at']}" in row
+    # The old domain (the retention set): best trial against the pretrained model, a verdict, each trial's change.
+    final = best.user_attrs["final"]
+    for metric in ("retention_wer", "retention_wer_normalized", "retention_bleu", "retention_wer/en-en"):
+        assert f"| {metric} | {baseline[metric]:.4f} | {final[metric]:.4f} |" in md
+    increase = final["retention_wer"] - baseline["retention_wer"]
+    words = "loses ground on its old domain" if increase > 0 else "keeps its old domain"
+    before, after = baseline["retention_wer"], final["retention_wer"]
+    limit = f"allowed +{RETENTION_LIMIT_KEPT:g}"
+    verdict = f"{words}: retention WER {before:.4f} zero-shot -> {after:.4f} ({increase:+.4f}, {limit})."
+    assert f"Retention: {run_name(best.number)} {verdict}" in md
+    assert "| retention_wer | retention change |" in md and "forgets:" not in md  # all feasible
     # Memory: per freeze mode, the largest batch_duration that fit; nothing ran out of memory.
     for mode in {t.params["freeze"] for t in study.trials}:
         fit = max(t.params["batch_duration"] for t in study.trials if t.params["freeze"] == mode)
@@ -110,8 +121,10 @@ def test_report_holds_decision_evidence_and_provenance(sweep, written):
     assert re.search(r"^\| harness git commit \| [0-9a-f]{40} \|$", md, re.M)
     assert re.search(r"^\| working tree dirty \| (yes|no)", md, re.M)
     assert sha256(resolve_model(sweep.model)) in md
-    for role in ("train", "validation", "test"):
-        manifest = Path(getattr(sweep.data, role))
+    for role, manifest in [
+        *((r, Path(getattr(sweep.data, r))) for r in ("train", "validation", "test")),
+        ("retention", Path(sweep.data.retention[0])),
+    ]:
         lines = manifest.read_text().splitlines()
         hours = sum(json.loads(line)["duration"] for line in lines) / 3600
         content = provenance.manifest_record(role, str(manifest)).sha256  # audio + fields, not paths

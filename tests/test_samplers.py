@@ -113,3 +113,18 @@ def test_gp_sees_out_of_memory_as_an_infeasible_complete_trial():
     assert shown[3:] == trials[3:] and trials[2].state == TrialState.PRUNED  # the study's own trials unchanged
     assert memory_view(trials[:2] + trials[3:], minimize) == trials[:2] + trials[3:]  # no OOM: as they are
     assert memory_view(trials[2:], minimize) == trials[2:]  # nothing complete yet: no value to stand in
+    # A retention limit judges complete trials (constraint `retention_wer_increase`), but not one that completed
+    # before the baseline's retention figure existed: every complete trial is shown with every constraint.
+    judged = create_trial(
+        state=TrialState.COMPLETE,
+        params={"batch_duration": 20},
+        distributions=space,
+        value=0.2,
+        constraints={"retention_wer_increase": 0.4},
+    )
+    shown = memory_view([trials[0], judged, trials[2]], minimize)
+    assert [t.constraints for t in shown] == [
+        {"retention_wer_increase": 0.0, MEMORY_CONSTRAINT: 0.0},
+        {"retention_wer_increase": 0.4, MEMORY_CONSTRAINT: 0.0},
+        {"retention_wer_increase": 0.0, MEMORY_CONSTRAINT: 1.0},
+    ]

@@ -91,6 +91,7 @@ def test_devices_per_trial_must_be_on_one_host(project):
         ("pruner", "n_warmup_steps", -1, "at least 0, or null for each trial's learning-rate warm-up"),
         ("training", "validation_batch_size", 0, "at least 1"),
         ("training", "max_duration", 0, "a number of seconds > 0"),
+        ("objective", "retention_max_wer_increase", float("inf"), "a finite fraction (0.05: 5 WER points), or null"),
     ],
 )
 def test_out_of_range_numbers_name_the_key_on_load(project, section, key, value, rule):
@@ -136,3 +137,33 @@ def test_a_behaviour_name_must_be_usable_in_metric_names(project):
     assert "letters, digits, `_`, `-` and `.` only" in str(error.value)
     write_spec(project, "named", spec_dict(data, custom_tokens={"terse-v2.1": tokens}))
     assert list(load_spec("named").custom_tokens) == ["terse-v2.1"]
+
+
+def test_retention_manifests_and_their_limit(project):
+    """`data.retention` takes one path or a list; the limit compares with the baseline's retention WER,
+    so it needs both, named on load."""
+    data = {"train": "t.json", "validation": "v.json"}
+    write_spec(project, "one", spec_dict(data, data={"retention": "old.json"}))
+    assert load_spec("one").data.retention == ["old.json"]
+    write_spec(project, "two", spec_dict(data, data={"retention": ["a.json", "b.json"]}))
+    assert load_spec("two").data.retention == ["a.json", "b.json"]
+    assert load_spec(write_spec(project, "none", spec_dict(data))).data.retention == []
+
+    limit = {"retention_max_wer_increase": 0.05}
+    write_spec(project, "nodata", spec_dict(data, budget={"baseline": True}, objective=limit))
+    with pytest.raises(HarnessError) as caught:
+        load_spec("nodata")
+    assert str(caught.value) == (
+        "sweeps/nodata.yaml: `objective.retention_max_wer_increase` needs retention manifests to score: add "
+        "`data.retention` (manifests of the model's old domain), or remove the limit."
+    )
+    write_spec(project, "nobase", spec_dict(data, data={"retention": "old.json"}, objective=limit))
+    with pytest.raises(HarnessError, match=r"^sweeps/nobase.yaml: `objective.retention_max_wer_increase` is measured"):
+        load_spec("nobase")  # spec_dict turns the baseline off
+    write_spec(
+        project, "ok", spec_dict(data, data={"retention": "old.json"}, budget={"baseline": True}, objective=limit)
+    )
+    assert load_spec("ok").objective.retention_max_wer_increase == 0.05
+    write_spec(project, "typed", spec_dict(data, data={"retention": [3]}))
+    with pytest.raises(HarnessError, match=r"`data.retention\[0\]` must be str, not 3"):
+        load_spec("typed")

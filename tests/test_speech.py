@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import string
 import wave
@@ -13,8 +14,11 @@ from harness.manifest import manifest_lines
 from harness.speech import (
     COMMANDS,
     HOME,
+    PRETRAIN_SPLITS,
+    PRETRAIN_VOICES,
     all_text,
     build_corpus,
+    build_retention_data,
     shuffled_pairs,
     split_pairs,
     synthesize,
@@ -127,3 +131,31 @@ def test_the_same_corpus_built_at_two_paths_is_the_same_data(tmp_path: Path) -> 
     for one, two in zip(manifest_lines(first), manifest_lines(second), strict=True):
         assert Path(one["audio_filepath"]).read_bytes() == Path(two["audio_filepath"]).read_bytes()
     assert manifest_record("train", str(first)).sha256 == manifest_record("train", str(second)).sha256
+
+
+@needs_espeak
+def test_the_retention_set_is_the_twins_pretraining_domain_in_unseen_sentences(tmp_path: Path, monkeypatch) -> None:
+    """`commands` by the pretraining voices, in the sentences right after the pretraining splits: the twin
+    heard the domain and the speakers, never these sentences. Only its own lines are synthesised."""
+    spoken = []
+    real = synth_module.synthesize
+    monkeypatch.setattr(
+        "harness.speech.datasets.synthesize", lambda text, path, **kw: spoken.append(kw) or real(text, path, **kw)
+    )
+    manifest = build_retention_data(tmp_path, lines=12)
+    assert manifest == tmp_path.resolve() / "retention.json"
+    lines = manifest_lines(manifest)
+    assert len(lines) == 12 == len(spoken) and {kw["voice"] for kw in spoken} <= set(PRETRAIN_VOICES)
+    assert {line["target_lang"] for line in lines} == {"en", "de"}  # transcription and translation, like pretraining
+    pretraining = {pair for pairs in split_pairs("commands", PRETRAIN_SPLITS, seed=0).values() for pair in pairs}
+    after = shuffled_pairs("commands", seed=0)[sum(PRETRAIN_SPLITS.values()) :][:12]
+    assert [line["text"] for line in lines] == [
+        p.german if line["target_lang"] == "de" else p.english for p, line in zip(after, lines, strict=True)
+    ]
+    assert not set(after) & pretraining
+    # Cached, and a corpus stamped before `offset` existed (offset 0) still reads as cached.
+    assert build_retention_data(tmp_path, lines=12) == manifest and len(spoken) == 12
+    stamp = json.loads((tmp_path / "retention" / "corpus-stamp.json").read_text())
+    assert stamp["offset"] == sum(PRETRAIN_SPLITS.values())
+    build_corpus("commands", tmp_path / "plain", splits={"train": 2}, **TINY)
+    assert "offset" not in json.loads((tmp_path / "plain" / "corpus-stamp.json").read_text())

@@ -17,7 +17,16 @@ from harness.records import check_records, open_records
 from harness.samplers import TrialSeededSampler, make_sampler
 from harness.search_space import load_search_space
 from harness.spec import load_spec
-from harness.study import MEMORY_CONSTRAINT, open_storage, open_study, tell_out_of_memory
+from harness.study import (
+    MEMORY_CONSTRAINT,
+    RETENTION_CONSTRAINT,
+    best_trial,
+    no_best_reason,
+    open_storage,
+    open_study,
+    set_retention_constraint,
+    tell_out_of_memory,
+)
 from harness.tracking import UID_TAG, Tracker
 from tests.conftest import SEARCH_SPACE, spec_dict, write_spec
 
@@ -230,3 +239,54 @@ def test_a_study_made_by_an_older_harness_is_checked_then_adopted(project):
     assert resumed.study.user_attrs[DEFINITION_ATTR]["objective"] == "wer"
     assert resumed.parent_run == legacy
     assert tracker.client.get_run(legacy).data.tags[UID_TAG] == study_uid(resumed.study)
+
+
+# -- the retention constraint: a complete trial that forgot its old domain is infeasible ------------
+
+
+def _tell_complete(study: optuna.Study, values: float | list[float], excess: float) -> None:
+    trial = study.ask()
+    set_retention_constraint(trial, excess)
+    study.tell(trial, values)
+
+
+def test_best_trial_skips_infeasible_trials_and_is_none_when_none_is_feasible():
+    """Optuna 5's `study.best_trial` raises ValueError when every complete trial is infeasible; the
+    harness's callers (report, export, test set, checkpoint retention) read None and say why."""
+    study = optuna.create_study(direction="minimize")
+    _tell_complete(study, 0.10, excess=0.02)  # the lowest WER, but it forgets: infeasible
+    assert best_trial(study) is None
+    assert (
+        no_best_reason(study) == f"no feasible trial: all 1 complete trials break a constraint ({RETENTION_CONSTRAINT})"
+    )
+    with pytest.raises(ValueError, match="No feasible trials"):
+        _ = study.best_trial
+    _tell_complete(study, 0.30, excess=-0.01)
+    _tell_complete(study, 0.20, excess=0.0)  # exactly at the limit: feasible
+    best = best_trial(study)
+    assert best is not None and best.number == 2 and best.constraints == {RETENTION_CONSTRAINT: 0.0}
+    assert no_best_reason(optuna.create_study()) == "no trial has completed yet"
+
+    pareto = optuna.create_study(directions=["minimize", "maximize"])
+    _tell_complete(pareto, [0.1, 0.9], excess=1.0)
+    assert best_trial(pareto) is None  # `best_trials` is empty: min() over it would raise
+    _tell_complete(pareto, [0.5, 0.2], excess=-1.0)
+    assert best_trial(pareto).number == 1
+
+
+def test_a_changed_retention_limit_stops_the_resumed_sweep(project, capsys):
+    """Its complete trials were judged feasible or not under the limit it was created with."""
+    retention = {"retention": ["retention.json"]}
+    spec, space = _started_sweep(
+        project, "keep", data=retention, budget={"baseline": True}, objective={"retention_max_wer_increase": 0.05}
+    )
+    write_spec(project, "keep", spec_dict(NO_DATA, data=retention, budget={"baseline": True}))
+    out = _fails(capsys, "sweep", "keep")
+    assert (
+        "sweeps/keep.yaml: `objective.retention_max_wer_increase` is now no limit, but sweep 'keep' was created "
+        "with 0.05 (study 'keep' in"
+    ) in out
+    assert "Put the limit back to use this sweep" in out
+    limit = {"retention_max_wer_increase": 0.05}
+    write_spec(project, "keep", spec_dict(NO_DATA, data=retention, budget={"baseline": True}, objective=limit))
+    check_records(load_spec("keep"), space)

@@ -21,7 +21,7 @@ from harness.spec import load_spec
 from harness.study import MEMORY_CONSTRAINT, open_storage
 from harness.sweep import Supervisor
 from harness.trial_record import OOM, TrialRecord
-from tests.conftest import SEARCH_SPACE, spec_dict, write_spec
+from tests.conftest import RETENTION_LIMIT_KEPT, SEARCH_SPACE, spec_dict, write_spec
 from tests.helpers import load_study
 
 STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED", TrialState.FAIL: "FAILED"}
@@ -67,7 +67,12 @@ def test_sweep_records_every_trial_in_optuna_and_mlflow(report_sweep, monkeypatc
     )
     assert parent.data.metrics["best_test_wer"] == best_run.data.metrics["test_wer"]
     manifests = {role: _dataset(getattr(spec.data, role)) for role in ("train", "validation", "test")}
-    assert _datasets(children["baseline"]) == {"validation": manifests["validation"]}  # it only validates
+    manifests["retention"] = _dataset(spec.data.retention[0])
+    # It only validates, and scores the retention set.
+    assert _datasets(children["baseline"]) == {
+        "validation": manifests["validation"],
+        "retention": manifests["retention"],
+    }
     assert "system/cpu_utilization_percentage" in children["baseline"].data.metrics
     for trial in trials:
         run = children[f"trial-{trial.number:04d}"]
@@ -96,7 +101,12 @@ def test_sweep_records_every_trial_in_optuna_and_mlflow(report_sweep, monkeypatc
         assert "peak_gpu_memory_mb" not in run.data.metrics  # CPU trials
         # The manifests it read, as datasets named by content (the best trial's run also scored the test set).
         test = {"test": manifests["test"]} if run is best_run else {}
-        assert _datasets(run) == {"training": manifests["train"], "validation": manifests["validation"], **test}
+        read = {
+            "training": manifests["train"],
+            "validation": manifests["validation"],
+            "retention": manifests["retention"],
+        }
+        assert _datasets(run) == {**read, **test}
         config = (spec.trials_dir / f"trial-{trial.number:04d}" / "config.yaml").read_text()
         assert f"use_loss_mask_for_prompt: {str(trial.params['use_loss_mask_for_prompt']).lower()}" in config
         # Not a terminal: a line per validation as it happened, with the trial's ETA.
@@ -105,6 +115,30 @@ def test_sweep_records_every_trial_in_optuna_and_mlflow(report_sweep, monkeypatc
         lines = re.findall(line, console, re.M)
         assert [step for step, *_ in lines] == ["10", "20"], console
         assert float(lines[1][1]) == pytest.approx(final, abs=1e-4) and lines[1][2:] == ("0", "00")
+
+
+RETENTION_FIGURES = {"retention_wer", "retention_wer_normalized", "retention_bleu"}
+RETENTION_FIGURES |= {"retention_wer/en-en", "retention_bleu/en-de"}
+
+
+def test_retention_sets_are_scored_on_every_complete_trial_and_on_the_baseline(report_sweep, monkeypatch):
+    """The shared sweep declares a retention set and a limit (+1000) that every trial keeps: each complete
+    trial's run and record carry the retention figures at its final step, the baseline's too, and every
+    trial carries the constraint Optuna was told (increase minus limit, <= 0)."""
+    spec = report_sweep.enter(monkeypatch)
+    study, client, parent, children = _records(spec)
+    baseline = study.user_attrs["baseline"]
+    assert set(baseline) >= RETENTION_FIGURES and set(children["baseline"].data.metrics) >= RETENTION_FIGURES
+    assert parent.data.metrics["baseline_retention_wer"] == pytest.approx(baseline["retention_wer"])
+    for trial in study.get_trials():
+        run, final = children[f"trial-{trial.number:04d}"], TrialRecord.of(trial).final
+        assert set(final) >= RETENTION_FIGURES
+        for name in RETENTION_FIGURES:
+            (logged,) = client.get_metric_history(run.info.run_id, name)
+            assert (logged.step, logged.value) == (20, pytest.approx(final[name])), name
+        increase = final["retention_wer"] - baseline["retention_wer"]
+        assert trial.constraints == {"retention_wer_increase": pytest.approx(increase - RETENTION_LIMIT_KEPT)}
+    assert study.best_trial.number == min(study.get_trials(), key=lambda t: t.value).number  # all feasible
 
 
 def _dataset(manifest: str) -> tuple[str, str, str]:

@@ -333,6 +333,17 @@ def test_log_manifests_names_each_manifest_by_context_and_content_hash(tracker, 
     assert by_context["training"].dataset.digest in digests and len(digests) == 2
 
 
+def test_log_manifests_logs_several_manifests_of_one_context(tracker, tmp_path):
+    """Retention sets: one context, each manifest its own dataset."""
+    old = _manifest(tmp_path / "data", "commands", ["a b"])
+    general = _manifest(tmp_path / "data", "general", ["c d", "e f"])
+    run = _parent(tracker)
+    tracker.log_manifests(run, {"retention": [old, str(general)], "test": []})
+    inputs = tracker.client.get_run(run).inputs.dataset_inputs
+    assert sorted(i.dataset.name for i in inputs) == ["commands.json", "general.json"]
+    assert {{t.key: t.value for t in i.tags}["mlflow.data.context"] for i in inputs} == {"retention"}
+
+
 def test_log_manifests_skips_a_missing_manifest(tracker, tmp_path):
     run = _parent(tracker)
     tracker.log_manifests(run, {"training": tmp_path / "absent.json"})

@@ -9,11 +9,12 @@ from rich.table import Table as RichTable
 from harness.errors import HarnessError
 from harness.names import metrics_text, run_name
 from harness.report._behaviours import reading
+from harness.report._retention import retention_verdict
 from harness.report._summary import MEMORY_HEADERS, SweepSummary, memory_rows, summarize, trial_rows
 from harness.search_space import format_param
 from harness.spec import SweepSpec
 from harness.stores import redact, sqlite_path
-from harness.study import primary_value
+from harness.study import no_best_reason, primary_value
 from harness.tracking import Tracker, runs_link, runs_view_key
 from harness.trial_record import TrialRecord
 
@@ -71,7 +72,7 @@ def print_report(spec: SweepSpec, console: Console) -> SweepSummary:
     if summary.baseline:
         console.print(f"Zero-shot baseline: {metrics_text(summary.baseline)}")
     if summary.best is None:
-        console.print("[yellow]No trial has completed yet.[/]")
+        console.print(f"[yellow]No best trial: {no_best_reason(summary.study)}.[/]")
     else:
         best = summary.best
         console.print(
@@ -80,6 +81,9 @@ def print_report(spec: SweepSpec, console: Console) -> SweepSummary:
         )
         console.print("  params: " + ", ".join(f"{k}={format_param(v)}" for k, v in best.params.items()))
         console.print(f"  metrics: {metrics_text(TrialRecord.of(best).final)}")
+        retention = retention_verdict(summary)
+        if retention:
+            console.print(f"  {retention}")
     final = TrialRecord.of(summary.best).final if summary.best else {}
     for name in sorted(spec.custom_tokens):  # did the trials learn each custom behaviour?
         console.print("Behaviour " + reading(spec, name, summary.baseline or {}, final), markup=False)

@@ -17,6 +17,7 @@ from harness import plots, provenance
 from harness.names import TEST_ATTR, number_text, run_name
 from harness.report._behaviours import behaviour_blocks, behaviour_metrics
 from harness.report._blocks import Block, Code, Heading, Image, Table, Text
+from harness.report._retention import retention_rows, retention_verdict
 from harness.report._summary import (
     COMPARISON_HEADERS,
     MEMORY_HEADERS,
@@ -30,6 +31,7 @@ from harness.report._summary import (
 )
 from harness.search_space import format_param, load_search_space
 from harness.spec import SweepSpec
+from harness.study import no_best_reason
 from harness.trial_record import TrialRecord
 
 # -- the page, section by section ----------------------------------------------------------------
@@ -49,6 +51,7 @@ def build_blocks(
     ]
     blocks += _decision(spec, summary, best_config)
     blocks += _against_baseline(spec, summary)
+    blocks += _retention(spec, summary)
     blocks += behaviour_blocks(spec, summary)
     blocks += _test_set(spec, summary)
     headers, rows = trial_rows(summary)
@@ -73,8 +76,8 @@ def build_blocks(
 def _decision(spec: SweepSpec, summary: SweepSummary, best_config: Path | None) -> list[Block]:
     best = summary.best
     if best is None:
-        return [Heading("Decision"), Text("No trial has completed yet: there is nothing to recommend.")]
-    verdict = baseline_verdict(spec, summary)
+        return [Heading("Decision"), Text(f"Nothing to recommend: {no_best_reason(summary.study)}.")]
+    verdict, retention = baseline_verdict(spec, summary), retention_verdict(summary)
     lead = (
         f"The best trial is {run_name(best.number)} ({objective_text(spec, best)}). {verdict}"
         if verdict
@@ -84,6 +87,7 @@ def _decision(spec: SweepSpec, summary: SweepSummary, best_config: Path | None) 
         Heading("Decision"),
         Text(lead),
         Text(f"The decision was made on {spec.objective.meaning}, at each trial's final validation."),
+        *([Text(retention)] if retention else []),
         Table(["param", "value"], [[k, format_param(v)] for k, v in best.params.items()]),
         Text("Re-run it, or take its fine-tuned checkpoint:"),
         Code(f"{reproduce_command(spec, best.number)}\n{export_command(spec, best.number)}", "bash"),
@@ -110,6 +114,28 @@ def _against_baseline(spec: SweepSpec, summary: SweepSummary) -> list[Block]:
             "are corpus figures over all pairs of their kind."
         ),
         Table(COMPARISON_HEADERS, comparison_rows(names, baseline, final)),
+    ]
+
+
+def _retention(spec: SweepSpec, summary: SweepSummary) -> list[Block]:
+    """The old domain (`data.retention`): what the best trial kept of the pretrained model's skills."""
+    rows = retention_rows(summary)
+    if not rows:
+        return []
+    limit = spec.objective.retention_max_wer_increase
+    rule = (
+        f" A complete trial whose retention WER rises more than {limit:g} above the zero-shot one is infeasible: "
+        "never the best, and the sampler steers away from it."
+        if limit is not None
+        else ""
+    )
+    return [
+        Heading("Retention: the model's old domain"),
+        Text(
+            f"`{', '.join(spec.data.retention)}` scored as one set after training, with the best trial's model and "
+            f"the pretrained one (pruned trials are not scored).{rule}"
+        ),
+        Table(["metric", "baseline", "best trial", "change", "better is"], rows),
     ]
 
 

@@ -20,6 +20,7 @@ from harness.errors import HarnessError
 from harness.names import PARENT_ATTR, params_text, run_name
 from harness.report._document import build_blocks, objective_text, reproduce_command
 from harness.report._render import to_html, to_markdown
+from harness.report._retention import retention_points, shows_retention
 from harness.report._summary import SweepSummary, ordered_trials, summarize
 from harness.search_space import load_search_space
 from harness.spec import SweepSpec
@@ -91,6 +92,8 @@ def make_plots(spec: SweepSpec, summary: SweepSummary, out: Path) -> list[plots.
     ]
     if summary.multi_objective:
         figures.append(plots.pareto_front(summary.study, out))
+    if shows_retention(summary):
+        figures.append(plots.retention_tradeoff(retention_points(summary), summary.direction, out))
     return figures
 
 

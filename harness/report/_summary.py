@@ -14,6 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 from harness.definition import check_study
 from harness.metrics import is_better, objective_value
 from harness.names import BASELINE_ATTR, number_text, run_name
+from harness.report._retention import RETENTION_HEADERS, retention_cells, retention_note, shows_retention
 from harness.search_space import format_param, load_search_space
 from harness.spec import SweepSpec
 from harness.study import best_trial, primary_value, require_study
@@ -91,9 +92,12 @@ def trial_note(trial: FrozenTrial) -> str:
 
 
 def trial_rows(summary: SweepSummary) -> tuple[list[str], list[list[str]]]:
-    """All trials as table rows, best first, shared by the console table and the written report."""
+    """All trials as table rows, best first, shared by the console table and the written report; with
+    retention sets, each trial's retention WER and its change against the zero-shot model's."""
     names = sorted({p for t in summary.trials for p in t.params})
-    headers = ["trial", "state", "objective", *names, *FINAL_COLUMNS, "steps", "seed", "note"]
+    retention = shows_retention(summary)
+    headers = ["trial", "state", "objective", *names, *FINAL_COLUMNS]
+    headers += [*(RETENTION_HEADERS if retention else []), "steps", "seed", "note"]
     rows = []
     for t in ordered_trials(summary.trials, summary.study):
         record = TrialRecord.of(t)
@@ -105,9 +109,10 @@ def trial_rows(summary: SweepSummary) -> tuple[list[str], list[list[str]]]:
                 number_text(shown_value(t)),
                 *[format_param(t.params.get(n, "")) for n in names],
                 *[number_text(final.get(column)) for column in FINAL_COLUMNS],
+                *(retention_cells(summary, t) if retention else []),
                 str(trial_steps(t) or ""),
                 "" if record.seed is None else str(record.seed),
-                trial_note(t),
+                "; ".join(note for note in (trial_note(t), retention_note(summary, t)) if note),
             ]
         )
     return headers, rows

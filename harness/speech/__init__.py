@@ -8,9 +8,11 @@ from harness.speech.datasets import (
     PRETRAIN_RATES,
     PRETRAIN_SPLITS,
     PRETRAIN_VOICES,
+    RETENTION_LINES,
     build_corpus,
     build_demo_data,
     build_pretrain_data,
+    build_retention_data,
 )
 from harness.speech.synth import synthesize
 
@@ -25,12 +27,14 @@ __all__ = [
     "PRETRAIN_RATES",
     "PRETRAIN_SPLITS",
     "PRETRAIN_VOICES",
+    "RETENTION_LINES",
     "Grammar",
     "Pair",
     "all_text",
     "build_corpus",
     "build_demo_data",
     "build_pretrain_data",
+    "build_retention_data",
     "shuffled_pairs",
     "split_pairs",
     "synthesize",

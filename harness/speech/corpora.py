@@ -214,13 +214,17 @@ def shuffled_pairs(domain: str, seed: int) -> list[Pair]:
     return pairs
 
 
-def split_pairs(domain: str, sizes: dict[str, int], seed: int) -> dict[str, list[Pair]]:
-    """Cut consecutive, hence disjoint, slices of the shuffled domain for each split."""
+def split_pairs(domain: str, sizes: dict[str, int], seed: int, *, offset: int = 0) -> dict[str, list[Pair]]:
+    """Cut consecutive, hence disjoint, slices of the shuffled domain for each split, from `offset` on
+    (another corpus's splits of the same order, e.g. the twins' pretraining, come before it)."""
     pairs = shuffled_pairs(domain, seed)
-    needed = sum(sizes.values())
+    needed = offset + sum(sizes.values())
     if needed > len(pairs):
-        raise ValueError(f"Splits {sizes} need {needed} sentences but domain '{domain}' has only {len(pairs)}.")
-    splits, start = {}, 0
+        raise ValueError(
+            f"Splits {sizes} from sentence {offset} on need {needed} sentences but domain '{domain}' has only "
+            f"{len(pairs)}."
+        )
+    splits, start = {}, offset
     for name, size in sizes.items():
         splits[name] = pairs[start : start + size]
         start += size

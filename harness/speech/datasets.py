@@ -27,6 +27,7 @@ DEMO_RATES = [150, 170]
 DEMO_SPLITS = {"train": 800, "validation": 48, "test": 96}
 DEMO_TRANSLATE_FRACTION = 0.5
 PRETRAIN_SPLITS = {"train": 3000, "validation": 64, "test": 200}
+RETENTION_LINES = 48  # the demo's retention set: canary-tiny's pretraining domain, unseen sentences
 
 STAMP_NAME = "corpus-stamp.json"
 _FORMAT_VERSION = 1  # bump when the layout of the output changes, to invalidate old caches
@@ -44,6 +45,14 @@ class CorpusSpec:
     seed: int
     terse_fraction: float = 0.0
     version: int = _FORMAT_VERSION
+    offset: int = 0  # sentences of the shuffled domain skipped before the first split
+
+    def stamp(self) -> dict:
+        """The cache stamp; without `offset` when it is 0, so corpora stamped before it existed stay cached."""
+        fields = asdict(self)
+        if not self.offset:
+            del fields["offset"]
+        return fields
 
 
 @dataclass(frozen=True)
@@ -68,32 +77,42 @@ def build_corpus(
     translate_fraction: float,
     seed: int,
     terse_fraction: float = 0.0,
+    offset: int = 0,
 ) -> dict[str, Path]:
     """Synthesise a corpus into `out_dir` and return {split: manifest path}.
 
     Cached: when `out_dir` already holds a corpus built with the same arguments, nothing is
     rewritten. Sentences of different splits never overlap. With `terse_fraction` > 0 every line
-    gets a `terse` switch, and that share of lines carries the terse (article-free) text.
+    gets a `terse` switch, and that share of lines carries the terse (article-free) text. `offset`
+    skips that many sentences of the seeded order first: the splits another corpus took from it.
     """
     out_dir = Path(out_dir).resolve()
     spec = CorpusSpec(
-        domain, dict(splits), list(voices), list(rates), float(translate_fraction), int(seed), float(terse_fraction)
+        domain,
+        dict(splits),
+        list(voices),
+        list(rates),
+        float(translate_fraction),
+        int(seed),
+        float(terse_fraction),
+        offset=int(offset),
     )
     manifests = {split: out_dir / f"{split}.json" for split in splits}
     if _is_cached(out_dir, spec, manifests):
         return manifests
     require_programs()
     _clear(out_dir, manifests)
-    for split, pairs in split_pairs(domain, spec.splits, seed).items():
+    for split, pairs in split_pairs(domain, spec.splits, seed, offset=spec.offset).items():
         plan = _plan_split(split, pairs, spec, out_dir)
         _write_manifest(manifests[split], plan, _synthesize_all(plan))
-    (out_dir / STAMP_NAME).write_text(json.dumps(asdict(spec), indent=2, sort_keys=True))
+    (out_dir / STAMP_NAME).write_text(json.dumps(spec.stamp(), indent=2, sort_keys=True))
     return manifests
 
 
 def build_demo_data(out_dir: Path) -> dict[str, Path]:
-    """The fine-tuning demo: the `home` domain spoken by voices the pretrained twin never heard."""
-    return build_corpus(
+    """The fine-tuning demo: the `home` domain spoken by voices the pretrained twin never heard, and the
+    retention set (`retention.json`): what fine-tuning must not make the twin forget."""
+    manifests = build_corpus(
         "home",
         out_dir,
         splits=DEMO_SPLITS,
@@ -103,6 +122,29 @@ def build_demo_data(out_dir: Path) -> dict[str, Path]:
         seed=0,
         terse_fraction=0.5,
     )
+    return manifests | {"retention": build_retention_data(out_dir)}
+
+
+def build_retention_data(out_dir: Path, *, lines: int = RETENTION_LINES) -> Path:
+    """canary-tiny's old domain as a retention set: `commands` spoken by the pretraining voices at the
+    pretraining rates, about half translated like pretraining, in sentences the twin never trained on:
+    the slice right after its pretraining splits (`build_pretrain_data`, seed 0, the shipped twin's).
+    Only these lines are synthesised, into `<out_dir>/retention/` (a corpus of its own, cached); the
+    manifest is `<out_dir>/retention.json`, beside the demo's (its audio paths are absolute)."""
+    built = build_corpus(
+        "commands",
+        Path(out_dir) / "retention",
+        splits={"retention": lines},
+        voices=PRETRAIN_VOICES,
+        rates=PRETRAIN_RATES,
+        translate_fraction=0.5,
+        seed=0,
+        offset=sum(PRETRAIN_SPLITS.values()),
+    )["retention"]
+    manifest = built.parent.parent / "retention.json"
+    if not manifest.is_file() or manifest.read_bytes() != built.read_bytes():
+        shutil.copyfile(built, manifest)
+    return manifest
 
 
 def build_pretrain_data(out_dir: Path, *, splits: dict[str, int] | None = None, seed: int = 0) -> dict[str, Path]:
@@ -123,7 +165,7 @@ def _is_cached(out_dir: Path, spec: CorpusSpec, manifests: dict[str, Path]) -> b
     if not stamp.is_file() or not all(path.is_file() for path in manifests.values()):
         return False
     try:
-        return json.loads(stamp.read_text()) == asdict(spec)
+        return json.loads(stamp.read_text()) == spec.stamp()
     except json.JSONDecodeError:
         return False
 

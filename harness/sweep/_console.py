@@ -8,6 +8,7 @@ from pathlib import Path
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+from rich.markup import escape
 
 from harness.canary import CheckpointInfo, released_overrides
 from harness.names import metrics_text, params_text, run_name, value_text
@@ -33,12 +34,14 @@ def print_outcome(view: SweepView, outcome: Outcome, *, best: FrozenTrial | None
         final = outcome.result.final if outcome.result is not None else {}
         metrics = {k: v for k, v in final.items() if k != "step"}
         view.log(f"  {name} [green]COMPLETE[/] objective={value_text(outcome.value)} {metrics_text(metrics)}")
+        if outcome.reason:  # infeasible (retention limit), or not judged
+            view.log(f"  {name} [yellow]{escape(outcome.reason)}[/]")
     elif outcome.out_of_memory:
         view.log(f"  {name} [red]OOM[/] out of memory: infeasible, the sampler avoids its params; not retried")
     elif outcome.state == TrialState.PRUNED:
         view.log(f"  {name} [yellow]PRUNED[/] ({outcome.reason})")
-    else:
-        view.log(f"  {name} [red]FAIL[/] {outcome.reason}")
+    else:  # a reason quotes the error, whose `[/path...]` rich would read as markup
+        view.log(f"  {name} [red]FAIL[/] {escape(str(outcome.reason))}")
     best_text = f", best so far {run_name(best.number)} = {primary_value(best):.4f}" if best else ""
     view.log(f"  [dim]{used}/{budget} trials used{best_text}[/]")
 

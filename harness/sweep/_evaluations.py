@@ -13,11 +13,12 @@ from pathlib import Path
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+from rich.markup import escape
 
 from harness.errors import HarnessError
 from harness.names import BASELINE_ATTR, BASELINE_OWNER_ATTR, TEST_ATTR, metrics_text, params_text, run_name
 from harness.spec import SweepSpec
-from harness.study import best_trial, trained_trial
+from harness.study import best_trial, no_best_reason, trained_trial
 from harness.sweep._process import Launcher, exit_reason, worker_alive
 from harness.tracking import BASELINE_ROLE, REPRODUCTION_ROLE, Tracker
 from harness.trial import MODEL_FILE, Result
@@ -38,7 +39,8 @@ class Evaluations:
     in_flight: tuple[subprocess.Popen, str, str] | None = None  # (process, run id, what) being waited for
 
     def baseline(self) -> dict | None:
-        """The pretrained model on the validation set, once per sweep, logged on the parent run."""
+        """The pretrained model on the validation set (and the retention sets), once per sweep, logged on the
+        parent run (`baseline_val_wer`, `baseline_retention_wer`)."""
         if BASELINE_ATTR in self.study.user_attrs or not self.spec.budget.baseline:
             return self.study.user_attrs.get(BASELINE_ATTR)
         owner = self.study.user_attrs.get(BASELINE_OWNER_ATTR)
@@ -124,6 +126,11 @@ class Evaluations:
     def _complete_trial(self, number: int | None) -> FrozenTrial:
         complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         trial = best_trial(self.study) if number is None else next((t for t in complete if t.number == number), None)
+        if trial is None and number is None:
+            raise HarnessError(
+                f"Sweep {self.spec.name} has no best trial to reproduce ({no_best_reason(self.study)}); "
+                "pass `--trial N` to re-run a complete one."
+            )
         if trial is None:
             known = ", ".join(str(t.number) for t in complete) or "none yet"
             raise HarnessError(
@@ -158,7 +165,7 @@ class Evaluations:
         if result.state != "complete":
             if end_status is not None:
                 self.tracker.end_run(run_id, "FAILED")
-            self.log(f"[red]{mode} evaluation failed ({result.reason}); see {trial_dir / 'trial.log'}[/]")
+            self.log(f"[red]{mode} evaluation failed ({escape(str(result.reason))}); see {trial_dir / 'trial.log'}[/]")
             return None
         if end_status is not None:
             self.tracker.end_run(run_id, end_status)

@@ -5,6 +5,8 @@ Outcomes map one to one: COMPLETE/FINISHED, PRUNED/KILLED, FAIL/FAILED (with a r
 `budget.max_retries` times. Out of memory is not a failure to retry (the same params run out
 again) but an infeasible point: PRUNED with its memory constraint violated in Optuna, so the
 sampler steers away (`harness.study.tell_out_of_memory`), FAILED with `oom` in MLflow, never re-queued.
+A complete trial that forgot too much of its old domain (`objective.retention_max_wer_increase`) is
+COMPLETE and infeasible: its retention constraint is set before it is told.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import optuna
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from harness.names import BASELINE_ATTR
+from harness.retention import forgets_text, wer_increase
 from harness.spec import SweepSpec
 from harness.stopping import INTERRUPTED, TERMINATED
-from harness.study import tell_out_of_memory
+from harness.study import set_retention_constraint, tell_out_of_memory
 from harness.sweep._process import TrialProcess, stop_process, write_tail
 from harness.tracking import Tracker
 from harness.trial import Result
@@ -36,7 +40,7 @@ class Outcome:
     number: int
     state: TrialState
     value: float | list[float] | None  # a list for multi-objective (pareto) sweeps
-    reason: str | None
+    reason: str | None  # why it failed or was pruned; for a complete trial, why it is infeasible or unjudged
     result: Result | None
     repeat_of: int | None = None  # answered from this earlier trial's result, nothing trained (sweep._repeats)
 
@@ -59,9 +63,10 @@ class Recorder:
         if result.final:
             TrialRecord.write(trial, final={k: v for k, v in result.final.items() if k != "step"}, steps=result.steps)
         if result.state == "complete":
+            note = self.judge_retention(trial, result.final)
             self.study.tell(trial, result.objective)
             self.tracker.end_run(run_id, "FINISHED")
-            return Outcome(number, TrialState.COMPLETE, result.objective, None, result)
+            return Outcome(number, TrialState.COMPLETE, result.objective, note, result)
         if result.state == "pruned":
             TrialRecord.write(trial, pruned_at=result.pruned_at)
             self.study.tell(trial, state=TrialState.PRUNED)
@@ -73,6 +78,18 @@ class Recorder:
             return Outcome(number, TrialState.PRUNED, None, OOM, result)
         self.fail(trial, run_id, str(result.reason), next_attempt=self.next_attempt(attempt), log=log)
         return Outcome(number, TrialState.FAIL, None, result.reason, result)
+
+    def judge_retention(self, trial: optuna.Trial, final: dict) -> str | None:
+        """With a retention limit, set the trial's constraint (increase over the baseline minus the limit)
+        before it is told; returns the note for an infeasible trial, or for one that could not be judged."""
+        limit = self.spec.objective.retention_max_wer_increase
+        if limit is None:
+            return None
+        increase = wer_increase(final, self.study.user_attrs.get(BASELINE_ATTR))
+        if increase is None:
+            return "retention not judged: no baseline retention WER (the trial counts as feasible)"
+        set_retention_constraint(trial, increase - limit)
+        return forgets_text(increase, limit) if increase > limit else None
 
     def fail(
         self,

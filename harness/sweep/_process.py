@@ -128,14 +128,13 @@ class Launcher:
         """The baseline reads the user's manifests; training and the test set the prompted copies, if any."""
         return self.spec.data if mode == "baseline" else self.data
 
-    def _manifests(self, mode: str) -> dict[str, str | None]:
+    def _manifests(self, mode: str) -> dict[str, str | list[str] | None]:
         """The manifests the process reads, by MLflow dataset context (its run's Dataset column)."""
         data = self._data(mode)
-        if mode == "baseline":
-            return {"validation": data.validation}
         if mode == "test":
             return {"test": data.test}
-        return {"training": data.train, "validation": data.validation}
+        read: dict[str, str | list[str] | None] = {} if mode == "baseline" else {"training": data.train}
+        return read | {"validation": data.validation, "retention": data.retention}
 
 
 def stop_process(proc: subprocess.Popen) -> None:
