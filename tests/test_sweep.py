@@ -302,6 +302,7 @@ def test_multi_device_trials_get_slots_of_that_many_gpus(monkeypatch):
     assert default_slots(2, gpus=0) == [{"OMP_NUM_THREADS": "3"}] * 2
 
 
+@pytest.mark.extended  # three trials end to end; tests/test_repeats.py checks the answers on real Optuna in seconds
 def test_repeat_proposals_are_answered_from_the_trained_trial(project, speech_data):
     """A space of one combination and a budget of 3: the first trial (the `start_from` entry) trains, the sampler
     can only propose it again, and those two are answered from its result: one trial process, one MLflow run."""

@@ -3,7 +3,7 @@
 Callers import from here; the private modules are one concern each: `_supervisor` (the loop),
 `_process` (launching and watching a trial process), `_outcomes` (recording an outcome: complete,
 pruned, failed, re-queued), `_recovery` (trials whose supervisor died), `_evaluations` (baseline,
-test set, reproduction), `_retention` (which checkpoints stay), `_slots` (GPUs and CPU slots),
+test set, reproduction), `_checkpoints` (which checkpoints stay), `_slots` (GPUs and CPU slots),
 `_console` (what it says while it runs, the parent run's params), `_reproduce` (the `harness reproduce` view),
 `_repeats` (proposals that repeat a finished trial, answered from its result).
 """

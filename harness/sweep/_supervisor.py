@@ -4,7 +4,7 @@ Data flow: spec -> stores check -> model source -> preflight -> study + parent r
 trials -> test set -> summary. The supervisor never imports NeMo, nor torch (but for `sampler.type: gp`);
 it moves configs, processes and records. What it delegates: launching a process (`_process`), recording an outcome
 (`_outcomes`), recovering dead trials (`_recovery`), the baseline / test-set / reproduction runs
-(`_evaluations`), checkpoint retention (`_retention`) and proposals that repeat a finished trial (`_repeats`).
+(`_evaluations`), checkpoint retention (`_checkpoints`) and proposals that repeat a finished trial (`_repeats`).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from harness.start_from import load_space
 from harness.stopping import TERMINATED, Stopped, reason_of, shielded, stop_requests
 from harness.stores import redact
 from harness.study import best_trial, training_seed
+from harness.sweep._checkpoints import retain_checkpoints
 from harness.sweep._console import (
     note_reset_keys,
     print_outcome,
@@ -48,7 +49,6 @@ from harness.sweep._outcomes import Outcome, Recorder
 from harness.sweep._process import Launcher, TrialProcess, exit_reason, stop_process
 from harness.sweep._recovery import HEARTBEAT_SECONDS, reconcile
 from harness.sweep._repeats import answer_repeat
-from harness.sweep._retention import retain_checkpoints
 from harness.sweep._slots import default_slots
 from harness.tracking import TRIAL_ROLE, Tracker
 from harness.trial import Result
