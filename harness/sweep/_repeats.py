@@ -41,8 +41,8 @@ def answer_repeat(study: optuna.Study, trial: optuna.Trial, worker: str) -> Outc
         return None
     record = TrialRecord.of(earlier)
     TrialRecord.write(trial, worker=worker, repeat_of=earlier.number, final=record.final)
-    for name, value in earlier.constraints.items():  # a repeat of a trial that forgot too much is infeasible too
-        trial.set_constraint(name, value)
+    for name, excess in earlier.constraints.items():  # a repeat of a trial that forgot too much is infeasible too
+        trial.set_constraint(name, excess)
     if earlier.state == TrialState.COMPLETE:
         study.tell(trial, earlier.values)
         value = earlier.values[0] if len(earlier.values) == 1 else list(earlier.values)
