@@ -22,9 +22,10 @@ def parse_args(
     full: dict[str, int],
     smoke: dict[str, int],
     switches: dict[str, str] | None = None,
+    lists: dict[str, Sequence[str]] | None = None,
 ) -> argparse.Namespace:
-    """`--smoke` (tiny, for the test suite), `--data`, `--keep`, each size knob with its full/smoke default, and
-    the benchmark's own on/off `switches` ({name: help})."""
+    """`--smoke` (tiny, for the test suite), `--data`, `--keep`, each size knob with its full/smoke default, the
+    benchmark's own on/off `switches` ({name: help}) and `lists` of choices ({name: all choices, the default})."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--smoke", action="store_true", help="a tiny run that checks the benchmark works (not speed)")
     parser.add_argument("--data", type=Path, default=DEMO_DATA, help="dir with train.json and validation.json")
@@ -37,6 +38,8 @@ def parse_args(
     )
     for key, text in (switches or {}).items():
         parser.add_argument("--" + key.replace("_", "-"), action="store_true", help=text)
+    for key, choices in (lists or {}).items():
+        parser.add_argument("--" + key, nargs="+", choices=choices, default=list(choices), help="default: all")
     for key, value in full.items():
         parser.add_argument(
             "--" + key.replace("_", "-"), type=type(value), default=None, help=f"default {value} (smoke: {smoke[key]})"

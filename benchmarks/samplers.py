@@ -24,13 +24,13 @@ TOLERANCE = 0.05  # the demo's sampler may trail the best alternative by this mu
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(__doc__.splitlines()[0], argv, full=FULL, smoke=SMOKE)
+    args = parse_args(__doc__.splitlines()[0], argv, full=FULL, smoke=SMOKE, lists={"samplers": SAMPLERS})
     header("samplers: the demo sweep with TPE, GP and random, per sampler seed", args)
     rows, best = [], {}
     with Project("samplers", data=args.data, keep=args.keep, **smoke_lines(args)) as project:
         demo_sampler = project.demo.get("sampler", {}).get("type", "tpe")
         pruner = dict(project.demo.get("pruner") or {})
-        for sampler in SAMPLERS:
+        for sampler in args.samplers:
             for seed in range(args.seeds):
                 name = f"{sampler}-s{seed}"
                 curves, wall, spec = run_sweep(project, name, args, seed, pruner, sampler=sampler)
@@ -54,6 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     table(rows, ["sampler", "seed", "best objective", "steps", "complete", "best trial's params", "wall s"])
     means = {sampler: statistics.mean(values) for sampler, values in best.items()}
     print("mean best objective: " + ", ".join(f"{s} {v:.4f}" for s, v in means.items()))
+    if demo_sampler not in means or len(means) < 2:
+        print(f"the demo's sampler ({demo_sampler}) and at least one other must run for a verdict")
+        return conclude()
     others = [v for s, v in means.items() if s != demo_sampler]
     rival = min(others) if spec.direction == "minimize" else max(others)
     gap = (means[demo_sampler] - rival) / abs(rival) if rival else 0.0
