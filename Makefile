@@ -28,7 +28,7 @@ test:
 
 # End-to-end runs that train many trials (about 10 minutes on 2 CPU cores), beyond `make test`'s budget:
 # the behaviour-learning sweep, four local workers, pareto, reproduce, the v1/v2 twins, trials that all
-# fail alike, repeat proposals end to end, six benchmark smokes.
+# fail alike, repeat proposals end to end, a pruned 2-rank DDP trial, six benchmark smokes.
 test-extended: setup
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m extended
 

@@ -158,3 +158,36 @@ def ctrl_c_default() -> None:
     """`preexec_fn` for processes a test Ctrl-C's: SIGINT back to its default. A shell starts background jobs
     (`make test &`, some CI runners) with SIGINT ignored, children inherit that, and the test's Ctrl-C would be lost."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def proposals_that_run_out_of_memory(build: Callable, seed: int, *, trials: int, infeasible: bool = True) -> int:
+    """A sweep of `trials` where batch_duration above 40 runs out of memory and larger batches score better up
+    to there (the usual tension): how many proposals after the 4 start-up trials land where memory runs out.
+    `build(seed)` makes the sampler; `infeasible`: each OOM is told as the supervisor tells it
+    (`tell_out_of_memory`), otherwise as a plain FAIL (the harness's old record)."""
+    import math
+
+    import optuna
+
+    from harness.samplers import TrialSeededSampler
+    from harness.study import tell_out_of_memory
+
+    space = {
+        "lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True),
+        "batch_duration": optuna.distributions.CategoricalDistribution([10, 20, 40, 80, 160]),
+        "freeze": optuna.distributions.CategoricalDistribution(["none", "encoder"]),
+    }
+    study = optuna.create_study(sampler=TrialSeededSampler(build, seed))
+    landed = 0
+    for number in range(trials):
+        trial = study.ask(space)
+        size = trial.params["batch_duration"]
+        if size <= 40:
+            study.tell(trial, 1.0 / size + 0.02 * abs(math.log10(trial.params["lr"]) + 3))
+            continue
+        landed += number >= 4
+        if infeasible:
+            tell_out_of_memory(study, trial)
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    return landed

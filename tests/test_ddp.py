@@ -1,3 +1,5 @@
+import pytest
+
 """Multi-device trials: Lightning DDP on 2 CPU processes (gloo), the code path NCCL takes on GPUs."""
 
 import io
@@ -80,6 +82,7 @@ def test_a_two_rank_trial_trains_on_both_and_records_once(project, speech_data, 
     assert len(client.get_metric_history(run.info.run_id, "retention_wer")) == 1
 
 
+@pytest.mark.extended  # a second 2-rank trial (about 45 s on 2 cores); the complete one above runs in make test
 def test_a_pruned_two_rank_trial_ends_on_both_ranks(project, speech_data):
     spec = load_spec(write_spec(project, "ddp-prune", spec_dict(speech_data, budget={"trials": 2}, training=TWO_RANKS)))
     # A previous perfect trial (WER 0 at every step): the real one is pruned at its first validation.

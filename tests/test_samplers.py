@@ -8,8 +8,8 @@ from optuna.trial import TrialState, create_trial
 
 from harness.samplers import MEMORY_CONSTRAINT, TrialSeededSampler, make_sampler, memory_view
 from harness.spec import load_spec
-from harness.study import tell_out_of_memory
 from tests.conftest import spec_dict, write_spec
+from tests.helpers import proposals_that_run_out_of_memory
 
 NO_DATA = {"train": "train.json", "validation": "validation.json"}
 SPACE = {  # the kinds the harness's spaces hold: a log range, numeric, text and boolean choices
@@ -49,36 +49,15 @@ def test_gp_models_the_harness_search_space(project):
     assert isinstance(study.trials[-1].params["use_loss_mask_for_prompt"], bool)
 
 
-def _proposals_that_run_out_of_memory(build, seed: int) -> int:
-    """12 trials where batch_duration above 40 runs out of memory (told as the supervisor tells it) and larger
-    batches score better up to there: how many proposals after the 4 start-up trials land where memory runs out."""
-    space = {
-        "lr": FloatDistribution(1e-4, 1e-2, log=True),
-        "batch_duration": CategoricalDistribution([10, 20, 40, 80, 160]),
-        "freeze": CategoricalDistribution(["none", "encoder"]),
-    }
-    study = optuna.create_study(sampler=TrialSeededSampler(build, seed))
-    landed = 0
-    for number in range(12):
-        trial = study.ask(space)
-        size = trial.params["batch_duration"]
-        if size <= 40:
-            study.tell(trial, 1.0 / size + 0.02 * abs(math.log10(trial.params["lr"]) + 3))
-            continue
-        landed += number >= 4
-        tell_out_of_memory(study, trial)
-    return landed
-
-
 def test_gp_steers_away_from_params_that_ran_out_of_memory(project):
     """GPSampler reads `Trial.set_constraint` without a constraints_func, but from COMPLETE trials only: an OOM
     told PRUNED is invisible to plain GPSampler, which keeps proposing the large batches it knows nothing about.
     The harness's GP sees each OOM as infeasible and proposes them far less often (measured: 2 against 9)."""
     spec = _gp_spec(project)
     seeds = (0, 1)
-    steered = sum(_proposals_that_run_out_of_memory(lambda s: make_sampler(spec, s), seed) for seed in seeds)
+    steered = sum(proposals_that_run_out_of_memory(lambda s: make_sampler(spec, s), seed, trials=12) for seed in seeds)
     plain = lambda s: optuna.samplers.GPSampler(seed=s, n_startup_trials=4)  # noqa: E731
-    blind = sum(_proposals_that_run_out_of_memory(plain, seed) for seed in seeds)
+    blind = sum(proposals_that_run_out_of_memory(plain, seed, trials=12) for seed in seeds)
     assert steered * 2 <= blind, (steered, blind)
 
 

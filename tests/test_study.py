@@ -1,6 +1,5 @@
 """Pruning decisions, the supervisor's footprint, and what defines a study, on real Optuna studies."""
 
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +28,7 @@ from harness.study import (
 )
 from harness.tracking import UID_TAG, Tracker
 from tests.conftest import SEARCH_SPACE, spec_dict, write_spec
+from tests.helpers import proposals_that_run_out_of_memory
 
 
 def _study_with_two_finished_curves(pruner) -> optuna.Study:
@@ -100,32 +100,6 @@ def test_proposals_follow_the_trial_number_not_the_process():
     assert len(set(first)) == 4
 
 
-def _proposals_that_run_out_of_memory(spec, seed: int, *, infeasible: bool) -> int:
-    """A TPE sweep of 20 trials where batch_duration above 40 runs out of memory and larger batches
-    score better up to there (the usual tension): how many proposals after TPE's 4 random start-up
-    trials land in the region that runs out. `infeasible`: each OOM is told as the supervisor
-    tells it (`tell_out_of_memory`); otherwise as a plain FAIL, the harness's old record."""
-    space = {
-        "lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True),
-        "batch_duration": optuna.distributions.CategoricalDistribution([10, 20, 40, 80, 160]),
-        "freeze": optuna.distributions.CategoricalDistribution(["none", "encoder"]),
-    }
-    study = optuna.create_study(sampler=TrialSeededSampler(lambda s: make_sampler(spec, s), seed))
-    landed = 0
-    for number in range(20):
-        trial = study.ask(space)
-        size = trial.params["batch_duration"]
-        if size <= 40:
-            study.tell(trial, 1.0 / size + 0.02 * abs(math.log10(trial.params["lr"]) + 3))
-            continue
-        landed += number >= 4
-        if infeasible:
-            tell_out_of_memory(study, trial)
-        else:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-    return landed
-
-
 def test_out_of_memory_steers_the_sampler_away_from_params_that_do_not_fit(project):
     """Told PRUNED with its memory constraint violated, an OOM is what TPE learns from (it skips
     FAIL trials altogether): it proposes sizes that run out far less often than when each OOM is a
@@ -137,8 +111,9 @@ def test_out_of_memory_steers_the_sampler_away_from_params_that_do_not_fit(proje
     assert study.trials[0].constraints == {MEMORY_CONSTRAINT: 1.0}
 
     seeds = (0, 1, 2)
-    steered = sum(_proposals_that_run_out_of_memory(spec, seed, infeasible=True) for seed in seeds)
-    blind = sum(_proposals_that_run_out_of_memory(spec, seed, infeasible=False) for seed in seeds)
+    build = lambda s: make_sampler(spec, s)  # noqa: E731
+    steered = sum(proposals_that_run_out_of_memory(build, seed, trials=20) for seed in seeds)
+    blind = sum(proposals_that_run_out_of_memory(build, seed, trials=20, infeasible=False) for seed in seeds)
     assert steered * 2 <= blind, (steered, blind)
 
 
