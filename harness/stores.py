@@ -199,7 +199,7 @@ def host_refused(uri: str) -> str:
     return (
         f"The MLflow tracking server {redact(uri)} refused the host name {host!r} (403 {HOST_REFUSED}): "
         f"MLflow 3 answers only requests addressed to localhost or private-network IPs unless told otherwise. "
-        f"Start it with `--allowed-hosts \"{host},localhost:*\"` (every name workers use, with its port or `:*`), "
+        f'Start it with `--allowed-hosts "{host},localhost:*"` (every name workers use, with its port or `:*`), '
         f"or reach it by an allowed name ({TRACKING_SETTING})."
     )
 

@@ -1,5 +1,3 @@
-import pytest
-
 """Multi-device trials: Lightning DDP on 2 CPU processes (gloo), the code path NCCL takes on GPUs."""
 
 import io
@@ -8,6 +6,7 @@ import re
 from pathlib import Path
 
 import optuna
+import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from rich.console import Console
