@@ -45,7 +45,6 @@ class Unpruned:
     seed: int
     curves: list[Curve]
     wall: float
-    spec: object
 
 
 def budget(args, spec_budget: dict) -> dict:
@@ -87,8 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with Project("pruning", data=args.data, keep=args.keep, **smoke_lines(args)) as project:
         demo_pruner = dict(project.demo.get("pruner") or {})
         for seed in seeds:
-            curves, wall, spec = run_sweep(project, f"unpruned-s{seed}", args, seed, {"type": "none"})
-            unpruned.append(Unpruned(seed, curves, wall, spec))
+            curves, wall, _ = run_sweep(project, f"unpruned-s{seed}", args, seed, {"type": "none"})
+            unpruned.append(Unpruned(seed, curves, wall))
             print(f"  seed {seed}: unpruned sweep done in {wall:.0f} s", flush=True)
             if args.live:
                 curves, wall, _ = run_sweep(project, f"pruned-s{seed}", args, seed, demo_pruner)
