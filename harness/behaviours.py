@@ -4,7 +4,7 @@ Canary's prompt has no slot for new instructions, but both prompt formats (canar
 `source_lang` value that is already a special token through unchanged and tokenize all of it with
 the special tokenizer. So `source_lang: "<|en|><|spltoken0|>"` puts a placeholder token into the
 decoder prompt of a stock NeMo model, in training and in `transcribe()`, with the released
-tokenizer. The harness writes such copies of the sweep's manifests (per sweep, in its state dir),
+tokenizer. `harness.trial_manifests` writes such copies of the sweep's manifests (per sweep, in its state dir),
 keeping the original language in `harness_source_lang` for metrics and per-pair names, and stores
 the declaration in every trial's model config so a fine-tuned checkpoint knows its behaviours.
 
@@ -17,16 +17,14 @@ before it learnt the behaviour, and what a caller of the fine-tuned model would 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.manifest import Problem, manifest_lines, resolve_audio
-from harness.spec import BehaviourSpec, DataSpec, SweepSpec
+from harness.manifest import Problem, resolve_audio
+from harness.spec import BehaviourSpec, SweepSpec
 
 ORIGINAL_SOURCE_LANG = "harness_source_lang"
 CONFIG_KEY = "harness_custom_tokens"  # the declaration, inside a trial's (and checkpoint's) model config
@@ -147,45 +145,7 @@ def check_entry(
     return problems
 
 
-# -- manifests the trials read -----------------------------------------------------------------
-
-
-def prompted_data(spec: SweepSpec) -> DataSpec:
-    """The manifests trials train and score on: the user's, or their prompted copies."""
-    if not spec.custom_tokens:
-        return spec.data
-    folder = spec.state_dir / "prompted" / spec.name
-    test = str(folder / "test.json") if spec.data.test else None
-    retention = [str(folder / f"retention-{index}.json") for index in range(len(spec.data.retention))]
-    return dataclasses.replace(
-        spec.data,
-        train=str(folder / "train.json"),
-        validation=str(folder / "validation.json"),
-        test=test,
-        retention=retention,
-    )
-
-
-def write_prompted_manifests(spec: SweepSpec) -> DataSpec:
-    """Write the prompted copies (atomically: workers on one host may start together)."""
-    data = prompted_data(spec)
-    if data is spec.data:
-        return data
-    copies = [(getattr(spec.data, s), getattr(data, s), False) for s in ("train", "validation", "test")]
-    copies += [(source, target, True) for source, target in zip(spec.data.retention, data.retention, strict=True)]
-    for source, target, retention in copies:
-        if source is None:
-            continue
-        lines = [
-            json.dumps(prompted_entry(e, Path(source), spec.custom_tokens, retention=retention))
-            for e in manifest_lines(Path(source))
-        ]
-        target_path = Path(target)
-        target_path.parent.mkdir(parents=True, exist_ok=True)
-        partial = target_path.with_suffix(f".{os.getpid()}.tmp")
-        partial.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        os.replace(partial, target_path)
-    return data
+# -- the lines of the manifests trials read (harness.trial_manifests writes them) -----------------
 
 
 def prompted_entry(

@@ -25,6 +25,7 @@ from harness.manifest import resolve_audio
 from harness.model_source import resolve_model
 from harness.spec import SweepSpec
 from harness.tracking import git_commit
+from harness.trial_manifests import LINE_FIELD
 
 PACKAGES = ("nemo_toolkit", "torch", "lightning", "optuna", "mlflow")
 CHUNK = 1 << 20
@@ -121,9 +122,10 @@ def checkpoint_record(model: str) -> FileRecord:
 def manifest_record(role: str, path_text: str, cache: Path | None = None) -> FileRecord:
     """Line count, total audio hours (sum of `duration`) and a hash of the data by content.
 
-    The hash covers each line's audio bytes and its other fields, never `audio_filepath`: the
-    same data copied to another machine or checkout has the same hash, and a changed recording
-    or transcript a different one. Audio hashes are cached by (path, size, mtime) in `cache`.
+    The hash covers each line's audio bytes and its other fields, never `audio_filepath` (nor the line
+    number of the harness's copies): the same data copied to another machine or checkout has the same
+    hash, and a changed recording or transcript a different one. Audio hashes are cached by (path,
+    size, mtime) in `cache`.
     """
     path = Path(path_text)
     if not path.is_file():
@@ -140,6 +142,7 @@ def manifest_record(role: str, path_text: str, cache: Path | None = None) -> Fil
                 entry = json.loads(line)
                 seconds += float(entry.get("duration", 0.0))
                 audio_hash = audio.of(resolve_audio(path, str(entry.pop("audio_filepath"))))
+                entry.pop(LINE_FIELD, None)  # a copy's line numbers repeat the order the hash already covers
             except (ValueError, TypeError, AttributeError, KeyError, OSError):
                 entry, audio_hash = line.strip(), None
                 missing += 1

@@ -29,11 +29,11 @@ WER = f"{PREFIX}wer"
 
 
 def retention_manifests(spec: SweepSpec, *, released: bool) -> list[str]:
-    """The manifests a process scores: the user's for the pretrained model (it never learnt behaviour
-    tokens), the prompted copies for a fine-tuned one (a line without a behaviour's field: its default, else off)."""
-    from harness.behaviours import prompted_data
+    """The copies a process scores: plain for the pretrained model (it never learnt behaviour tokens),
+    prompted for a fine-tuned one (a line without a behaviour's field: its default, else off)."""
+    from harness.trial_manifests import trial_data
 
-    return list(spec.data.retention if released else prompted_data(spec).retention)
+    return list(trial_data(spec, released=released).retention)
 
 
 def score_retention(model, spec: SweepSpec, *, released: bool) -> dict[str, float]:

@@ -7,11 +7,16 @@ set, and offers them as `figures`: the trial's consumers (pruning, MLflow, histo
 instead of NeMo's logged `val_wer` / `val_bleu`, so every record holds one consistent set.
 (Writing them into `trainer.callback_metrics` does not hold: Lightning refreshes that dict from
 the logged values on every read.)
+
+Each hypothesis is filed under its manifest line's number (`harness.trial_manifests.LINE_FIELD`), never
+under its cut id: NeMo names a cut after its audio file, which lines sharing a clip (ASR and AST of one
+recording) and same-named files in different folders have in common.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -22,9 +27,13 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from harness.behaviours import ORIGINAL_SOURCE_LANG, line_states
 from harness.evaluation import Transcript, score
 from harness.spec import BehaviourSpec
+from harness.trial_manifests import LINE_FIELD, line_number
 
 PREFIX = "val_"
 _ATTACHED = "_harness_transcripts"
+# Under DDP, Lhotse pads the last round with copies of its first cuts, ids suffixed `_dup<k>`
+# (`lhotse.dataset.sampling.base.mark_as_duplicate`): the original is scored, never the copy.
+_DUPLICATE = re.compile(r"_dup\d+$")
 
 
 class ValidationTranscripts(Callback):
@@ -37,14 +46,15 @@ class ValidationTranscripts(Callback):
 
     def __init__(self, behaviours: Mapping[str, BehaviourSpec] | None = None) -> None:
         self.behaviours = dict(behaviours or {})
-        self._order: list[str] = []  # cut ids in the validation's batch order
-        self._by_cut: dict[str, Transcript] = {}
+        self._lines: dict[int, Transcript] = {}  # by line number in the validation manifest
+        self._padding: dict[int, Transcript] = {}  # Lhotse's `_dup` copies, used only for a line never seen
         self._figures: dict[str, float] | None = None
 
     @property
     def transcripts(self) -> list[Transcript]:
-        """The last validation's transcripts, in manifest (batch) order."""
-        return [self._by_cut[cut] for cut in self._order if cut in self._by_cut]
+        """The last validation's transcripts, one per manifest line, in manifest order."""
+        lines = self._padding | self._lines
+        return [lines[number] for number in sorted(lines)]
 
     @property
     def figures(self) -> dict[str, float]:
@@ -54,8 +64,7 @@ class ValidationTranscripts(Callback):
         return self._figures
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._order, self._by_cut, self._figures = [], {}, None
-        _listen(pl_module.metric, lambda cuts, _: self._order.extend(_cut(c).id for c in cuts), decodes=False)
+        self._lines, self._padding, self._figures = {}, {}, None
         for name in pl_module.metric_cfg.metrics:  # MultiTaskMetric sets each metric as a model attribute
             _listen(getattr(pl_module, name), self._record)
 
@@ -63,22 +72,28 @@ class ValidationTranscripts(Callback):
         """Under DDP each rank decodes its shard of the validation set: every rank gets all of them."""
         if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
             shards: list = [None] * dist.get_world_size()
-            dist.all_gather_object(shards, (self._order, self._by_cut))
-            self._order = list(dict.fromkeys(cut for order, _ in shards for cut in order))
-            self._by_cut = {cut: t for _, by_cut in shards for cut, t in by_cut.items()}
+            dist.all_gather_object(shards, (self._lines, self._padding))
+            self._lines = {number: t for lines, _ in shards for number, t in lines.items()}
+            self._padding = {number: t for _, padding in shards for number, t in padding.items()}
             self._figures = None
 
     def _record(self, cuts, hypotheses) -> None:
         for cut, hypothesis in zip(cuts, hypotheses, strict=True):
             cut = _cut(cut)
             custom = cut.custom or {}
-            self._by_cut[cut.id] = Transcript(
+            number = line_number(custom)
+            if number is None:
+                raise ValueError(
+                    f"validation cut {cut.id!r} has no `{LINE_FIELD}`: validate on harness.trial_manifests' copies"
+                )
+            transcript = Transcript(
                 source_lang=str(custom.get(ORIGINAL_SOURCE_LANG, custom.get("source_lang", "?"))),
                 target_lang=str(custom.get("target_lang", "?")),
                 reference=" ".join(s.text or "" for s in cut.supervisions),
                 hypothesis=getattr(hypothesis, "text", str(hypothesis)),
                 behaviours=line_states(custom, self.behaviours),  # NeMo keeps the manifest's extra fields here
             )
+            (self._padding if _DUPLICATE.search(cut.id) else self._lines)[number] = transcript
 
     def write(self, path: Path) -> Path:
         """The last validation's transcripts as JSON lines (a trial artifact a user can read); with custom
@@ -99,31 +114,24 @@ def _cut(cut):
     return cut.first_non_padding_cut if isinstance(cut, MixedCut) else cut
 
 
-def _listen(metric, record: Callable, *, decodes: bool = True) -> None:
-    """Wrap a NeMo metric's `update` (it receives the batch's cuts) and, where it decodes, its `decode`.
+def _listen(metric, record: Callable) -> None:
+    """Wrap a NeMo metric's `update` (it receives the batch's cuts) and its `decode`, to pair them.
 
-    Both are plain instance attributes in NeMo 3.0 (MultiTaskMetric, WER, BLEU); wrapping is
-    idempotent, and a metric that NeMo rebuilds (`change_prompt`, `change_decoding_strategy`) is
-    wrapped again at the next validation. Without `decodes`, `record(cuts, None)` sees every batch."""
+    Both are plain instance attributes in NeMo 3.0 (WER, BLEU); wrapping is idempotent, and a metric
+    that NeMo rebuilds (`change_prompt`, `change_decoding_strategy`) is wrapped again at the next validation."""
     if getattr(metric, _ATTACHED, False):
         return
-    update = metric.update
+    update, decode = metric.update, metric.decode
     pending: list = []
 
     def update_with_cuts(*args, **kwargs):
         pending[:] = list(kwargs.get("cuts") or [])
-        if not decodes:
-            record(pending, None)
         return update(*args, **kwargs)
 
-    metric.update = update_with_cuts
-    if decodes:
-        decode = metric.decode
+    def decode_and_record(*args, **kwargs):
+        hypotheses = decode(*args, **kwargs)
+        record(pending, hypotheses)  # strict: a hypothesis without its cut would be a silent gap
+        return hypotheses
 
-        def decode_and_record(*args, **kwargs):
-            hypotheses = decode(*args, **kwargs)
-            record(pending, hypotheses)  # strict: a hypothesis without its cut would be a silent gap
-            return hypotheses
-
-        metric.decode = decode_and_record
+    metric.update, metric.decode = update_with_cuts, decode_and_record
     setattr(metric, _ATTACHED, True)

@@ -226,13 +226,13 @@ def _test(job: Job, spec) -> Result:
     """Score a fine-tuned checkpoint on the test manifest and log `test_*` metrics on its run."""
     from nemo.collections.asr.models import EncDecMultiTaskModel
 
-    from harness.behaviours import prompted_data
     from harness.evaluation import evaluate_manifest
     from harness.tracking import Tracker
     from harness.training import inference_context, inference_device
+    from harness.trial_manifests import trial_data
 
     model = EncDecMultiTaskModel.restore_from(job.nemo, map_location=inference_device(spec.training)).eval()
-    test_manifest = prompted_data(spec).test
+    test_manifest = trial_data(spec).test
     assert test_manifest is not None, "the supervisor starts a test run only with data.test"
     with inference_context(spec.training):
         scores = evaluate_manifest(model, Path(test_manifest), spec.data.text_field, spec.custom_tokens)

@@ -18,6 +18,7 @@ import pytest
 import yaml
 from rich.console import Console
 
+from harness.manifest import manifest_lines
 from harness.model_source import packaged_model
 from harness.spec import SweepSpec, load_spec
 from harness.speech import DEMO_RATES, DEMO_VOICES, build_corpus, build_retention_data
@@ -59,6 +60,28 @@ def terse_data(tmp_path_factory) -> dict[str, Path]:
         seed=11,
         terse_fraction=0.5,
     )
+
+
+@pytest.fixture(scope="session")
+def shared_clips(tmp_path_factory) -> Path:
+    """A manifest in the layout of real Canary data, which NeMo gives colliding cut ids (it names a cut
+    after its audio file's stem): each clip as an en->en line, and as an en->de line that either reads
+    the same file or a same-named file (`validation-00001.wav`) in another folder. Nine lines: under 2
+    DDP ranks and a validation batch size of 4, the last round has one cut, so Lhotse pads with a `_dup`."""
+    out = tmp_path_factory.mktemp("shared-clips")
+    # Same seed, voices and rates: the same sentences spoken alike, as ASR lines in one folder and AST in another.
+    corpus = {"splits": {"validation": 5}, "voices": DEMO_VOICES, "rates": DEMO_RATES, "seed": 7}
+    asr = manifest_lines(build_corpus("home", out / "asr", translate_fraction=0.0, **corpus)["validation"])
+    ast = manifest_lines(build_corpus("home", out / "ast", translate_fraction=1.0, **corpus)["validation"])
+    lines = []
+    for index, line in enumerate(asr):
+        lines.append(line)
+        if index < len(ast) - 1:
+            shared = index % 2 == 0
+            lines.append({**ast[index], "audio_filepath": line["audio_filepath"]} if shared else ast[index])
+    manifest = out / "shared.json"
+    manifest.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    return manifest
 
 
 @pytest.fixture(scope="session")

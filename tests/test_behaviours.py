@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.behaviours import ORIGINAL_SOURCE_LANG, prompted_data, write_prompted_manifests
+from harness.behaviours import ORIGINAL_SOURCE_LANG
 from harness.canary import inspect_checkpoint, trial_config
 from harness.errors import HarnessError
 from harness.model_source import packaged_model
@@ -16,6 +16,7 @@ from harness.preflight import check_manifest, preflight
 from harness.spec import BudgetSpec, TrainingSpec, load_spec
 from harness.speech import DEMO_RATES, DEMO_VOICES, build_corpus
 from harness.training import restore_model
+from harness.trial_manifests import trial_data, write_trial_manifests
 from tests.conftest import copy_manifest, spec_dict, write_spec
 
 ON, OFF = "<|spltoken0|>", "<|spltoken1|>"
@@ -38,8 +39,8 @@ def test_the_spec_reads_unquoted_on_and_off_keys(project, terse_data):
 
 def test_prompted_manifests_carry_the_token_after_the_source_language(project, terse_data):
     spec = load_spec(write_spec(project, "prompted", spec_dict(terse_data, custom_tokens=TERSE)))
-    data = write_prompted_manifests(spec)
-    assert data == prompted_data(spec) and data.train != spec.data.train
+    data = write_trial_manifests(spec)
+    assert data == trial_data(spec) and data.train != spec.data.train
     for split in ("train", "validation"):
         original, prompted = _lines(getattr(spec.data, split)), _lines(getattr(data, split))
         assert len(prompted) == len(original)
@@ -62,8 +63,9 @@ def test_retention_lines_without_the_field_take_the_default_else_off(project, te
     retention = {"retention": [str(retention_data), str(with_field)]}
     spec = load_spec(write_spec(project, "keep", spec_dict(terse_data, data=retention, custom_tokens=TERSE)))
     preflight(spec, inspect_checkpoint(packaged_model("canary-tiny")))
-    data = write_prompted_manifests(spec)
-    assert data.retention == [str(spec.state_dir / "prompted" / "keep" / f"retention-{i}.json") for i in (0, 1)]
+    data = write_trial_manifests(spec)
+    folder = spec.state_dir / "manifests" / "keep" / "prompted"
+    assert data.retention == [str(folder / f"retention-{i}.json") for i in (0, 1)]
     plain, switched = _lines(data.retention[0]), _lines(data.retention[1])
     assert {line["source_lang"] for line in plain} == {"<|en|>" + OFF}
     assert [line["source_lang"] for line in switched[:2]] == ["<|en|>" + ON, "<|en|>" + OFF]
@@ -71,9 +73,9 @@ def test_retention_lines_without_the_field_take_the_default_else_off(project, te
 
     on_by_default = {"terse": {**TERSE["terse"], "default": True}}
     spec = load_spec(write_spec(project, "keep", spec_dict(terse_data, data=retention, custom_tokens=on_by_default)))
-    assert {line["source_lang"] for line in _lines(write_prompted_manifests(spec).retention[0])} == {"<|en|>" + ON}
+    assert {line["source_lang"] for line in _lines(write_trial_manifests(spec).retention[0])} == {"<|en|>" + ON}
     assert not load_spec(write_spec(project, "bare", spec_dict(terse_data, data=retention))).custom_tokens
-    assert prompted_data(load_spec("bare")).retention == retention["retention"]  # no behaviours: no copies
+    assert trial_data(load_spec("bare")) == trial_data(load_spec("bare"), released=True)  # no behaviours: one set
 
 
 def _set_first(**changes):
@@ -158,7 +160,7 @@ def test_nemo_puts_the_switched_token_into_the_decoder_prompt(twin, project, ter
     cfg = trial_config(
         info.config,
         {"batch_duration": 30},
-        data=write_prompted_manifests(spec),
+        data=write_trial_manifests(spec),
         training=TrainingSpec(accelerator="cpu"),
         budget=BudgetSpec(max_steps=10, val_check_interval=10),
         seed=0,

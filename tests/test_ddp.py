@@ -5,12 +5,15 @@ import json
 import re
 from pathlib import Path
 
+import jiwer
 import optuna
 import pytest
+import sacrebleu
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from rich.console import Console
 
+from harness.manifest import manifest_lines
 from harness.search_space import load_search_space
 from harness.spec import load_spec
 from harness.study import open_storage
@@ -46,15 +49,14 @@ def _running(pid: int) -> bool:
     return state != "Z"
 
 
-def test_a_two_rank_trial_trains_on_both_and_records_once(project, speech_data, retention_data):
-    retention = {"retention": [str(retention_data)]}
-    spec = load_spec(
-        write_spec(
-            project,
-            "ddp",
-            spec_dict(speech_data, data=retention, budget={"trials": 1}, pruner={"type": "none"}, training=TWO_RANKS),
-        )
-    )
+def test_a_two_rank_trial_trains_on_both_and_records_once(project, speech_data, shared_clips, retention_data):
+    # Validation lines that share clips and file names (one cut id for several lines), 9 of them in batches
+    # of 4: the last round has one cut, which Lhotse pads with a `_dup` copy for rank 1.
+    data = {"validation": str(shared_clips), "retention": [str(retention_data)]}
+    training = TWO_RANKS | {"validation_batch_size": 4}
+    budget = {"trials": 1, "baseline": True}
+    spec_data = spec_dict(speech_data, data=data, budget=budget, pruner={"type": "none"}, training=training)
+    spec = load_spec(write_spec(project, "ddp", spec_data))
     study, client, runs = _sweep(spec)
 
     (trial,) = study.get_trials()
@@ -70,15 +72,33 @@ def test_a_two_rank_trial_trains_on_both_and_records_once(project, speech_data, 
     # One system-metrics monitor, rank 0's: a second would log each step twice.
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")]
     assert steps and len(steps) == len(set(steps))
-    # Both ranks' validation shards are scored: every validation line has its hypothesis.
-    predictions = (trial_dir / "predictions.jsonl").read_text().splitlines()
-    assert len(predictions) == len(speech_data["validation"].read_text().splitlines())
+    # Both ranks' validation shards are scored: every validation line once, under its own identity, for the
+    # trial and the zero-shot baseline, and the figures are jiwer's and sacreBLEU's over those lines.
+    for name, process in (("trial-0000", trial_dir), ("baseline", spec.trials_dir / "baseline")):
+        figures = json.loads((process / "result.json").read_text())["final"]
+        assert _figures_of(process / "predictions.jsonl", shared_clips) == pytest.approx(
+            {key: figures[key] for key in ("val_wer", "val_bleu")}
+        ), name
     result = json.loads((trial_dir / "result.json").read_text())
     assert result["state"] == "complete" and result["steps"] == 20
     # Rank 0 alone scores the whole retention set after training (not its DDP shard: the lines would not
     # pair up with the hypotheses), once.
     assert run.data.metrics["retention_wer"] == result["final"]["retention_wer"]
     assert len(client.get_metric_history(run.info.run_id, "retention_wer")) == 1
+
+
+def _figures_of(predictions: Path, manifest: Path) -> dict[str, float]:
+    """WER and BLEU recomputed with jiwer and sacreBLEU, after checking that the predictions hold each
+    manifest line once, in order."""
+    rows = [json.loads(line) for line in predictions.read_text().splitlines()]
+    lines = manifest_lines(manifest)
+    assert [(r["pair"], r["reference"]) for r in rows] == [
+        (f"{e['source_lang']}-{e['target_lang']}", e["text"]) for e in lines
+    ]
+    asr = [r for r in rows if r["pair"] == "en-en"]
+    ast = [r for r in rows if r["pair"] == "en-de"]
+    bleu = sacrebleu.corpus_bleu([r["hypothesis"] for r in ast], [[r["reference"] for r in ast]]).score / 100
+    return {"val_wer": jiwer.wer([r["reference"] for r in asr], [r["hypothesis"] for r in asr]), "val_bleu": bleu}
 
 
 @pytest.mark.extended  # a second 2-rank trial (about 45 s on 2 cores); the complete one above runs in make test

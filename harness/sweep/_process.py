@@ -27,6 +27,7 @@ from harness.stopping import RANK_VARIABLES, die_with_parent
 from harness.tokenizers import extract_tokenizers
 from harness.tracking import Tracker
 from harness.trial import EXIT_OOM, Job
+from harness.trial_manifests import trial_data
 from harness.trial_record import OOM
 
 LOG_TAIL_LINES = 200
@@ -125,8 +126,8 @@ class Launcher:
         self.tracker.log_artifact(run_id, config_path, "config")
 
     def _data(self, mode: str) -> DataSpec:
-        """The baseline reads the user's manifests; training and the test set the prompted copies, if any."""
-        return self.spec.data if mode == "baseline" else self.data
+        """The baseline reads the plain copies (no behaviour tokens); training and the test set the trials' set."""
+        return trial_data(self.spec, released=True) if mode == "baseline" else self.data
 
     def _manifests(self, mode: str) -> dict[str, str | list[str] | None]:
         """The manifests the process reads, by MLflow dataset context (its run's Dataset column)."""

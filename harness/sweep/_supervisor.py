@@ -21,7 +21,6 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial
 from rich.console import Console
 
-from harness.behaviours import write_prompted_manifests
 from harness.canary import CheckpointInfo, inspect_checkpoint
 from harness.errors import HarnessError
 from harness.model_source import resolve_model
@@ -52,6 +51,7 @@ from harness.sweep._repeats import answer_repeat
 from harness.sweep._slots import default_slots
 from harness.tracking import TRIAL_ROLE, Tracker
 from harness.trial import Result
+from harness.trial_manifests import write_trial_manifests
 from harness.trial_record import OOM, TrialRecord
 
 POLL_SECONDS = 0.25  # how soon a finished trial is noticed (its slot idles until then)
@@ -110,7 +110,7 @@ class Supervisor:
         self.nemo = resolve_model(spec.model)
         self.info = inspect_checkpoint(self.nemo)
         preflight(spec, self.info)
-        self.data = write_prompted_manifests(spec)  # the user's manifests, or copies with behaviour tokens
+        self.data = write_trial_manifests(spec)  # copies with line numbers (and behaviour tokens)
         # Both stores exist before any trial process touches them; the study and its parent run are linked.
         records = open_records(
             spec,
