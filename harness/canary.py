@@ -180,7 +180,8 @@ def _apply_data(cfg: DictConfig, data: DataSpec, training: TrainingSpec, seed: i
 
 # Loader keys a released or user-fine-tuned config may carry that make NeMo read other data than
 # the trial's manifests, or batch or alter it otherwise, each with the value that turns it off
-# (NeMo 3.0's Lhotse dataloader and `setup_training_data`).
+# (NeMo 3.0's Lhotse dataloader, `common/data/lhotse/dataloader.py`, and `setup_training_data`).
+# In validation_ds the augmentations would alter the audio every figure is scored on.
 RELEASED_DATA_KEYS: dict[str, Any] = {
     "input_cfg": None,  # a blend of data sets, read instead of manifest_filepath
     "cuts_path": None,  # Lhotse manifests, read instead of manifest_filepath
@@ -192,8 +193,23 @@ RELEASED_DATA_KEYS: dict[str, Any] = {
     "concatenate_samples": False,  # sampled cuts glued into longer ones
     "perturb_speed": False,  # 0.9x and 1.1x copies mixed in: three times the data, other audio
     "noise_path": None,  # noise mixed into the audio
+    # Each cut cut to a random chunk of this many seconds, its whole transcript kept (`dataloader.py:590`).
+    "truncate_duration": None,
+    # Batch augmentations, each on a share of the cuts (`prob` 0.5 by default; `dataloader.py:693-740`):
+    "lowpass_enabled": False,  # band-limited by resampling (3.5-8 kHz)
+    "clipping_enabled": False,  # amplified up to 24 dB and clipped
+    "rir_enabled": False,  # reverberation, synthetic room responses unless `rir_path`
+    "compression_enabled": False,  # lossy codec (opus) round trip
     "max_tps": float("inf"),  # a scalar drops cuts with more tokens per second (a list only shapes 2-D buckets)
+    "min_tps": -1,  # above 0, drops cuts with fewer tokens per second (`TokenPerSecondFilter`, `dataloader.py:621`)
+    # Not here: `min_tokens` / `max_tokens` (`TokenCountFilter`, `dataloader.py:610`) pass audio cuts through
+    # (`sampling.py:355`); they filter only text examples, which the reset `input_cfg` alone could bring.
 }
+# Model keys that override what a trial sets: `freeze_updates` (`enabled`, `modules: {encoder: 1000}`), read
+# in `on_train_start` (`core/classes/modelPT.py:1948`), freezes and unfreezes modules by step in
+# `on_train_batch_start` (`modelPT.py:1995`): a full fine-tune's encoder frozen for its first steps, then
+# every parameter of a module the freeze mode froze trainable again (`unfreeze()`, `core/classes/module.py:42`).
+RELEASED_MODEL_KEYS: dict[str, Any] = {"freeze_updates": None}
 # Validation batches by `validation_batch_size`; either bucket key turns bucketing back on.
 RELEASED_VALIDATION_KEYS: dict[str, Any] = {"bucket_duration_bins": None, "bucket_batch_size": None}
 # Absolute step counts sized for the release's 100k+ steps: `hold_steps` keeps a short trial at its
@@ -204,7 +220,7 @@ RELEASED_SCHED_KEYS = ("hold_steps", "constant_steps")
 
 
 def released_overrides(cfg: DictConfig) -> list[str]:
-    """The keys of a pretrained config that would bypass the trial's data, batching or step budget.
+    """The keys of a pretrained config that would bypass the trial's data, batching, freezing or step budget.
 
     Which keys, and why each, are the RELEASED_* tables above. `trial_config` resets each
     (schedule keys are removed: NeMo's schedulers take them as keyword arguments, and those
@@ -212,7 +228,7 @@ def released_overrides(cfg: DictConfig) -> list[str]:
     or fine-tuned checkpoint usable; the names are returned so a supervisor can tell the user once
     per sweep what was ignored, e.g. `train_ds.input_cfg`.
     """
-    found = []
+    found = [key for key, off in RELEASED_MODEL_KEYS.items() if _is_on(cfg.get(key), off)]
     for section, keys in (
         ("train_ds", RELEASED_DATA_KEYS),
         ("validation_ds", RELEASED_DATA_KEYS | RELEASED_VALIDATION_KEYS),
@@ -225,13 +241,22 @@ def released_overrides(cfg: DictConfig) -> list[str]:
 
 
 def _is_on(value: Any, off: Any) -> bool:
-    if isinstance(off, float):  # max_tps: only a finite scalar filters
-        return isinstance(value, int | float) and not isinstance(value, bool) and value < off
-    return bool(value) if off is False else value is not None
+    """Whether NeMo acts on `value`, for a key that `off` turns off."""
+    if off is False:
+        return bool(value)
+    if isinstance(off, int | float):  # the token-rate filters, as NeMo's `TokenPerSecondFilter.enabled`
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        return number and (value < off if isinstance(off, float) else value > 0)  # max_tps: a list is no filter
+    if isinstance(value, DictConfig):  # freeze_updates: a block of settings that acts only when enabled
+        return bool(value.get("enabled", False))
+    return value is not None
 
 
 def _reset_released_keys(cfg: DictConfig) -> None:
     for name in released_overrides(cfg):
+        if name in RELEASED_MODEL_KEYS:
+            cfg[name] = RELEASED_MODEL_KEYS[name]
+            continue
         section, key = name.rsplit(".", 1)
         node = OmegaConf.select(cfg, section)
         if section == "optim.sched":

@@ -3,9 +3,11 @@
 One definition everywhere (validation, baseline, test set, reproduction), so the overall figure
 and the per-pair figures of one model always agree:
 - `wer`: corpus WER (word edits over reference words, jiwer) on same-language samples, text as written.
-- `wer_normalized`: the same after normalising both sides: lower-case, punctuation stripped, spaces
-  collapsed, and for English Whisper's English normaliser first (numbers, contractions, fillers).
-  Canary writes punctuation and capitals; speech teams compare normalised WER.
+- `wer_normalized`: the same after normalising both sides: for English, Whisper's English normaliser
+  first (OpenAI's rules: spelled numbers to digits, contractions expanded, fillers and bracketed words
+  dropped, British spellings to American with OpenAI's table); then, every language, lower-case,
+  punctuation stripped, spaces collapsed. Canary writes punctuation and capitals; speech teams compare
+  normalised WER.
 - `bleu`: sacreBLEU corpus BLEU (13a tokenisation, default smoothing) on translation samples, 0..1.
 Overall figures are corpus figures over all pairs of their kind, not means of the per-pair ones.
 Each group of lines (a pair, the lines with a custom behaviour on, those with it off) gets the same
@@ -16,9 +18,11 @@ would read better, but MLflow refuses `=` in metric names.)
 from __future__ import annotations
 
 import functools
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 import jiwer
@@ -57,10 +61,16 @@ _BASIC = jiwer.Compose([jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.Re
 
 @functools.cache
 def _english_normalizer():
-    """Whisper's English normaliser, shipped with transformers (a NeMo dependency): no extra install."""
+    """Whisper's English normaliser with its British->American spelling table, read from installed files.
+
+    transformers (a NeMo dependency) ships OpenAI's code but loads the table from the hub
+    (`normalizer.json`), out of reach offline; whisper_normalizer (NeMo's `asr` extra) ships it as
+    `normalizers/english.json`, the same 1739 entries as openai-whisper's. Its own normaliser adds
+    rules OpenAI's lacks ("cause" -> "because"), so only its table is used."""
     from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
 
-    return EnglishTextNormalizer({})
+    table = resources.files("whisper_normalizer").joinpath("normalizers/english.json").read_text(encoding="utf-8")
+    return EnglishTextNormalizer(json.loads(table))
 
 
 def normalize(text: str, lang: str) -> str:

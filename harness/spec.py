@@ -57,9 +57,10 @@ class BudgetSpec:
 
 @dataclass
 class ObjectiveSpec:
-    """What Optuna optimises: WER as written (minimise), `wer_normalized` (WER after lower-casing and
-    stripping punctuation, minimise), BLEU (maximise), `wer - bleu_weight * bleu`, or `pareto`:
-    WER and BLEU at once (a multi-objective study; its trials are not pruned)."""
+    """What Optuna optimises: WER as written (minimise), `wer_normalized` (WER after Whisper's English
+    normaliser with OpenAI's spelling table for English, then lower-casing and stripping punctuation;
+    minimise), BLEU (maximise), `wer - bleu_weight * bleu`, or `pareto`: WER and BLEU at once (a
+    multi-objective study; its trials are not pruned)."""
 
     metric: Literal["wer", "wer_normalized", "bleu", "mix", "pareto"] = "wer"
     bleu_weight: float = 1.0
@@ -73,7 +74,10 @@ class ObjectiveSpec:
         wer = "WER on the text as written (case and punctuation count)"
         return {
             "wer": wer,
-            "wer_normalized": "normalised WER (lower-cased, punctuation stripped, Whisper's English normaliser)",
+            "wer_normalized": (
+                "normalised WER (English through Whisper's normaliser and spelling table; lower-cased, "
+                "punctuation stripped)"
+            ),
             "bleu": "corpus BLEU (sacreBLEU, 13a)",
             "mix": f"{wer} minus {self.bleu_weight:g} x corpus BLEU",
             "pareto": f"{wer} and corpus BLEU together (Pareto front)",

@@ -2,9 +2,10 @@
 
 import io
 import tarfile
+from types import SimpleNamespace
 
 import pytest
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from harness.canary import inspect_checkpoint, read_config, released_overrides, trial_config
 from harness.errors import HarnessError
@@ -78,7 +79,23 @@ def test_batches_are_filled_by_1d_duration_buckets_that_batch_duration_governs(t
     assert bins[0] == pytest.approx(0.1 + 39.9 / 15) and bins[-1] == pytest.approx(40.0 - 39.9 / 15)
 
 
+AUGMENTATIONS = ["lowpass_enabled", "clipping_enabled", "rir_enabled", "compression_enabled"]
+
+
+def _nemo_freeze_updates(cfg):
+    """What NeMo's `on_train_start` makes of the config's `freeze_updates`: the per-step freezing plan, or None."""
+    from nemo.core.classes.modelPT import ModelPT
+
+    model = SimpleNamespace(cfg=cfg)  # the hook reads `self.cfg` and sets `self._freeze_cfg`, nothing else
+    ModelPT.on_train_start(model)
+    return model._freeze_cfg
+
+
 def test_released_keys_that_bypass_the_trial_are_named_and_reset(tiny_nemo):
+    from lhotse.testing.dummies import dummy_cut
+    from nemo.collections.common.data.lhotse.dataloader import make_structured_with_schema_warnings
+    from nemo.collections.common.data.lhotse.sampling import TokenCountFilter, TokenPerSecondFilter
+
     from tools.twins import apply_overriding_keys
 
     base = read_config(tiny_nemo)
@@ -86,24 +103,44 @@ def test_released_keys_that_bypass_the_trial_are_named_and_reset(tiny_nemo):
     dirty = read_config(tiny_nemo)
     apply_overriding_keys(dirty, "/elsewhere/other.json")
     dirty.optim.sched.hold_ratio = 0.1  # relative to max_steps, which is the trial's: kept
+    with open_dict(dirty):
+        dirty.freeze_updates = {"enabled": True, "modules": {"encoder": 1000}}  # encoder frozen 1000 steps
+        dirty.train_ds.update(truncate_duration=2.0, min_tps=3, min_tokens=2, max_tokens=8)
+        dirty.train_ds.update(dict.fromkeys(AUGMENTATIONS, True))
+        dirty.validation_ds.lowpass_enabled = True  # would alter the audio every figure is scored on
     data_keys = ["input_cfg", "cuts_path", "shar_path", "tarred_audio_filepaths", "is_tarred"]
-    data_keys += ["use_multimodal_sampling", "concatenate_samples", "perturb_speed", "noise_path", "max_tps"]
+    data_keys += ["use_multimodal_sampling", "concatenate_samples", "perturb_speed", "noise_path", "truncate_duration"]
+    data_keys += [*AUGMENTATIONS, "max_tps", "min_tps"]
     named = released_overrides(dirty)
-    assert named == [f"train_ds.{k}" for k in data_keys] + [
+    assert named == ["freeze_updates"] + [f"train_ds.{k}" for k in data_keys] + [
         "validation_ds.input_cfg",
+        "validation_ds.lowpass_enabled",
         "validation_ds.bucket_duration_bins",
         "validation_ds.bucket_batch_size",
         "optim.sched.hold_steps",
     ]
+    assert _nemo_freeze_updates(dirty)["modules"] == {"encoder": 1000}  # NeMo would act on each of them
+    nemo_dirty = make_structured_with_schema_warnings(dirty.train_ds)
+    assert TokenPerSecondFilter(nemo_dirty.min_tps, float("inf")).enabled  # min_tps alone filters
+
     cfg = _surgery(dirty, {"batch_duration": 30})
     assert released_overrides(cfg) == []
     train, val = cfg.train_ds, cfg.validation_ds
     assert train.input_cfg is None and train.cuts_path is None and train.shar_path is None and not train.is_tarred
     assert not (train.use_multimodal_sampling or train.concatenate_samples or train.perturb_speed)
-    assert train.noise_path is None and train.max_tps == float("inf")
+    assert train.noise_path is None and train.max_tps == float("inf") and train.min_tps == -1
     assert train.manifest_filepath == "/d/train.json" and train.batch_duration == 30.0
     assert val.input_cfg is None and val.bucket_duration_bins is None and val.bucket_batch_size is None
     assert "hold_steps" not in cfg.optim.sched and cfg.optim.sched.hold_ratio == 0.1
+    # As NeMo reads them: no freezing plan, no truncation, no augmentation, no token-rate filter.
+    assert cfg.freeze_updates is None and _nemo_freeze_updates(cfg) is None
+    for loader in (train, val):
+        nemo_loader = make_structured_with_schema_warnings(loader)
+        assert nemo_loader.truncate_duration is None and not any(nemo_loader[key] for key in AUGMENTATIONS)
+        assert not TokenPerSecondFilter(nemo_loader.min_tps, nemo_loader.max_tps).enabled
+    # Kept, and harmless: NeMo's token-count filter lets every audio cut through, whatever its bounds.
+    assert (train.min_tokens, train.max_tokens) == (2, 8)
+    assert TokenCountFilter(train.min_tokens, train.max_tokens, measure_total_length=True)(dummy_cut(0))
     assert dirty.train_ds.input_cfg[0].manifest_filepath == "/elsewhere/other.json"  # base untouched
 
 

@@ -23,6 +23,18 @@ def test_normalised_wer_forgives_case_punctuation_and_spelled_numbers_in_english
     assert metrics["wer_normalized"] == 0.0 and metrics["wer"] > 0.4
 
 
+def test_normalised_wer_is_whispers_english_normalisation_with_its_spelling_table():
+    """OpenAI's British->American table (read from installed files, no download) and its number rules; only
+    OpenAI's rules: whisper_normalizer's extra "cause" -> "because" would rewrite the noun."""
+    metrics = score(_rows("en-en", [("the colour of twenty five lamps", "The color of 25 lamps.")]))
+    assert metrics["wer_normalized"] == 0.0 and metrics["wer"] == pytest.approx(5 / 6)  # all but "of" as written
+    assert normalize("the colour", "en") == normalize("the color", "en") == "the color"
+    assert normalize("the centre of the catalogue", "en") == "the center of the catalog"
+    assert normalize("twenty five", "en") == normalize("25", "en") == "25"
+    assert normalize("the cause", "en") == "the cause"
+    assert normalize("colour", "de") == "colour"  # the table is English
+
+
 def test_other_languages_get_the_basic_rules_only():
     assert normalize("Schalte das  Licht AUS, bitte!", "de") == "schalte das licht aus bitte"
     assert normalize("Il est 25 heures.", "fr") == "il est 25 heures"  # numbers are left as written

@@ -118,3 +118,54 @@ def test_no_pruner_for_none_or_a_pareto_sweep(project):
 def test_pruner_keys_of_another_type_are_refused(project, pruner, message):
     with pytest.raises(HarnessError, match=message):
         _spec(project, pruner)
+
+
+def _filed(trial: optuna.trial.FrozenTrial, first: int, factor: int = 3) -> dict[int, float]:
+    """The values a trial filed under successive-halving rungs (`completed_rung_<k>` system attrs), by the
+    rung's step: rung k of a bracket whose first rung is `first` steps sits at `first * factor**k`."""
+    prefix = "completed_rung_"
+    return {
+        first * factor ** int(key[len(prefix) :]): value
+        for key, value in trial.system_attrs.items()
+        if key.startswith(prefix)
+    }
+
+
+def test_successive_halving_files_a_long_warm_up_only_under_the_rungs_after_it(project):
+    """Rungs at 50 and 150 (the budget's 20-step warm-up). A trial warming up for 120 steps is first judged at
+    150: Optuna's pruner would file that one value under rung 0 (step 50) and rung 1 at once, so rung 0 would
+    meet a value from 100 steps later. It goes under rung 1 only; rung 0 stays the trials judged at step 50."""
+    pruner = make_pruner(_spec(project, {"type": "successive_halving"}))
+    study = optuna.create_study(direction="minimize", pruner=pruner)
+    assert _pruned_at(study, (0.5, 0.4, 0.3, 0.2)) is None
+    assert _pruned_at(study, (0.9, 0.2, 0.1, 0.05), {"warmup_fraction": 0.6}) is None  # warm-up 120 steps
+    # Warm-up 100 steps: not judged at 100 (no rung there), at 150 against 0.3 and 0.1 from that step.
+    assert _pruned_at(study, (0.95, 0.25, 0.15, 0.1), {"warmup_fraction": 0.5}) == 150
+    # Rung 0 holds 0.5 alone, so 0.45 is the best of two and goes on (against 0.1 from step 150 it would not);
+    # at 150 it meets the warmed-up trials' values from that step, and is pruned.
+    assert _pruned_at(study, (0.45, 0.3, 0.25, 0.2)) == 150
+    filed = [_filed(trial, 50) for trial in study.trials]
+    assert filed == [{50: 0.5, 150: 0.3}, {150: 0.1}, {150: 0.15}, {50: 0.45, 150: 0.25}], filed
+
+
+def test_hyperband_files_a_long_warm_up_only_under_its_brackets_rungs_after_it(project):
+    """Brackets with rungs at 50 and 150, or at 150 only. Every value a trial files is the one it reported at
+    that rung's step, after its warm-up: none under a rung passed while it warmed up, none under two rungs."""
+    pruner = make_pruner(_spec(project, {"type": "hyperband"}))
+    study = optuna.create_study(study_name="hyperband", direction="minimize", pruner=pruner)
+    warm_ups = [0.1, 0.6] * 6  # 20 or 120 steps
+    for n, fraction in enumerate(warm_ups):
+        _pruned_at(study, (0.9 - n / 100, 0.6 - n / 100, 0.3 - n / 100, 0.2), {"warmup_fraction": fraction})
+    brackets = [pruner.inner._get_bracket_id(study, t) for t in study.trials]
+    first_rungs = {0: 50, 1: 150}
+    long_in_bracket_0 = [
+        t for t, b in zip(study.trials, brackets, strict=True) if b == 0 and t.params["warmup_fraction"] == 0.6
+    ]
+    assert long_in_bracket_0, brackets  # the case under test occurs
+    for trial, bracket in zip(study.trials, brackets, strict=True):
+        filed = _filed(trial, first_rungs[bracket])
+        warm_up = round(trial.params["warmup_fraction"] * 200)
+        assert filed, (trial.number, bracket)  # every trial was judged at a rung after its warm-up
+        assert all(step >= warm_up for step in filed), (trial.number, bracket, filed)
+        assert filed == {step: trial.intermediate_values[step] for step in filed}, (trial.number, bracket, filed)
+    assert all(_filed(t, 50) == {150: t.intermediate_values[150]} for t in long_in_bracket_0)

@@ -109,8 +109,9 @@ def _against_baseline(spec: SweepSpec, summary: SweepSummary) -> list[Block]:
         Heading("Best trial against the zero-shot baseline"),
         Text(
             "Validation set; WER and BLEU are 0..1 fractions. Per-pair rows are `source-target` language pairs. "
-            "`wer` compares the text as written; `wer_normalized` lower-cases both sides, strips punctuation and "
-            "applies Whisper's English normaliser to English; `bleu` is sacreBLEU corpus BLEU (13a). Overall rows "
+            "`wer` compares the text as written; `wer_normalized` first applies Whisper's English normaliser to "
+            "English (numbers as digits, contractions expanded, fillers dropped, British spellings as American), "
+            "then lower-cases both sides and strips punctuation; `bleu` is sacreBLEU corpus BLEU (13a). Overall rows "
             "are corpus figures over all pairs of their kind."
         ),
         Table(COMPARISON_HEADERS, comparison_rows(names, baseline, final)),
