@@ -177,7 +177,10 @@ def test_a_checkpoint_carrying_other_data_and_batching_keys_still_trains_on_the_
     trainer = build_trainer(training, max_steps=4, val_check_interval=4, callbacks=[stats, batches])
     model = restore_model(dirty, cfg, trainer=trainer)
     assert next(iter(model._validation_dl)).audio.shape[0] == 4  # validation_batch_size, not 2-D buckets
+    encoder = {name: p.detach().clone() for name, p in model.encoder.named_parameters()}
     trainer.fit(model)
+    # freeze_updates would have kept the encoder frozen whatever the trial's freeze mode ("none" here).
+    assert any(not torch.equal(p, encoder[name]) for name, p in model.encoder.named_parameters())
     train_lines = [json.loads(line) for line in speech_data["train"].read_text().splitlines()]
     durations = {line["audio_filepath"]: line["duration"] for line in train_lines}
     assert len(batches.seen) == 4 and stats.summary()["train_audio_seconds"] > 0

@@ -68,8 +68,9 @@ CLUSTER_DATA = "/data/ASR/canary-twins/commands"
 def apply_overriding_keys(cfg: Any, other_manifest: str = f"{CLUSTER_DATA}/blend_manifest.json") -> None:
     """Write the loader and schedule keys that would bypass a trial (in place, as a released or
     user-fine-tuned checkpoint might carry them): a blend of other data, tarred shards, token-based
-    batching, cut concatenation, speed and noise augmentation, a tokens-per-second filter,
-    validation buckets and absolute hold steps.
+    batching, cut concatenation, speed and noise augmentation, tokens-per-second filters, truncation,
+    Lhotse's audio augmentations, NeMo's step-wise `freeze_updates`, validation buckets and absolute
+    hold steps.
 
     `other_manifest` is the data they point at; a test passes a real manifest, so that a trial
     that kept them would train on it silently. The packaged twins do not carry these keys
@@ -90,7 +91,14 @@ def apply_overriding_keys(cfg: Any, other_manifest: str = f"{CLUSTER_DATA}/blend
             perturb_speed=True,
             noise_path=other_manifest,
             max_tps=1.0,  # tokens per second: drops nearly every cut
+            min_tps=100.0,  # likewise, from below
+            truncate_duration=1.0,  # a 1 s chunk of each cut, trained against its whole transcript
+            lowpass_enabled=True,
+            clipping_enabled=True,
+            rir_enabled=True,
+            compression_enabled=True,
         )
+        cfg.freeze_updates = {"enabled": True, "modules": {"encoder": -1}}  # NeMo would keep the encoder frozen
         cfg.validation_ds.update(
             input_cfg=blend,
             bucket_duration_bins=RELEASED_BUCKET_BINS,
