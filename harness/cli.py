@@ -76,8 +76,10 @@ def _report(args: argparse.Namespace, console: Console) -> int:
 def _publish(spec, console: Console, *, html: bool) -> bool:
     """Print the summary, then write the report page (Markdown, HTML, best.yaml) and log it to MLflow.
     True when the sweep has a complete trial."""
-    from harness.report import print_report, write_report
+    from harness.outputs import check_dir
+    from harness.report import print_report, report_dir, write_report
 
+    check_dir(report_dir(spec), f"the report to {report_dir(spec)}", fix="move the file away")  # not mkdir's error
     summary = print_report(spec, console)
     files = write_report(spec, html_report=html)
     for warning in files.warnings:
@@ -180,9 +182,10 @@ def _check_transcribe_input(args: argparse.Namespace, info: CheckpointInfo, swit
 
 
 def _demo_data(args: argparse.Namespace, console: Console) -> int:
+    from harness.outputs import make_dir
     from harness.speech import build_demo_data
 
-    manifests = build_demo_data(args.out)
+    manifests = build_demo_data(make_dir(args.out, f"`--out {args.out}`"))
     for split, path in manifests.items():
         console.print(f"{split}: {path}")
     return 0
@@ -285,6 +288,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print("[yellow]Interrupted; no trial or run was in flight, so nothing needed recording.[/]")
         return EXIT_CODES[INTERRUPTED]
+    except Exception as exc:  # a full disk where no store handler met it (report files, manifests): one line
+        from harness.stores import disk_full, full_disk_text
+
+        if not disk_full(exc):
+            raise
+        console.print(f"[red]error:[/] {escape(full_disk_text(exc))}", highlight=False)
+        return 2
 
 
 if __name__ == "__main__":

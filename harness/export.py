@@ -12,6 +12,7 @@ from pathlib import Path
 from optuna.trial import FrozenTrial
 
 from harness.errors import HarnessError
+from harness.outputs import check_dir, make_dir
 from harness.report import summarize
 from harness.spec import SweepSpec
 from harness.study import no_best_reason
@@ -43,7 +44,12 @@ def checkpoint_path(spec: SweepSpec, number: int) -> Path:
 
 
 def export_model(spec: SweepSpec, number: int | None, out: Path) -> tuple[FrozenTrial, Path]:
-    """Copy the trial's `model.nemo` to `out` (a file, or a directory to put `<sweep>-trial-NNNN.nemo` in)."""
+    """Copy the trial's `model.nemo` to `out` (a file, or a directory to put `<sweep>-trial-NNNN.nemo` in).
+
+    An `out` that cannot be written (a file where a folder must be) is refused before the study is read."""
+    what = f"`--out {out}`"
+    if not out.is_dir():
+        check_dir(out.parent, what)
     trial = choose_trial(spec, number)
     source = checkpoint_path(spec, trial.number)
     if not source.is_file():
@@ -54,6 +60,12 @@ def export_model(spec: SweepSpec, number: int | None, out: Path) -> tuple[Frozen
             f"`harness reproduce {spec.name} --trial {trial.number}`."
         )
     target = out / f"{spec.name}-{run_name(trial.number)}.nemo" if out.is_dir() else out
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)
+    make_dir(target.parent, what)
+    try:
+        shutil.copyfile(source, target)
+    except OSError as exc:
+        raise HarnessError(
+            f"Cannot write {what}: copying to {target} failed ({exc.strerror or exc}); choose another path, or "
+            "free space or permissions there."
+        ) from None
     return trial, target

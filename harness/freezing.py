@@ -12,8 +12,11 @@ preprocessor (dither) and `spec_augmentation` always stay in train mode, because
 SpecAugment only while the top-level model is training (`EncDecMultiTaskModel.forward`). Only the
 frozen submodules are put in eval mode.
 
-`transcribe()` and Lightning's evaluation loop reset train/eval modes, so `FreezeCallback`
-re-applies the mode whenever training (re)starts.
+`FreezeCallback` freezes in `setup`, before the Trainer's strategy wraps the model: DDP registers
+only the parameters that need gradients when it wraps, so a parameter frozen after the wrap is one it
+waits for forever ("parameters that were not used in producing the loss"). `transcribe()` and
+Lightning's evaluation loop reset train/eval modes, so it re-applies the mode whenever training
+(re)starts; the trainable set is the same every time, so the wrap stays valid.
 """
 
 from __future__ import annotations
@@ -82,10 +85,15 @@ def apply_freeze(model: nn.Module, mode: str) -> None:
 
 
 class FreezeCallback(Callback):
-    """Re-apply the freezing mode at the start of training and after every validation."""
+    """Freeze before the DDP wrap; re-apply the modes at the start of training and after every validation."""
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Lightning calls this before `strategy.setup` wraps the model (DDP), on every rank."""
+        if stage == TrainerFn.FITTING:
+            apply_freeze(pl_module, self.mode)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         apply_freeze(pl_module, self.mode)

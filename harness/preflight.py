@@ -2,10 +2,11 @@
 
 Every problem is collected, located (`file:line` or spec key) and reported at once; nothing
 trains while any remains. What is checked is what would otherwise fail late or, worse, train
-silently on garbage: unreadable manifests, missing or undecodable audio, zero durations, empty
-transcripts, a text field that is not there, languages the tokenizer cannot produce, prompt
-fields the prompt format requires, custom behaviours (tokens the tokenizer has, a switch on every
-line, no decoder context they would break), and a validation set with no samples for the objective.
+silently on garbage: unreadable manifests, missing or undecodable audio, zero durations or durations
+that do not match the audio (`duration_mismatch`), empty transcripts, a text field that is not there,
+languages the tokenizer cannot produce, prompt fields the prompt format requires, custom behaviours
+(tokens the tokenizer has, a switch on every line, no decoder context they would break), and a
+validation set with no samples for the objective.
 Retention manifests (`data.retention`) are checked like the others; their lines may omit a behaviour's
 field (see `harness.behaviours`).
 """
@@ -26,7 +27,15 @@ from harness.tokenizers import special_tokens
 
 SHOWN = 25
 TEXT_FIELD_CANDIDATES = ("text", "answer", "transcript", "sentence", "pred_text")
-DURATION_SLACK = 0.25  # seconds a manifest duration may exceed the audio file
+# How far a manifest `duration` may differ from the audio file, either way: the larger of the first two, at most
+# the third. Manifests round durations (2-3 decimals: 5 ms), and decoders disagree on compressed audio (codec delay
+# and padding, about 0.1 s; a VBR file's length estimated from its bitrate, a share of the whole). Lhotse refuses,
+# in every trial, a line with a `sampling_rate` whose audio is off by more than 0.5 s (its default
+# LHOTSE_AUDIO_DURATION_MISMATCH_TOLERANCE). A bigger gap is another file, a wrong sample rate, or audio trimmed
+# after the manifest was written.
+DURATION_TOLERANCE_S = 0.1
+DURATION_TOLERANCE_SHARE = 0.01
+DURATION_TOLERANCE_MAX_S = 0.5
 
 
 def check_spec(spec: SweepSpec) -> list[Problem]:
@@ -105,7 +114,7 @@ def _check_entry(path: Path, entry: Entry, spec: SweepSpec, info: CheckpointInfo
         problems.append(Problem(where, "missing `audio_filepath`"))
     else:
         known = None if duration_problem else duration
-        problems += _check_audio(where, resolve_audio(path, audio), known, model_sample_rate(info))
+        problems += _check_audio(where, resolve_audio(path, audio), known, data.get("offset"), model_sample_rate(info))
     if duration_problem:
         problems.append(Problem(where, duration_problem))
     elif split == "train" and duration is not None and duration > spec.training.max_duration:
@@ -175,13 +184,54 @@ def audio_problem(audio: Path, sample_rate: int | None) -> tuple[float | None, s
     )
 
 
-def _check_audio(where: str, audio: Path, duration: float | None, sample_rate: int | None) -> list[Problem]:
+def _check_audio(
+    where: str, audio: Path, duration: float | None, offset: object, sample_rate: int | None
+) -> list[Problem]:
     actual, problem = audio_problem(audio, sample_rate)
     if problem:
         return [Problem(where, problem)]
-    if duration is not None and actual is not None and duration > actual + DURATION_SLACK:
-        return [Problem(where, f"`duration` {duration:.2f}s is longer than the audio ({actual:.2f}s)")]
-    return []
+    if duration is None or actual is None:
+        return []
+    problem = duration_mismatch(duration, offset, actual)
+    return [Problem(where, problem)] if problem else []
+
+
+def duration_tolerance(actual: float) -> float:
+    """Seconds a manifest duration may be off: `DURATION_TOLERANCE_S` or `DURATION_TOLERANCE_SHARE` of the audio,
+    whichever is larger (rounding and decoder differences), at most `DURATION_TOLERANCE_MAX_S` (Lhotse's limit)."""
+    return min(DURATION_TOLERANCE_MAX_S, max(DURATION_TOLERANCE_S, DURATION_TOLERANCE_SHARE * actual))
+
+
+def duration_mismatch(duration: float, offset: object, actual: float) -> str | None:
+    """Why a line's `duration` (and `offset`) do not fit its audio of `actual` seconds, or None.
+
+    Both directions matter (measured with NeMo 3.0's Lhotse adapter, `nemo_adapters.py` `_create_cut`): with an
+    `offset` NeMo cuts the audio to `offset` + `duration`, so a short duration trains on a clipped utterance
+    against its whole transcript; with a `sampling_rate` Lhotse refuses, in every trial, audio whose length is
+    off by more than 0.5 s; without either NeMo reads the whole file, and the wrong figure misleads the
+    `training.max_duration` check and the report's hours of audio. A gap this large points at the wrong file
+    or the wrong rate. With an `offset` the line is a segment of a longer file: it must end inside the file."""
+    tolerance = duration_tolerance(actual)
+    beyond = (
+        f"beyond the {tolerance:.2f}s tolerance ({DURATION_TOLERANCE_S:g}s or {DURATION_TOLERANCE_SHARE:.0%} of the "
+        f"audio, whichever is larger, at most {DURATION_TOLERANCE_MAX_S:g}s)"
+    )
+    fix = "write the audio's length in seconds (e.g. from `soxi -D FILE`), or point the line at its own audio file"
+    if offset is not None:
+        if isinstance(offset, bool) or not isinstance(offset, int | float) or not 0 <= offset < math.inf:
+            return f"`offset` must be a number of seconds >= 0 into the audio file, not {offset!r}"
+        end = offset + duration
+        if end <= actual + tolerance:
+            return None
+        return (
+            f"`offset` {offset:.2f}s + `duration` {duration:.2f}s ends {end - actual:.2f}s past the end of the "
+            f"audio ({actual:.2f}s), {beyond}: {fix}"
+        )
+    gap = duration - actual
+    if abs(gap) <= tolerance:
+        return None
+    how = "longer" if gap > 0 else "shorter"
+    return f"`duration` {duration:.2f}s is {abs(gap):.2f}s {how} than the audio ({actual:.2f}s), {beyond}: {fix}"
 
 
 def _check_text(where: str, data: dict, text_field: str) -> list[Problem]:

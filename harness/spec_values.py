@@ -51,7 +51,11 @@ _LIMITS: dict[str, tuple[Callable[[float], bool], str]] = {
     "budget.warmup_fraction": (lambda v: 0 <= v < 1, "at least 0 and below 1 (the share of max_steps)"),
     "budget.max_retries": (lambda v: v >= 0, "at least 0"),
     "objective.bleu_weight": (lambda v: v >= 0, "at least 0"),
-    "objective.retention_max_wer_increase": (lambda v: True, "a finite fraction (0.05: 5 WER points), or null"),
+    # Below 0 it demands that fine-tuning on a new domain improve the old one: every trial would be infeasible.
+    "objective.retention_max_wer_increase": (
+        lambda v: v >= 0,
+        "a fraction of at least 0 (0.05: up to 5 WER points above the zero-shot model's retention WER), or null",
+    ),
     "pruner.n_startup_trials": (lambda v: v >= 0, "at least 0"),
     "pruner.n_warmup_steps": (lambda v: v >= 0, "at least 0, or null for each trial's learning-rate warm-up"),
     "pruner.reduction_factor": (lambda v: v >= 2, "at least 2 (each rung keeps the best 1/reduction_factor)"),

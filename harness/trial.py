@@ -5,7 +5,8 @@ starts this process, and reads `result.json` when it exits. A process per trial 
 memory on exit and turns a crash or OOM into one failed trial instead of a dead sweep.
 Exit codes: 0 finished (complete or pruned, see result.json), 3 out of memory, other = crash.
 With `training.devices > 1` this process is DDP rank 0 and Lightning starts the other ranks as
-`python -m harness.trial <trial_dir>` too; only rank 0 reports, saves and writes `result.json`.
+`python -m harness.trial <trial_dir>` too; only rank 0 reports and saves. Every rank writes its own
+result (`result_file`): Lightning kills rank 0 when another rank fails, so rank 0 alone cannot say why.
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ from typing import Any, NoReturn
 EXIT_OOM = 3
 MODEL_FILE = "model.nemo"
 PREDICTIONS_FILE = "predictions.jsonl"  # the last validation's transcripts (pair, reference, hypothesis)
+
+
+def result_file(rank: int) -> str:
+    """Rank 0's `result.json` (the trial's record), `result.rank<k>.json` for the other DDP ranks."""
+    return "result.json" if rank == 0 else f"result.rank{rank}.json"
 
 
 @dataclass
@@ -65,12 +71,12 @@ class Result:
     reason: str | None = None
     wall_seconds: float = 0.0
 
-    def write(self, trial_dir: Path) -> None:
-        (trial_dir / "result.json").write_text(json.dumps(asdict(self), indent=2))
+    def write(self, trial_dir: Path, rank: int = 0) -> None:
+        (trial_dir / result_file(rank)).write_text(json.dumps(asdict(self), indent=2))
 
     @classmethod
-    def read(cls, trial_dir: Path) -> Result | None:
-        path = trial_dir / "result.json"
+    def read(cls, trial_dir: Path, rank: int = 0) -> Result | None:
+        path = trial_dir / result_file(rank)
         return cls(**json.loads(path.read_text())) if path.is_file() else None
 
 
@@ -265,11 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         traceback.print_exc()
         reason, code = classify_failure(exc)
-        if rank == 0 or not (trial_dir / "result.json").exists():  # a rank's OOM is the trial's
-            Result(state="fail", reason=reason).write(trial_dir)
+        Result(state="fail", reason=reason).write(trial_dir, rank)  # the supervisor weighs every rank's
         return code
-    if rank == 0:
-        result.write(trial_dir)
+    result.write(trial_dir, rank)
     return 0
 
 

@@ -2,7 +2,10 @@
 
 import io
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import jiwer
@@ -13,12 +16,16 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from rich.console import Console
 
+from harness.fault_injection import FAULT_ENV
+from harness.freezing import is_bn_or_se
 from harness.manifest import manifest_lines
-from harness.search_space import load_search_space
+from harness.report import memory_rows
+from harness.search_space import FREEZE_MODES, load_search_space
 from harness.spec import load_spec
-from harness.study import open_storage
-from harness.sweep import Supervisor
-from tests.conftest import spec_dict, write_spec
+from harness.study import MEMORY_CONSTRAINT, open_storage
+from harness.sweep import Supervisor, trial_result
+from harness.trial import EXIT_OOM, Result, result_file
+from tests.conftest import REPO, spec_dict, write_spec
 from tests.helpers import load_study
 
 TWO_RANKS = {"accelerator": "cpu", "devices": 2}
@@ -127,3 +134,148 @@ def test_a_pruned_two_rank_trial_ends_on_both_ranks(project, speech_data):
     ends = _rank_ends(spec.trials_dir / "trial-0001")
     assert {rank: step for rank, (_, step) in ends.items()} == {0: 10, 1: 10}
     assert not any(_running(pid) for pid, _ in ends.values())
+
+
+def test_out_of_memory_on_rank_1_is_the_trials_oom_not_a_crash(project, speech_data, monkeypatch):
+    """Rank 1 runs out of memory at its first step; rank 0 then fails in the collective rank 1 left, or is
+    killed by Lightning first. The trial is still an OOM, infeasible and not retried, as on one device."""
+    monkeypatch.setenv(FAULT_ENV, "oom_rank:1")
+    budget = {"trials": 1, "max_retries": 1}
+    spec = load_spec(write_spec(project, "ddp-oom", spec_dict(speech_data, budget=budget, training=TWO_RANKS)))
+    params = {"lr": 1e-3, "batch_duration": 10, "freeze": "none", "use_loss_mask_for_prompt": True}
+    study = optuna.create_study(study_name="ddp-oom", storage=open_storage(spec.storage_url), direction="minimize")
+    study.enqueue_trial(params)
+    study, client, runs = _sweep(spec)
+
+    (trial,) = study.get_trials()  # no retry queued
+    assert trial.state == TrialState.PRUNED and trial.constraints == {MEMORY_CONSTRAINT: 1.0}, trial.user_attrs
+    assert trial.user_attrs["fail_reason"] == "oom" and not trial.user_attrs["requeued"]
+    run = runs["trial-0000"]
+    assert run.info.status == "FAILED" and run.data.tags["harness.fail_reason"] == "oom"
+    trial_dir = spec.trials_dir / "trial-0000"
+    assert "(rank 1, injected)" in (trial_dir / "trial.log").read_text()
+    assert json.loads((trial_dir / "result.rank1.json").read_text())["reason"] == "oom"  # rank 1's own record
+    assert memory_rows(study.get_trials()) == [["none", "-", "10"]]  # the report: batch_duration 10 ran out
+
+
+CONNECTION_CLOSED = "error: RuntimeError: Connection closed by peer"
+
+
+@pytest.mark.parametrize(
+    ("written", "code", "expected"),
+    [
+        # Lightning's observer SIGKILLed rank 0 before it wrote anything; rank 1 had run out of memory.
+        ({1: "oom"}, -9, "oom"),
+        # Rank 0 failed in the collective rank 1 left, after rank 1's OOM, then was killed while writing.
+        ({1: "oom", 0: CONNECTION_CLOSED}, -9, "oom"),
+        # An OOM anywhere wins, even written after another rank's error.
+        ({0: CONNECTION_CLOSED, 1: "oom"}, 1, "oom"),
+        # Otherwise the first failure is the cause, not rank 0's broken connection.
+        ({1: "error: RuntimeError: broken", 0: CONNECTION_CLOSED}, 1, "error: RuntimeError: broken"),
+        ({0: "error: RuntimeError: broken"}, 1, "error: RuntimeError: broken"),
+        ({0: "error: RuntimeError: broken"}, -9, "killed"),  # rank 0 killed while writing its own failure
+        ({}, -9, "killed"),
+        ({}, EXIT_OOM, "oom"),
+    ],
+)
+def test_a_trials_failure_is_decided_from_every_rank(tmp_path, written, code, expected):
+    for order, (rank, reason) in enumerate(written.items()):  # written in this order, a second apart
+        Result(state="fail", reason=reason).write(tmp_path, rank)
+        os.utime(tmp_path / result_file(rank), (1000 + order, 1000 + order))
+    assert trial_result(tmp_path, code, devices=2) == Result(state="fail", reason=expected)
+
+
+def test_rank_0s_finished_result_is_the_trials_and_a_torn_file_is_none(tmp_path):
+    complete = Result(state="complete", objective=0.5, steps=20)
+    complete.write(tmp_path)
+    Result(state="fail", reason="oom").write(tmp_path, 1)  # rank 0 gathered every rank's figures: it stands
+    assert trial_result(tmp_path, 0, devices=2) == complete
+    (tmp_path / "result.json").write_text('{"state": "complete", "obj')  # rank 0 killed while writing
+    assert trial_result(tmp_path, -9, devices=2) == Result(state="fail", reason="oom")
+
+
+def _train_ranks(out: Path, nemo: Path, speech_data, modes) -> dict[tuple[str, int], dict]:
+    """tests/ddp_freeze_ranks.py on 2 gloo ranks: (mode, rank) -> what changed and what trained there."""
+    args = [str(out), str(nemo), str(speech_data["train"]), str(speech_data["validation"]), *modes]
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.ddp_freeze_ranks", *args],
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return {
+        (mode, rank): json.loads((out / f"{mode}.rank{rank}.json").read_text()) for mode in modes for rank in (0, 1)
+    }
+
+
+def _tensor_sets(model) -> dict[str, set[str]]:
+    """Names in the pretrained twin, from its module tree (not from freezing.py): every parameter, the
+    encoder's, and the BatchNorm/SE layers' parameters and buffers (running statistics)."""
+    params = {name for name, _ in model.named_parameters()}
+    bn = set()
+    for prefix, module in model.named_modules():
+        if is_bn_or_se(module):
+            bn |= {f"{prefix}.{n}" for n, _ in [*module.named_parameters(), *module.named_buffers()]}
+    return {"params": params, "encoder": {n for n in params if n.startswith("encoder.")}, "bn": bn}
+
+
+def _expected(mode: str, sets: dict[str, set[str]]) -> set[str]:
+    """The parameters a mode trains."""
+    bn_params = sets["bn"] & sets["params"]
+    return {
+        "none": sets["params"],
+        "encoder": sets["params"] - sets["encoder"],
+        "encoder_bn_se": (sets["params"] - sets["encoder"]) | (bn_params & sets["encoder"]),
+        "all_but_bn_se": bn_params,
+    }[mode]
+
+
+def test_every_freeze_mode_trains_under_ddp_and_moves_only_what_it_trains(tmp_path, tiny_nemo, speech_data):
+    """Each mode: a few steps on 2 gloo ranks with a validation in between (all modes in one process group,
+    25-45 s on 2 busy cores), then on both ranks the frozen parameters are the pretrained ones and the trained
+    ones moved, alike on both (DDP kept them in step)."""
+    from nemo.collections.asr.models import EncDecMultiTaskModel
+
+    records = _train_ranks(tmp_path, tiny_nemo, speech_data, FREEZE_MODES)
+    sets = _tensor_sets(EncDecMultiTaskModel.restore_from(str(tiny_nemo), map_location="cpu"))
+    for mode in FREEZE_MODES:
+        trained = _expected(mode, sets)
+        for rank in (0, 1):
+            record = records[mode, rank]
+            changed = set(record["changed"])
+            assert (record["steps"], record["validations"]) == (4, 2), (mode, rank)
+            assert set(record["trainable"]) == trained, (mode, rank)
+            # Exactly the trained parameters moved (the frozen ones are the pretrained values), and the
+            # BatchNorm statistics wherever BatchNorm stays in train mode.
+            assert changed == trained | (set() if mode == "encoder" else sets["bn"]), (mode, rank)
+        assert records[mode, 0]["digest"] == records[mode, 1]["digest"], mode
+
+
+@pytest.mark.extended  # one more 2-rank trial (about 25 s on 2 cores); the test above covers every mode on 2 ranks
+def test_a_two_rank_trial_with_a_frozen_encoder_completes_through_the_supervisor(project, speech_data, tiny_nemo):
+    """The trial process's own path: `harness.trial` on 2 ranks in the hardest mode (a frozen encoder whose
+    BatchNorm trains), its checkpoint moved exactly where the mode trains."""
+    import torch
+    from nemo.collections.asr.models import EncDecMultiTaskModel
+
+    training = TWO_RANKS | {"keep_checkpoints": "best"}
+    spec_data = spec_dict(speech_data, budget={"trials": 1}, pruner={"type": "none"}, training=training)
+    spec = load_spec(write_spec(project, "ddp-freeze", spec_data))
+    params = {"lr": 1e-3, "batch_duration": 10, "freeze": "encoder_bn_se", "use_loss_mask_for_prompt": True}
+    study = optuna.create_study(study_name="ddp-freeze", storage=open_storage(spec.storage_url), direction="minimize")
+    study.enqueue_trial(params)
+    study, _, _ = _sweep(spec)
+
+    (trial,) = study.get_trials()
+    assert trial.state == TrialState.COMPLETE and trial.params == params, trial.user_attrs
+    trial_dir = spec.trials_dir / "trial-0000"
+    assert {rank: step for rank, (_, step) in _rank_ends(trial_dir).items()} == {0: 20, 1: 20}
+    pretrained = EncDecMultiTaskModel.restore_from(str(tiny_nemo), map_location="cpu")
+    tuned = dict(
+        EncDecMultiTaskModel.restore_from(str(trial_dir / "model.nemo"), map_location="cpu").named_parameters()
+    )
+    moved = {name for name, p in pretrained.named_parameters() if not torch.equal(p, tuned[name])}
+    assert moved == _expected("encoder_bn_se", _tensor_sets(pretrained))

@@ -16,7 +16,7 @@ from harness.errors import HarnessError
 from harness.export import export_model
 from harness.model_source import resolve_model
 from harness.tracking import run_name
-from tests.conftest import SWEEP
+from tests.conftest import SWEEP, spec_dict, write_spec
 from tests.helpers import load_study, sha256
 
 
@@ -70,3 +70,18 @@ def test_export_into_a_directory_names_the_file_after_sweep_and_trial(spec, tmp_
     trial, path = export_model(spec, best.number, tmp_path)
     assert trial.number == best.number
     assert path == tmp_path / f"{SWEEP}-{run_name(best.number)}.nemo" and path.is_file()
+
+
+@pytest.mark.parametrize("below", ["model.nemo", "more/model.nemo"])
+def test_an_out_path_through_a_file_is_one_line(project, capsys, below):
+    """`--out notes.txt/model.nemo` ended in mkdir's FileExistsError (NotADirectoryError one level deeper), as a
+    traceback; it is refused before the study is read, so no sweep is needed here."""
+    name = write_spec(project, "exported", spec_dict({"train": "t.json", "validation": "v.json"}))
+    (project / "notes.txt").write_text("not a folder")
+    out = Path("notes.txt") / below
+    assert main(["export", name, "--out", str(out)]) == 2
+    assert " ".join(capsys.readouterr().out.split()) == (
+        f"error: Cannot write `--out {out}`: notes.txt is a file, not a folder; choose another path, or move the "
+        "file away."
+    )
+    assert (project / "notes.txt").read_text() == "not a folder"

@@ -205,3 +205,68 @@ def test_a_retention_limit_needs_asr_lines_in_the_retention_set(project, speech_
         f"{translations}: no ASR (source_lang == target_lang) lines in `data.retention`, so the retention WER that "
         "`objective.retention_max_wer_increase` limits cannot be computed"
     ) in message
+
+
+def _actual_seconds(manifest, index: int = 0) -> float:
+    """The real length of a manifest line's audio, read from the file."""
+    entry = json.loads(manifest.read_text().splitlines()[index])
+    return soundfile.info(str(resolve_audio(manifest, entry["audio_filepath"]))).duration
+
+
+def test_a_duration_half_the_audio_is_refused(project, speech_data):
+    """A line whose `duration` is 50% short passed before (only a longer one was refused): NeMo then cuts the
+    utterance to that length wherever a line has an offset, and trains on half a sentence against its whole text."""
+    source = speech_data["validation"]
+    actual = _actual_seconds(source)
+    bad = copy_manifest(source, project / "val.json", _first_entry(duration=round(actual / 2, 4)))
+    message = _supervise(project, {**speech_data, "validation": bad})
+    assert (
+        f"{bad}:1: `duration` {actual / 2:.2f}s is {actual / 2:.2f}s shorter than the audio ({actual:.2f}s), "
+        "beyond the 0.10s tolerance (0.1s or 1% of the audio, whichever is larger, at most 0.5s): write the audio's "
+        "length in seconds (e.g. from `soxi -D FILE`), or point the line at its own audio file"
+    ) in message
+    assert "Preflight found 1 problem(s); nothing was trained" in message
+
+
+# (edit of the first line given its audio's real length, expected problem or None). The demo clips are 1-4 s,
+# so the tolerance is the absolute 0.1 s.
+DURATIONS = {
+    "rounded to 2 decimals": (lambda s: {"duration": round(s, 2)}, None),
+    "a decoder's 80 ms short": (lambda s: {"duration": s - 0.08}, None),
+    "a decoder's 80 ms long": (lambda s: {"duration": s + 0.08}, None),
+    "0.2 s short": (lambda s: {"duration": s - 0.2}, "0.20s shorter than the audio"),
+    "0.2 s long (passed before)": (lambda s: {"duration": s + 0.2}, "0.20s longer than the audio"),
+    "twice as long": (lambda s: {"duration": 2 * s}, "longer than the audio"),
+    "a segment inside the file": (lambda s: {"offset": 0.5, "duration": s - 0.6}, None),
+    "a segment past the end": (lambda s: {"offset": 0.5, "duration": s}, "ends 0.50s past the end of the audio"),
+    "a negative offset": (lambda s: {"offset": -1, "duration": s}, "`offset` must be a number of seconds >= 0"),
+}
+
+
+@pytest.mark.parametrize("case", list(DURATIONS))
+def test_duration_must_match_the_audio_within_the_tolerance(project, speech_data, tiny_nemo, case):
+    """Both directions are checked against the file's real length, with an `offset` the segment's end."""
+    source = speech_data["train"]
+    edit, expected = DURATIONS[case]
+    bad = copy_manifest(source, project / "train.json", _first_entry(**edit(_actual_seconds(source))))
+    spec = load_spec(write_spec(project, "durations", spec_dict({**speech_data, "train": bad})))
+    _, problems = check_manifest(bad, spec, inspect_checkpoint(tiny_nemo), split="train")
+    found = [str(p) for p in problems]
+    if expected is None:
+        assert found == []
+    else:
+        assert len(found) == 1 and found[0].startswith(f"{bad}:1: ") and expected in found[0], found
+
+
+def test_the_tolerance_grows_with_long_audio():
+    """0.1 s on short clips, 1% of a 30 s clip (0.3 s), never more than Lhotse's 0.5 s: a line with a
+    `sampling_rate` off by more fails in every trial."""
+    from harness.preflight import duration_mismatch, duration_tolerance
+
+    assert duration_tolerance(2.0) == pytest.approx(0.1)
+    assert duration_tolerance(30.0) == pytest.approx(0.3)
+    assert duration_tolerance(120.0) == pytest.approx(0.5)
+    assert duration_mismatch(29.75, None, 30.0) is None
+    assert "0.40s shorter than the audio (30.00s), beyond the 0.30s tolerance" in str(
+        duration_mismatch(29.6, None, 30.0)
+    )

@@ -76,6 +76,11 @@ def test_devices_per_trial_must_be_on_one_host(project):
     assert "training.devices" in message and "harness launch" in message
 
 
+RETENTION_RULE = (
+    "a fraction of at least 0 (0.05: up to 5 WER points above the zero-shot model's retention WER), or null"
+)
+
+
 # A number of the right type but out of range stopped or broke every trial, late (or never ran one).
 @pytest.mark.parametrize(
     ("section", "key", "value", "rule"),
@@ -91,7 +96,9 @@ def test_devices_per_trial_must_be_on_one_host(project):
         ("pruner", "n_warmup_steps", -1, "at least 0, or null for each trial's learning-rate warm-up"),
         ("training", "validation_batch_size", 0, "at least 1"),
         ("training", "max_duration", 0, "a number of seconds > 0"),
-        ("objective", "retention_max_wer_increase", float("inf"), "a finite fraction (0.05: 5 WER points), or null"),
+        ("objective", "retention_max_wer_increase", float("inf"), RETENTION_RULE),
+        # Accepted before: every trial then broke it after training (a new domain does not improve the old one).
+        ("objective", "retention_max_wer_increase", -0.1, RETENTION_RULE),
     ],
 )
 def test_out_of_range_numbers_name_the_key_on_load(project, section, key, value, rule):
@@ -164,6 +171,10 @@ def test_retention_manifests_and_their_limit(project):
         project, "ok", spec_dict(data, data={"retention": "old.json"}, budget={"baseline": True}, objective=limit)
     )
     assert load_spec("ok").objective.retention_max_wer_increase == 0.05
+    strict = spec_dict(
+        data, data={"retention": "old.json"}, budget={"baseline": True}, objective={"retention_max_wer_increase": 0}
+    )
+    assert load_spec(write_spec(project, "strict", strict)).objective.retention_max_wer_increase == 0  # no forgetting
     write_spec(project, "typed", spec_dict(data, data={"retention": [3]}))
     with pytest.raises(HarnessError, match=r"`data.retention\[0\]` must be str, not 3"):
         load_spec("typed")

@@ -9,9 +9,10 @@ test set, reproduction), `_checkpoints` (which checkpoints stay), `_slots` (GPUs
 """
 
 from harness.sweep._outcomes import Outcome
+from harness.sweep._process import trial_result
 from harness.sweep._repeats import answer_repeat
 from harness.sweep._reproduce import reproduce_trial
 from harness.sweep._slots import default_slots, visible_gpus
 from harness.sweep._supervisor import Supervisor
 
-__all__ = ["Outcome", "Supervisor", "answer_repeat", "default_slots", "reproduce_trial", "visible_gpus"]
+__all__ = ["Outcome", "Supervisor", "answer_repeat", "default_slots", "reproduce_trial", "trial_result", "visible_gpus"]

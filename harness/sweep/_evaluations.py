@@ -19,7 +19,7 @@ from harness.errors import HarnessError
 from harness.names import BASELINE_ATTR, BASELINE_OWNER_ATTR, TEST_ATTR, metrics_text, params_text, run_name
 from harness.spec import SweepSpec
 from harness.study import best_trial, no_best_reason, trained_trial
-from harness.sweep._process import Launcher, exit_reason, worker_alive
+from harness.sweep._process import Launcher, trial_result, worker_alive
 from harness.tracking import BASELINE_ROLE, REPRODUCTION_ROLE, Tracker
 from harness.trial import MODEL_FILE, Result
 from harness.trial_record import TrialRecord
@@ -161,7 +161,7 @@ class Evaluations:
         finally:
             log.close()
         self.in_flight = None
-        result = Result.read(trial_dir) or Result(state="fail", reason=exit_reason(code))
+        result = trial_result(trial_dir, code, self.spec.training.devices)
         if result.state != "complete":
             if end_status is not None:
                 self.tracker.end_run(run_id, "FAILED")

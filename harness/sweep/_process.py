@@ -26,7 +26,7 @@ from harness.spec import DataSpec, SweepSpec
 from harness.stopping import RANK_VARIABLES, die_with_parent
 from harness.tokenizers import extract_tokenizers
 from harness.tracking import Tracker
-from harness.trial import EXIT_OOM, Job
+from harness.trial import EXIT_OOM, Job, Result, result_file
 from harness.trial_manifests import trial_data
 from harness.trial_record import OOM
 
@@ -76,7 +76,7 @@ class Launcher:
     ) -> tuple[subprocess.Popen, IO]:
         """Write the config and job, and start `python -m harness.trial` on `slot`."""
         trial_dir.mkdir(parents=True, exist_ok=True)
-        for stale in ("result.json", "progress.json"):
+        for stale in ("progress.json", *(result_file(rank) for rank in range(self.spec.training.devices))):
             (trial_dir / stale).unlink(missing_ok=True)
         self._write_config(trial_dir, params, run_id=run_id, seed=seed, mode=mode)
         self.tracker.log_manifests(run_id, self._manifests(mode), self.spec.state_dir / AUDIO_HASHES_FILE)
@@ -165,6 +165,40 @@ def worker_alive(worker: str) -> bool:
     """Workers are `host:pid`; one on another host is assumed alive (no way to look)."""
     host, _, pid = worker.rpartition(":")
     return host != socket.gethostname() or (pid.isdigit() and alive(int(pid)))
+
+
+def trial_result(trial_dir: Path, code: int, devices: int) -> Result:
+    """How a trial process ended, decided from every rank's result file and rank 0's exit code.
+
+    When one DDP rank fails, Lightning SIGKILLs rank 0 (`_ChildProcessObserver`), which may first fail in
+    the collective the dead rank left: rank 0's exit code and result then tell of the death, not its cause.
+    So rank 0's complete or pruned result stands; otherwise an OOM on any rank makes the trial an OOM (an
+    infeasible size, not a crash to retry), else the earliest failure written is the cause. Rank 0's own
+    failure under a signal is the signal (killed while writing it); no failure written is the exit code."""
+    results = _rank_results(trial_dir, devices)
+    if 0 in results and results[0].state != "fail":
+        return results[0]
+    failures = [(rank, result) for rank, result in results.items() if result.state == "fail"]
+    oom = next((result for _, result in failures if result.reason == OOM), None)
+    if oom is not None:
+        return oom
+    if not failures or (failures[0][0] == 0 and code < 0):
+        return Result(state="fail", reason=exit_reason(code))
+    return failures[0][1]
+
+
+def _rank_results(trial_dir: Path, devices: int) -> dict[int, Result]:
+    """rank -> its result, oldest written first, for the ranks that wrote a readable one (a process killed
+    while writing leaves a torn file: nothing to read)."""
+    written = []
+    for rank in range(devices):
+        try:
+            result = Result.read(trial_dir, rank)
+            if result is not None:
+                written.append(((trial_dir / result_file(rank)).stat().st_mtime_ns, rank, result))
+        except (OSError, ValueError):
+            continue
+    return {rank: result for _, rank, result in sorted(written, key=lambda w: w[:2])}
 
 
 def exit_reason(code: int) -> str:

@@ -31,7 +31,7 @@ from harness.records import check_records, open_records
 from harness.spec import DataSpec, SweepSpec
 from harness.start_from import load_space
 from harness.stopping import TERMINATED, Stopped, reason_of, shielded, stop_requests
-from harness.stores import redact
+from harness.stores import disk_full, redact
 from harness.study import best_trial, training_seed
 from harness.sweep._checkpoints import retain_checkpoints
 from harness.sweep._console import (
@@ -43,14 +43,14 @@ from harness.sweep._console import (
     summarise_on_parent,
     sweep_params,
 )
+from harness.sweep._disk_full import record_full_disk
 from harness.sweep._evaluations import Evaluations
 from harness.sweep._outcomes import Outcome, Recorder
-from harness.sweep._process import Launcher, TrialProcess, exit_reason, stop_process
+from harness.sweep._process import Launcher, TrialProcess, stop_process, trial_result
 from harness.sweep._recovery import HEARTBEAT_SECONDS, reconcile
 from harness.sweep._repeats import answer_repeat
 from harness.sweep._slots import default_slots
 from harness.tracking import TRIAL_ROLE, Tracker
-from harness.trial import Result
 from harness.trial_manifests import write_trial_manifests
 from harness.trial_record import OOM, TrialRecord
 
@@ -231,10 +231,7 @@ class Supervisor:
     def _finish(self, running: TrialProcess) -> Outcome:
         """Read how the process ended, record it, apply checkpoint retention and say so."""
         running.log.close()
-        code = running.proc.returncode
-        result = Result.read(running.trial_dir) or Result(state="fail", reason=exit_reason(code))
-        if result.state == "fail" and code < 0:
-            result.reason = exit_reason(code)  # killed mid-write: the signal is the truth
+        result = trial_result(running.trial_dir, running.proc.returncode, self.spec.training.devices)
         print_validations(self.view, [running])  # a last validation written since the latest refresh
         self.view.trial_finished(time.monotonic() - running.started)
         outcome = self.recorder.record(
@@ -281,6 +278,11 @@ class Supervisor:
             except KeyboardInterrupt as stop:
                 with shielded():
                     raise self._record_stop(reason_of(stop)) from None
+            except Exception as exc:  # a disk that fills: one sentence and nothing half-recorded (`_disk_full`)
+                if isinstance(exc, HarnessError) or not disk_full(exc):
+                    raise
+                with shielded():
+                    raise self._record_full_disk(exc) from None
 
     def _record_stop(self, reason: str) -> Stopped:
         """Stop the trial processes (FAIL, re-queued) and any evaluation in flight; end their runs KILLED."""
@@ -302,6 +304,22 @@ class Supervisor:
         how = "Terminated (SIGTERM)" if reason == TERMINATED else "Interrupted"
         done = "; ".join(stopped) if stopped else "nothing was running"
         return Stopped(reason, f"{how}: recorded {done}. Run the same command to resume.")
+
+    def _record_full_disk(self, exc: Exception) -> HarnessError:
+        """Stop what is in flight and hand the records to `_disk_full`, which writes nothing to the study."""
+        running, self._running = list(self._running.values()), {}
+        evaluation, self.evaluations.in_flight = self.evaluations.in_flight, None
+        parent, self._parent_open = (self.parent_run if self._parent_open else None), False
+        return record_full_disk(
+            exc,
+            spec=self.spec,
+            study=self.study,
+            tracker=self.tracker,
+            worker=self.worker,
+            running=running,
+            evaluation=evaluation,
+            parent_run=parent,
+        )
 
     # -- what the CLI and tests call --------------------------------------------------------
 
