@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from benchmarks.cli import Verdict, conclude, header, median, parse_args, table
 from benchmarks.probe import status_mib
-from benchmarks.project import Project, smoke_lines
+from benchmarks.project import BenchmarkMismatch, Project, smoke_lines
 
 FULL = {"trials": 20, "steps": 5, "val_check_interval": 5}
 SMOKE = {"trials": 2, "steps": 2, "val_check_interval": 2}
@@ -59,8 +59,29 @@ def run_sweep(args, sampler: Sampler) -> tuple[float, list[float]]:
         built_rss = status_mib("VmRSS")
         supervisor.run()
         trials = supervisor.study.get_trials(deepcopy=False)
-        pids = [TrialRecord.of(trials[number]).trial_pid for _, _, number in sampler.samples]
+        numbers = [number for _, _, number in sampler.samples]
+        every_trial_trained(trials, numbers, trials_wanted=args.trials, steps=args.steps)
+        pids = [int(TrialRecord.of(trials[number]).trial_pid or 0) for number in numbers]
         return built_rss, [project.probe(pid)["peak_rss_mib"] for pid in pids]
+
+
+def every_trial_trained(trials: list, numbers: list[int], *, trials_wanted: int, steps: int) -> None:
+    """Each sampled outcome (`numbers`) is a trial that trained `steps` steps in a process of its own, and
+    there are `trials_wanted` of them.
+
+    The demo sweep runs as shipped (its `start_from` entry is trial 0), so a sweep feature that answers a
+    trial without a process (a repeat) or stops one early would sample the supervisor after no trial, or
+    after a shorter one: the benchmark fails instead of reporting a slope over fewer trials than it says."""
+    from harness.trial_record import TrialRecord
+
+    if len(numbers) != trials_wanted:
+        raise BenchmarkMismatch(f"the sweep recorded {len(numbers)} outcomes, not the {trials_wanted} measured")
+    for number in numbers:
+        trial, record = trials[number], TrialRecord.of(trials[number])
+        if record.repeat_of is not None or record.trial_pid is None:
+            raise BenchmarkMismatch(f"trial {number} was answered without training a process ({trial.params})")
+        if trial.state.name != "COMPLETE" or record.steps != steps:
+            raise BenchmarkMismatch(f"trial {number} ended {trial.state.name} after {record.steps} of {steps} steps")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

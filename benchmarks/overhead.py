@@ -14,7 +14,7 @@ from benchmarks.cli import Verdict, conclude, header, median, parse_args, table
 from benchmarks.sidebyside import Run, side_by_side
 
 FULL = {"steps": 200, "val_check_interval": 50, "repetitions": 3}
-SMOKE = {"steps": 3, "val_check_interval": 3, "repetitions": 1}
+SMOKE = {"steps": 3, "val_check_interval": 3, "repetitions": 2}  # 2 pairs: each must train once
 LONG_TRIAL = 2000
 
 

@@ -21,8 +21,18 @@ DEMO_DATA = REPO / "data" / "demo"
 DEMO_SPEC = REPO / "sweeps" / "canary-tiny.yaml"
 # The fixed point both sides train (clipped into the demo's search space): lr 1e-3 fine-tuned the twin
 # on an unseen domain from 99.7% to 9.3% WER in 600 steps (docs/ARCHITECTURE.md, "The small twin").
-PREFERRED_PARAMS = {"lr": 1e-3, "batch_duration": 20, "freeze": "none", "use_loss_mask_for_prompt": True}
+PREFERRED_PARAMS: dict[str, Any] = {
+    "lr": 1e-3,
+    "batch_duration": 20,
+    "freeze": "none",
+    "use_loss_mask_for_prompt": True,
+}
 WORKER = "bench"  # a fixed worker name (trial ownership); sampler seeds follow the sweep seed and trial number
+
+
+class BenchmarkMismatch(RuntimeError):
+    """A benchmark's sweep ran something other than what its figures describe (more or fewer trained trials,
+    other params or steps): raised instead of printing figures that would measure something else."""
 
 
 def demo_search_space() -> Path:
@@ -34,16 +44,20 @@ def demo_search_space() -> Path:
 
 def fixed_params(space_path: Path) -> dict:
     """`PREFERRED_PARAMS`, each moved into the space: a categorical's middle choice, a range's nearest bound."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
     from harness.search_space import load_search_space
 
     params = {}
     for name, dist in load_search_space(space_path).items():
         want = PREFERRED_PARAMS.get(name)
-        if hasattr(dist, "choices"):
+        if isinstance(dist, CategoricalDistribution):
             params[name] = want if want in dist.choices else dist.choices[len(dist.choices) // 2]
-        else:
+        elif isinstance(dist, FloatDistribution | IntDistribution):
             want = (dist.low * dist.high) ** 0.5 if want is None else want
             params[name] = type(dist.low)(min(max(want, dist.low), dist.high))
+        else:
+            raise TypeError(f"{space_path}: {name} is a {type(dist).__name__}; fixed_params knows no value for it")
     return params
 
 
@@ -107,7 +121,7 @@ class Project:
         target.write_text("\n".join(lines) + "\n")
         return target
 
-    def spec(self, name: str, **overrides: dict) -> Any:
+    def spec(self, name: str, **overrides: Any) -> Any:
         """The demo sweep spec (sweeps/canary-tiny.yaml) on this project's data, sections merged with `overrides`
         (a `pruner` given replaces the demo's whole); no test manifest (scoring the best trial is not what these
         benchmarks measure)."""

@@ -15,7 +15,7 @@ from benchmarks.project import Project, fixed_params
 from benchmarks.sidebyside import side_by_side
 
 FULL = {"steps": 10, "val_check_interval": 10, "repetitions": 3}
-SMOKE = {"steps": 3, "val_check_interval": 3, "repetitions": 1}
+SMOKE = {"steps": 3, "val_check_interval": 3, "repetitions": 2}  # 2 pairs: each must train once
 TARGET_SECONDS = 5.0
 # (phase, from stamp, to stamp): contiguous, so the phases add up to the total.
 PHASES = [
@@ -45,7 +45,15 @@ def config_surgery_ms(args, repeats: int = 20) -> float:
         times = []
         for seed in range(repeats):
             started = time.perf_counter()
-            cfg = trial_config(base, params, data=spec.data, training=spec.training, budget=spec.budget, seed=seed)
+            cfg = trial_config(
+                base,
+                params,
+                data=spec.data,
+                training=spec.training,
+                budget=spec.budget,
+                seed=seed,
+                custom_tokens=spec.custom_tokens,  # the demo's behaviour tokens, as the supervisor applies them
+            )
             OmegaConf.save(cfg, project.root / "config.yaml")
             times.append(time.perf_counter() - started)
     return 1000 * median(times)

@@ -1,7 +1,8 @@
-"""Smoke runs of every benchmark (`--smoke`: a few steps, one repetition, one or two trials).
+"""Smoke runs of every benchmark (`--smoke`: a few steps, two pairs, one or two trials), and the checks that
+keep the side-by-side benchmarks measuring one trained trial against one bare run.
 
-They check that each benchmark runs end to end and prints its figures with the ratio last, never speed:
-the real figures come from the full runs recorded in benchmarks/RESULTS.md.
+The smokes check that each benchmark runs end to end on the demo spec as shipped and prints its figures with
+the ratio last, never speed: the real figures come from the full runs recorded in benchmarks/RESULTS.md.
 """
 
 import importlib
@@ -12,19 +13,126 @@ import pytest
 # The ones that train (or time) trials take minutes together: `make test-extended` runs them (marker
 # `extended`), keeping `make test` under its 15 minutes; batch_fill runs in every `make test`.
 TRAINING = ["overhead", "throughput", "pruning", "memory", "samplers", "startup"]
+SIDE_BY_SIDE = {"overhead", "throughput", "startup"}
 BENCHMARKS = [pytest.param(name, marks=pytest.mark.extended) for name in TRAINING] + ["batch_fill"]
 RESULT = re.compile(r"^RESULT .+ = -?\d+\.\d+.* \(target .+\): (met|NOT met)$")
 
 
 @pytest.mark.parametrize("name", BENCHMARKS)
 def test_benchmark_smoke_prints_figures_and_ratio_last(name, terse_data, capsys):
-    """On data shaped like the demo's (the demo spec declares the `terse` behaviour)."""
+    """On data shaped like the demo's (the demo spec declares the `terse` behaviour). The side-by-side ones run
+    two pairs on the demo spec with its `start_from`: a sweep feature that made a pair train twice, or answered
+    the second pair from the first, broke them silently once."""
+    from benchmarks.project import DEMO_SPEC, Project
+
+    argv = ["--smoke", "--data", str(terse_data["train"].parent)]
+    if name in SIDE_BY_SIDE:
+        assert Project("check").demo["start_from"], f"{DEMO_SPEC} lost its start_from: give this smoke a spec with one"
+        argv += ["--repetitions", "2"]
     module = importlib.import_module(f"benchmarks.{name}")
-    assert module.main(["--smoke", "--data", str(terse_data["train"].parent)]) == 0
+    assert module.main(argv) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert RESULT.match(lines[-1]), lines[-1]
     assert any(re.search(r"\d+\.\d+", line) for line in lines[:-1])
     assert any(line.startswith("load at end ") for line in lines)
+    if name in SIDE_BY_SIDE:
+        pairs = [line for line in lines if re.match(r"\s+pair \d/2: .* 3 steps each, one trial trained", line)]
+        assert len(pairs) == 2, lines
+
+
+def _frozen(number: int, params: dict, **attrs):
+    """A finished trial of the demo space, as the supervisor records one (its user attrs)."""
+    import optuna
+
+    from benchmarks.project import demo_search_space
+    from harness.search_space import load_search_space
+
+    space = load_search_space(demo_search_space())
+    trial = optuna.trial.create_trial(
+        params=params, distributions={k: space[k] for k in params}, value=0.5, user_attrs=attrs
+    )
+    trial.number = number
+    return trial
+
+
+class _Study:
+    """The one call `one_trained_trial` makes on a study."""
+
+    def __init__(self, *trials) -> None:
+        self.trials = list(trials)
+
+    def get_trials(self, deepcopy: bool = True):
+        return self.trials
+
+
+def test_a_pair_whose_sweep_ran_more_a_repeat_or_other_params_fails_the_benchmark():
+    """The two ways the demo's `start_from` and repeats broke the benchmarks, and a third: each is refused."""
+    from benchmarks.project import BenchmarkMismatch, demo_search_space, fixed_params
+    from benchmarks.sidebyside import one_trained_trial
+
+    ours = fixed_params(demo_search_space())
+    other = {**ours, "lr": 2e-3}
+    trained = _frozen(0, ours, trial_pid=11, steps=3)
+    assert one_trained_trial(_Study(trained), ours) is trained
+    with pytest.raises(BenchmarkMismatch, match="ran 2 trials"):  # start_from ran first
+        one_trained_trial(_Study(_frozen(0, other, trial_pid=10, start_from=0), _frozen(1, ours, trial_pid=11)), ours)
+    with pytest.raises(BenchmarkMismatch, match="without training"):  # answered from an earlier result
+        one_trained_trial(_Study(_frozen(1, ours, repeat_of=0)), ours)
+    with pytest.raises(BenchmarkMismatch, match="trained .* the bare side trains"):
+        one_trained_trial(_Study(_frozen(0, other, trial_pid=11)), ours)
+
+
+def test_a_side_that_trained_other_steps_or_another_config_fails_the_benchmark(tmp_path):
+    from benchmarks.project import BenchmarkMismatch
+    from benchmarks.sidebyside import expect_steps, same_config
+
+    expect_steps("harness", 3, recorded=3, result_json=3, probe=3)
+    with pytest.raises(BenchmarkMismatch, match="probe': 6"):
+        expect_steps("harness", 3, recorded=3, result_json=3, probe=6)
+    harness, bare = tmp_path / "harness.yaml", tmp_path / "bare.yaml"
+    harness.write_text("optim:\n  lr: 0.001\n")
+    bare.write_text("optim:\n  lr: 0.001\n")
+    same_config(bare, harness)
+    bare.write_text("optim:\n  lr: 0.002\n")
+    with pytest.raises(BenchmarkMismatch, match=r"(?s)-  lr: 0.001.*\+  lr: 0.002"):
+        same_config(bare, harness)
+
+
+def test_each_pair_is_a_sweep_of_its_own_with_one_trial_of_the_measured_params(terse_data):
+    """The demo spec as shipped, its `start_from` replaced by the benchmark's params, a budget of one trial and a
+    study per pair (so no pair can be answered from another's result); the rest of the demo is kept."""
+    from benchmarks.project import Project
+    from benchmarks.sidebyside import SideBySide
+
+    with Project("spec-check", data=terse_data["train"].parent) as project:
+        sbs = SideBySide(project, max_steps=7, val_check_interval=7)
+        first, second = sbs.spec(0), sbs.spec(1)
+        demo = project.demo
+    assert demo["start_from"] and demo["start_from"] != [sbs.params]
+    for index, spec in enumerate((first, second)):
+        assert spec.start_from == [sbs.params]
+        assert (spec.budget.trials, spec.budget.max_steps, spec.budget.max_retries) == (1, 7, 0)
+        assert spec.training.seed == index
+        assert sorted(spec.custom_tokens) == sorted(demo["custom_tokens"])
+        assert spec.budget.warmup_fraction == demo["budget"]["warmup_fraction"]
+    assert first.name != second.name and first.trials_dir != second.trials_dir
+
+
+def test_memory_refuses_a_sweep_whose_sampled_trials_did_not_all_train():
+    from benchmarks.memory import every_trial_trained
+    from benchmarks.project import BenchmarkMismatch, demo_search_space, fixed_params
+
+    params = fixed_params(demo_search_space())
+    trained = [_frozen(0, params, trial_pid=10, steps=2), _frozen(1, {**params, "lr": 2e-3}, trial_pid=11, steps=2)]
+    every_trial_trained(trained, [0, 1], trials_wanted=2, steps=2)
+    with pytest.raises(BenchmarkMismatch, match="1 outcomes, not the 2"):
+        every_trial_trained(trained, [0], trials_wanted=2, steps=2)
+    repeat = [trained[0], _frozen(1, params, repeat_of=0)]
+    with pytest.raises(BenchmarkMismatch, match="trial 1 was answered without training"):
+        every_trial_trained(repeat, [0, 1], trials_wanted=2, steps=2)
+    short = [trained[0], _frozen(1, params, trial_pid=11, steps=1)]
+    with pytest.raises(BenchmarkMismatch, match="after 1 of 2 steps"):
+        every_trial_trained(short, [0, 1], trials_wanted=2, steps=2)
 
 
 def _curves():
