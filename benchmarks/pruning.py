@@ -3,7 +3,7 @@
 For each sampler seed, the demo sweep (sweeps/canary-tiny.yaml: search space, `start_from`, budget, slots) runs
 once without pruning: every trial trains its full budget and reports every validation. Each pruner setting is
 then replayed over those real learning curves (`benchmarks.replay`): the harness's own pruner (built by
-`harness.study.make_pruner` from the spec, as a live sweep builds it) judges each report as it would have in
+`harness.pruners.make_pruner` from the spec, as a live sweep builds it) judges each report as it would have in
 the live sweep, with the trials on the same number of slots, so the steps saved and the best objective kept
 are what that pruner would have given. One thing a replay cannot show: in a live pruned sweep the sampler sees
 the pruned trials' shorter histories, so proposals after the first prune may differ. `--live` runs the demo's

@@ -1,7 +1,7 @@
 """Replaying a pruner over real learning curves: what a pruned sweep would have trained and found.
 
 The curves come from an unpruned sweep (every trial trained its full budget). The pruner is the harness's
-own, built from a sweep spec by `harness.study.make_pruner`, judging an in-memory Optuna study as the trial
+own, built from a sweep spec by `harness.pruners.make_pruner`, judging an in-memory Optuna study as the trial
 processes judge the real one: each trial reports its objective at each validation step and asks
 `should_prune`, except at its last validation (the harness never prunes a trial that has finished
 training). Trials run on `slots` slots in number order with time counted in steps, so a report only
@@ -91,7 +91,7 @@ def replay(spec, curves: list[Curve], slots: int) -> Replay:
     import optuna
     from optuna.trial import TrialState
 
-    from harness.study import make_pruner
+    from harness.pruners import make_pruner
 
     curves = [c for c in curves if c.final is not None and c.values]
     study = optuna.create_study(study_name=spec.name, direction=spec.direction, pruner=make_pruner(spec))

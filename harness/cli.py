@@ -22,14 +22,14 @@ DEMO_DATA_DIR = Path("data/demo")
 
 def _sweep(args: argparse.Namespace, console: Console) -> int:
     """`sweep` and `worker` are one loop; a worker names shared storage and tracking explicitly."""
+    from harness.devices import default_slots
     from harness.spec import load_spec
-    from harness.sweep import Supervisor, default_slots
+    from harness.sweep import Supervisor
 
     spec = load_spec(args.sweep)
     if args.trials is not None:
         spec.budget.trials = args.trials
-    spec.storage = getattr(args, "storage", None) or spec.storage
-    spec.tracking.uri = getattr(args, "tracking_uri", None) or spec.tracking.uri
+    spec.use_stores(storage=getattr(args, "storage", None), tracking_uri=getattr(args, "tracking_uri", None))
     Supervisor(spec, console=console, slots=default_slots(args.workers, devices=spec.training.devices)).run()
     if not _publish(spec, console, html=True):
         console.print(f"[red]error:[/] {_no_best(spec)}")
@@ -58,8 +58,7 @@ def _launch(args: argparse.Namespace, console: Console) -> int:
     from harness.spec import load_spec
 
     spec = load_spec(args.sweep)
-    spec.storage = args.storage or spec.storage
-    spec.tracking.uri = args.tracking_uri or spec.tracking.uri
+    spec.use_stores(storage=args.storage, tracking_uri=args.tracking_uri)
     for key in LAUNCH_OVERRIDES:
         if getattr(args, key) is not None:
             setattr(spec.launch, key, getattr(args, key))

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
+from harness.directions import Direction  # noqa: E402
 from harness.trial_record import TrialRecord  # noqa: E402
 
 DPI = 100
@@ -53,7 +54,7 @@ class Curve:
     pruned: bool = False
 
 
-def objective_history(trials: Sequence[FrozenTrial], direction: str, out: Path) -> Plot:
+def objective_history(trials: Sequence[FrozenTrial], direction: Direction, out: Path) -> Plot:
     """Objective per trial with the best-so-far line: did the search still improve when it stopped?"""
     title = "Objective by trial"
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
@@ -66,10 +67,9 @@ def objective_history(trials: Sequence[FrozenTrial], direction: str, out: Path) 
         ax.scatter(
             [t.number for t in complete], [t.values[0] for t in complete], color="tab:blue", label="complete", zorder=3
         )
-        better = min if direction == "minimize" else max
         xs, best, best_ys = [], None, []
         for t in sorted(complete, key=lambda t: t.number):
-            best = t.values[0] if best is None else better(best, t.values[0])
+            best = t.values[0] if best is None else direction.best((best, t.values[0]))
             xs.append(t.number)
             best_ys.append(best)
         ax.step(xs, best_ys, where="post", color="tab:orange", label="best so far", linewidth=2)
@@ -207,7 +207,7 @@ def pareto_front(study: optuna.Study, out: Path) -> Plot:
     return _save(fig, "pareto_front", title, out)
 
 
-def retention_tradeoff(points: Sequence[tuple[float, float, bool]], direction: str, out: Path) -> Plot:
+def retention_tradeoff(points: Sequence[tuple[float, float, bool]], direction: Direction, out: Path) -> Plot:
     """Per complete trial, (retention WER change against zero-shot, objective, infeasible): what each
     in-domain gain cost on the model's old domain, trials the retention limit refused in red."""
     title = "Objective against retention WER change"

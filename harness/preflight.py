@@ -18,7 +18,7 @@ from pathlib import Path
 
 import soundfile
 
-from harness import behaviours
+from harness import behaviours, devices
 from harness.canary import CheckpointInfo
 from harness.errors import HarnessError
 from harness.manifest import Entry, Problem, read_manifest, resolve_audio
@@ -67,9 +67,7 @@ def _check_accelerator(spec: SweepSpec, where: str) -> list[Problem]:
     accelerator = spec.training.accelerator
     if accelerator not in ("gpu", "cuda"):
         return []
-    from harness.sweep import visible_gpus  # here, not at the top: harness.sweep imports this module
-
-    if visible_gpus():
+    if devices.visible_gpus():
         return []
     return [
         Problem(

@@ -14,17 +14,16 @@ import hashlib
 import json
 import os
 import platform
-import subprocess
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
 import harness
+from harness.checkout import git_commit, git_dirty
 from harness.errors import HarnessError
 from harness.manifest import resolve_audio
 from harness.model_source import resolve_model
 from harness.spec import SweepSpec
-from harness.tracking import git_commit
 from harness.trial_manifests import LINE_FIELD
 
 PACKAGES = ("nemo_toolkit", "torch", "lightning", "optuna", "mlflow")
@@ -84,21 +83,6 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
-
-
-def git_dirty() -> bool | None:
-    """True when the harness checkout has uncommitted changes: its commit alone does not pin the code."""
-    try:
-        out = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(harness.__file__).parent,
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return bool(out.stdout.strip())
 
 
 def sha256(path: Path) -> str:

@@ -23,6 +23,7 @@ from optuna.pruners._successive_halving import (
 from optuna.trial import FrozenTrial, TrialState
 
 from harness.canary import warmup_steps
+from harness.directions import Direction
 from harness.spec import BudgetSpec, SweepSpec
 
 MEDIAN_STARTUP_TRIALS = 2  # complete trials the median needs before it judges (`pruner.n_startup_trials: null`)
@@ -200,4 +201,4 @@ class LatestMedianPruner(MedianPruner):
         if not others:
             return False
         median = statistics.median(others)
-        return latest < median if study.direction == optuna.study.StudyDirection.MAXIMIZE else latest > median
+        return Direction.of(study.direction).better(median, latest)

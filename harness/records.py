@@ -16,8 +16,10 @@ import optuna
 from optuna.distributions import BaseDistribution
 
 from harness.definition import check_study, study_uid
+from harness.directions import Direction
 from harness.errors import HarnessError
 from harness.names import PARENT_ATTR
+from harness.pruners import make_pruner
 from harness.spec import SweepSpec
 from harness.stores import check_state_dir, ensure_state_dir, sqlite_path, store_name
 from harness.study import find_study, open_study
@@ -63,7 +65,7 @@ def open_records(
     The read-only check runs first, so a mismatch creates nothing in either store."""
     check_records(spec, space)
     ensure_state_dir(spec.state_dir)
-    study = open_study(spec, space)
+    study = open_study(spec, space, pruner=make_pruner(spec))
     tracker = Tracker(spec.tracking_uri, spec.experiment_name, artifact_root=spec.state_dir / "artifacts")
     parent = _linked_parent(spec, study, tracker, adopt=True)
     if parent is None:
@@ -76,7 +78,7 @@ def open_records(
         params=list(space),
         metrics=VIEW_METRICS,
         order_by="objective",
-        ascending=spec.direction == "minimize",
+        ascending=spec.direction is Direction.MINIMIZE,
     )
     return Records(study, tracker, parent)
 

@@ -17,6 +17,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from harness.directions import Direction
 from harness.spec import SweepSpec
 
 MEMORY_CONSTRAINT = "out_of_memory"  # the Optuna constraint an OOM trial violates (1.0); > 0 is infeasible
@@ -102,10 +103,7 @@ def memory_view(trials: list[FrozenTrial], directions: list[optuna.study.StudyDi
     names = {name for t in complete for name in t.constraints} | ({MEMORY_CONSTRAINT} if out_of_memory else set())
     if not complete or not names:
         return trials
-    worst = [
-        (max if direction == optuna.study.StudyDirection.MINIMIZE else min)(t.values[i] for t in complete)
-        for i, direction in enumerate(directions)
-    ]
+    worst = [Direction.of(direction).worst(t.values[i] for t in complete) for i, direction in enumerate(directions)]
     shown = []
     for trial in trials:
         if _out_of_memory(trial) or trial.state == TrialState.COMPLETE:

@@ -2,23 +2,28 @@
 
 Every key is checked against the dataclass that owns it, so a typo (`max_step`) or a wrong type
 (`trials: six`) is an error naming the file and the dotted key instead of a silently ignored
-setting in a sweep that runs for days.
+setting in a sweep that runs for days. Values that load with the right type but would stop or break
+every trial (numbers out of range, an unknown accelerator, a behaviour name MLflow refuses in metric
+names) are refused on load too (`check_values`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from harness.directions import Direction, objective_directions
 from harness.errors import HarnessError
-from harness.spec_values import check_values
 
 SWEEPS_DIR = Path("sweeps")
 STATE_DIR = Path("mlruns")
@@ -89,7 +94,7 @@ class PrunerSpec:
     """Which trials stop early, judged at each validation (harness.pruners). `median`, `compare: latest` judges
     the value just reported (a WER that climbs is pruned), `best` the best so far; `successive_halving` and
     `hyperband` keep the best 1/`reduction_factor` per rung. Null: the type's default; `n_warmup_steps`'s is
-    each trial's learning-rate warm-up. Keys of another type are refused (spec_values), all ignored for `none`."""
+    each trial's learning-rate warm-up. Keys of another type are refused (`check_values`), all ignored for `none`."""
 
     type: Literal["median", "successive_halving", "hyperband", "none"] = "median"
     compare: Literal["latest", "best"] | None = None  # median only; null: latest
@@ -201,37 +206,55 @@ class SweepSpec:
     def trials_dir(self) -> Path:
         return self.state_dir / "trials" / self.name
 
+    def use_stores(self, *, storage: str | None, tracking_uri: str | None) -> None:
+        """Fix the stores this process uses (`store_uris`): a command line's or a trial job's URIs win."""
+        self.storage, self.tracking.uri = store_uris(self, storage=storage, tracking_uri=tracking_uri)
+
     @property
     def storage_url(self) -> str:
-        """Optuna storage: the spec's, else $HARNESS_STORAGE, else one SQLite file for all sweeps."""
-        url = self.storage or os.environ.get(ENV_STORAGE)
-        return url or f"sqlite:///{self.state_dir / 'optuna.db'}"
+        """The Optuna storage this process uses (`store_uris`)."""
+        return store_uris(self).storage
 
     @property
     def tracking_uri(self) -> str:
-        """MLflow tracking URI, always explicit (MLflow 3 refuses the plain ./mlruns file store)."""
-        uri = self.tracking.uri or os.environ.get(ENV_TRACKING_URI)
-        return uri or f"sqlite:///{self.state_dir / 'mlflow.db'}"
+        """The MLflow tracking URI this process uses (`store_uris`)."""
+        return store_uris(self).tracking
 
     @property
     def experiment_name(self) -> str:
         return self.tracking.experiment or self.name
 
     @property
-    def directions(self) -> list[Literal["minimize", "maximize"]]:
+    def directions(self) -> list[Direction]:
         """One direction per objective; `pareto` minimises WER and maximises BLEU."""
-        if self.objective.metric == "pareto":
-            return ["minimize", "maximize"]
-        return ["maximize" if self.objective.metric == "bleu" else "minimize"]
+        return objective_directions(self.objective.metric)
 
     @property
-    def direction(self) -> Literal["minimize", "maximize"]:
+    def direction(self) -> Direction:
         """The primary objective's direction (WER's for `pareto`): it orders tables and picks "best"."""
         return self.directions[0]
 
     @property
     def multi_objective(self) -> bool:
         return len(self.directions) > 1
+
+
+class StoreURIs(typing.NamedTuple):
+    """The Optuna storage URL and the MLflow tracking URI of one process."""
+
+    storage: str
+    tracking: str
+
+
+def store_uris(spec: SweepSpec, *, storage: str | None = None, tracking_uri: str | None = None) -> StoreURIs:
+    """The stores this process uses, each the first given of: the command line's (or the trial job's), the spec's
+    (`storage:`, `tracking.uri:`), $HARNESS_STORAGE / $HARNESS_TRACKING_URI, a SQLite file under mlruns/ (the
+    tracking URI is always explicit: MLflow 3 refuses the plain ./mlruns file store)."""
+    state = spec.state_dir
+    return StoreURIs(
+        storage or spec.storage or os.environ.get(ENV_STORAGE) or f"sqlite:///{state / 'optuna.db'}",
+        tracking_uri or spec.tracking.uri or os.environ.get(ENV_TRACKING_URI) or f"sqlite:///{state / 'mlflow.db'}",
+    )
 
 
 def find_spec_file(name_or_path: str) -> Path:
@@ -341,3 +364,155 @@ def _coerce(hint: Any, value: Any, *, where: str, key: str) -> Any:
     if hint in (int, float, str, bool) and (not isinstance(value, hint) or (hint is int and isinstance(value, bool))):
         raise HarnessError(f"{where}: `{key}` must be {hint.__name__}, not {value!r}.")
     return value
+
+
+# Values: keys and types are checked by `build`; these load with the right type but would stop or silently
+# break every trial, late (`max_steps: 0` trains nothing, `num_nodes: 2` waits for hosts nobody starts,
+# `accelerator: gpus` fails in every trial). Each is refused on load, naming the key.
+
+
+def check_values(spec: SweepSpec, *, where: str) -> None:
+    """Every value check, in the order a user would fix them."""
+    _check_devices(spec.training, where=where)
+    _check_numbers(spec, where=where)
+    _check_pruner(spec.pruner, where=where)
+    _check_accelerator(spec.training, where=where)
+    _check_launch_env(spec.launch, where=where)
+    _check_behaviour_names(spec, where=where)
+    _check_retention_limit(spec, where=where)
+
+
+def _check_devices(training: TrainingSpec, *, where: str) -> None:
+    """A trial on one host: the supervisor starts each trial process itself, so a trial spanning hosts
+    would wait for processes nobody starts (the device count is one of the `_LIMITS`)."""
+    if training.num_nodes != 1:
+        raise HarnessError(
+            f"{where}: `training.num_nodes` is {training.num_nodes!r}, but a trial runs on one host: set it to 1, "
+            "give each trial more GPUs with `training.devices`, and use more hosts by running more workers "
+            "(`harness launch`, or `harness worker` on each host, as the README's 'Many workers' describes)."
+        )
+
+
+# Numbers that load with the right type but would stop or silently break every trial, late:
+# `max_steps: 0` trains nothing, `trials: 0` runs nothing. Dotted key -> (test, the rule in words).
+_LIMITS: dict[str, tuple[Callable[[float], bool], str]] = {
+    "budget.trials": (lambda v: v >= 1, "at least 1 (trials in total, across runs and workers)"),
+    "budget.max_steps": (lambda v: v >= 1, "at least 1 (training steps per trial)"),
+    "budget.val_check_interval": (lambda v: v >= 1, "at least 1 (steps between validations)"),
+    "budget.timeout_minutes": (lambda v: v > 0, "a number of minutes > 0, or null for no wall-clock limit"),
+    "budget.warmup_fraction": (lambda v: 0 <= v < 1, "at least 0 and below 1 (the share of max_steps)"),
+    "budget.max_retries": (lambda v: v >= 0, "at least 0"),
+    "objective.bleu_weight": (lambda v: v >= 0, "at least 0"),
+    # Below 0 it demands that fine-tuning on a new domain improve the old one: every trial would be infeasible.
+    "objective.retention_max_wer_increase": (
+        lambda v: v >= 0,
+        "a fraction of at least 0 (0.05: up to 5 WER points above the zero-shot model's retention WER), or null",
+    ),
+    "pruner.n_startup_trials": (lambda v: v >= 0, "at least 0"),
+    "pruner.n_warmup_steps": (lambda v: v >= 0, "at least 0, or null for each trial's learning-rate warm-up"),
+    "pruner.reduction_factor": (lambda v: v >= 2, "at least 2 (each rung keeps the best 1/reduction_factor)"),
+    "training.devices": (lambda v: v >= 1, "at least 1 (devices per trial)"),
+    "training.num_workers": (lambda v: v >= 0, "at least 0 (dataloader worker processes)"),
+    "training.validation_batch_size": (lambda v: v >= 1, "at least 1"),
+    "training.max_duration": (lambda v: v > 0, "a number of seconds > 0"),
+    "training.min_duration": (lambda v: v >= 0, "a number of seconds >= 0"),
+    "launch.workers": (lambda v: v >= 1, "at least 1 (worker jobs)"),
+    "launch.gpus_per_worker": (lambda v: v >= 0, "at least 0 (0: CPU workers)"),
+    "launch.cpus_per_worker": (lambda v: v >= 1, "at least 1"),
+    "launch.mem_gb": (lambda v: v >= 1, "at least 1 (GB per worker job), or null for the partition's default"),
+    "launch.time_minutes": (lambda v: v >= 1, "at least 1 (minutes per worker job)"),
+}
+# Lightning's accelerator names (`gpu` is its alias of `cuda`); a typo would fail inside every trial.
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+
+
+def _check_numbers(spec: SweepSpec, *, where: str) -> None:
+    """Refuse out-of-range numbers on load, naming the key, before any model or data is touched."""
+    for key, (ok, rule) in _LIMITS.items():
+        section, name = key.split(".")
+        value = getattr(getattr(spec, section), name)
+        if value is not None and not (math.isfinite(value) and ok(value)):
+            raise HarnessError(f"{where}: `{key}` is {value!r}; it must be {rule}.")
+    training = spec.training
+    if training.min_duration >= training.max_duration:
+        raise HarnessError(
+            f"{where}: `training.min_duration` ({training.min_duration:g}s) must be below "
+            f"`training.max_duration` ({training.max_duration:g}s), or no utterance is trained on."
+        )
+
+
+# Pruner keys that mean something to some types only: set for another, they would silently do nothing.
+_PRUNER_KEYS = {
+    "compare": ("median",),
+    "n_startup_trials": ("median",),
+    "reduction_factor": ("successive_halving", "hyperband"),
+}
+
+
+def _check_pruner(pruner: PrunerSpec, *, where: str) -> None:
+    """Refuse a key the chosen pruner would ignore; `type: none` ignores them all, so pruning turns off and
+    back on by changing the type alone."""
+    if pruner.type == "none":
+        return
+    for key, owners in _PRUNER_KEYS.items():
+        if getattr(pruner, key) is not None and pruner.type not in owners:
+            raise HarnessError(
+                f"{where}: `pruner.{key}` applies to `pruner.type: {' or '.join(owners)}` only, and the type is "
+                f"{pruner.type}; remove `pruner.{key}`, or set the type it belongs to."
+            )
+
+
+def _check_accelerator(training: TrainingSpec, *, where: str) -> None:
+    """A misspelt accelerator is a Lightning error in every trial; name the choices once, on load."""
+    if training.accelerator not in ACCELERATORS:
+        raise HarnessError(
+            f"{where}: `training.accelerator` is {training.accelerator!r}; use one of {', '.join(ACCELERATORS)} "
+            "(auto: the GPU where there is one, else the CPU)."
+        )
+
+
+def _check_retention_limit(spec: SweepSpec, *, where: str) -> None:
+    """The retention limit compares each trial's retention WER with the baseline's: it needs both."""
+    if spec.objective.retention_max_wer_increase is None:
+        return
+    if not spec.data.retention:
+        raise HarnessError(
+            f"{where}: `objective.retention_max_wer_increase` needs retention manifests to score: add "
+            "`data.retention` (manifests of the model's old domain), or remove the limit."
+        )
+    if not spec.budget.baseline:
+        raise HarnessError(
+            f"{where}: `objective.retention_max_wer_increase` is measured against the pretrained model's retention "
+            "WER: set `budget.baseline: true`, or remove the limit."
+        )
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# `launch.env` is written into job scripts and logs, and the YAML is committed: secrets come from the environment.
+_SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "CREDENTIAL")
+
+
+def _check_launch_env(launch: LaunchSpec, *, where: str) -> None:
+    """`launch.env` holds plain settings (NCCL, threads) under valid names, never secrets."""
+    for name in launch.env:
+        if not _ENV_NAME.fullmatch(name):
+            raise HarnessError(f"{where}: `launch.env.{name}` is not an environment variable name (A-Z, 0-9, _).")
+        if any(word in name.upper() for word in _SECRET_WORDS):
+            raise HarnessError(
+                f"{where}: `launch.env.{name}` looks like a credential; set it in the environment you run "
+                "`harness launch` from (workers inherit it), never in the sweep YAML."
+            )
+
+
+_BEHAVIOUR_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def _check_behaviour_names(spec: SweepSpec, *, where: str) -> None:
+    """A behaviour's name is part of its metric names (`val_wer/terse_on`), which MLflow refuses with
+    most punctuation: every trial would fail at its first validation."""
+    for name in spec.custom_tokens:
+        if not _BEHAVIOUR_NAME.fullmatch(name):
+            raise HarnessError(
+                f"{where}: `custom_tokens.{name}` is not a usable behaviour name: it names metrics "
+                f"(`val_wer/{name}_on`), so use letters, digits, `_`, `-` and `.` only (e.g. `terse`, `digits`)."
+            )

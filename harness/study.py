@@ -8,16 +8,21 @@ sees every validation, not one per epoch like optuna-integration's Lightning cal
 
 from __future__ import annotations
 
+import warnings
+
 import optuna
 from optuna.distributions import BaseDistribution
-from optuna.exceptions import DuplicatedStudyError
+from optuna.exceptions import DuplicatedStudyError, ExperimentalWarning
+from optuna.pruners import BasePruner, NopPruner
 from optuna.storages import RDBStorage
+from optuna.study import StudyDirection
 from optuna.trial import TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
 from harness.definition import check_study, record_new
+from harness.directions import Direction
 from harness.errors import HarnessError
-from harness.pruners import make_pruner
+from harness.objective import objective_names
 from harness.samplers import MEMORY_CONSTRAINT, TrialSeededSampler, make_sampler
 from harness.spec import SweepSpec
 from harness.start_from import enqueue_start_from
@@ -84,43 +89,53 @@ def set_retention_constraint(trial: optuna.Trial, excess: float) -> None:
     trial.set_constraint(RETENTION_CONSTRAINT, excess)
 
 
-def open_study(spec: SweepSpec, space: dict[str, BaseDistribution] | None = None) -> optuna.Study:
-    """The sweep's study; each trial's sampler seed follows from its number.
+def open_study(
+    spec: SweepSpec, space: dict[str, BaseDistribution] | None = None, *, pruner: BasePruner
+) -> optuna.Study:
+    """The sweep's study for asking and telling; each trial's sampler seed follows from its number.
 
     With `space` (the supervisor) it is created with its definition, or loaded (resume, another
     worker) and checked against the spec. Without (a trial process) it must exist and is only
-    checked for its objective: a trial never creates a study.
+    checked for its objective: a trial never creates a study. `pruner` (`harness.pruners.make_pruner`)
+    judges the trial process's reports, and Hyperband's brackets shape what the supervisor's sampler sees.
     """
     study = None
     with reported(OPTUNA_STORE, spec.storage_url, STORAGE_SETTING):
         storage = open_storage(spec.storage_url)
         if space is not None:
             try:
-                study = optuna.create_study(
-                    study_name=spec.name, storage=storage, directions=spec.directions, pruner=make_pruner(spec)
-                )
+                directions = [StudyDirection[d.name] for d in spec.directions]
+                study = optuna.create_study(study_name=spec.name, storage=storage, directions=directions, pruner=pruner)
             except (DuplicatedStudyError, SQLAlchemyError):  # it exists, or another worker created it just now
                 study = None
             else:
                 record_new(study, spec, space)
                 enqueue_start_from(study, spec, space)  # only here: once per study, whatever the workers
+                _name_objectives(study, spec)
         if study is None:
-            study = _load(spec, storage)
+            study = _load(spec, storage, pruner)
             check_study(spec, study, space, adopt=space is not None)
     study.sampler = TrialSeededSampler(lambda seed: make_sampler(spec, seed), spec.sampler.seed)
     return study
 
 
+def _name_objectives(study: optuna.Study, spec: SweepSpec) -> None:
+    """Name the study's objectives (`wer`, not "Objective 0" in optuna-dashboard and `trials_dataframe`).
+    Optuna marks `set_metric_names` experimental; a study without names (an older one) reads the same."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        study.set_metric_names(objective_names(spec.objective))
+
+
 def find_study(spec: SweepSpec) -> optuna.Study | None:
-    """The sweep's study if its storage holds one; creates nothing (no database file, no study)."""
+    """The sweep's study if its storage holds one, for reading; creates nothing (no database file, no study).
+    Its pruner never judges (nothing reports through it), so none is built from the spec."""
     path = sqlite_path(spec.storage_url)
     if path is not None and not path.is_file():
         return None
     with reported(OPTUNA_STORE, spec.storage_url, STORAGE_SETTING):
         try:
-            return optuna.load_study(
-                study_name=spec.name, storage=open_storage(spec.storage_url), pruner=make_pruner(spec)
-            )
+            return optuna.load_study(study_name=spec.name, storage=open_storage(spec.storage_url), pruner=NopPruner())
         except KeyError:
             return None
 
@@ -138,9 +153,9 @@ def require_study(spec: SweepSpec) -> optuna.Study:
     raise HarnessError(f"Sweep {spec.name!r} has no study yet: {where}; run `harness sweep {spec.name}` first.")
 
 
-def _load(spec: SweepSpec, storage: RDBStorage) -> optuna.Study:
+def _load(spec: SweepSpec, storage: RDBStorage, pruner: BasePruner) -> optuna.Study:
     try:
-        return optuna.load_study(study_name=spec.name, storage=storage, pruner=make_pruner(spec))
+        return optuna.load_study(study_name=spec.name, storage=storage, pruner=pruner)
     except KeyError:
         raise HarnessError(
             f"Sweep {spec.name!r} has no study in the {OPTUNA_STORE} {store_name(spec.storage_url)}; "
@@ -166,7 +181,7 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
         return None
     if len(study.directions) == 1:
         return trained_trial(study, study.best_trial)
-    sign = 1 if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1
+    sign = Direction.of(study.directions[0]).sign
     return trained_trial(study, min(study.best_trials, key=lambda t: (sign * t.values[0], t.number)))
 
 

@@ -17,20 +17,18 @@ from __future__ import annotations
 import json
 import math
 import re
-import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mlflow.entities import Dataset, DatasetInput, InputTag, Run
 from mlflow.exceptions import MlflowException
 
+from harness.checkout import git_commit
 from harness.names import run_name  # noqa: F401 (re-exported: callers name runs through tracking)
+from harness.provenance import FileRecord, manifest_record
 from harness.search_space import format_param
 from harness.stores import MLFLOW_STORE, TRACKING_SETTING, open_mlflow, reported
-
-if TYPE_CHECKING:
-    from harness.provenance import FileRecord
 
 UID_TAG = "harness.study_uid"
 # Read by MLflow 3 UIs that lay an experiment out by kind (3.17's own UI goes by `workflowType` instead).
@@ -42,17 +40,6 @@ PARENT_ROLE = "sweep"
 TRIAL_ROLE = "trial"
 BASELINE_ROLE = "baseline"
 REPRODUCTION_ROLE = "reproduction"
-
-
-def git_commit() -> str | None:
-    """The harness checkout's commit; MLflow's own guess uses sys.argv[0], the console script."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=Path(__file__).parent
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return out.stdout.strip() or None
 
 
 class Tracker:
@@ -188,8 +175,6 @@ class Tracker:
 
     def _manifest_record(self, path: Path, audio_cache: Path | None) -> FileRecord:
         """provenance.manifest_record, once per manifest version in this process (every trial logs the same files)."""
-        from harness.provenance import manifest_record  # provenance imports this module (git_commit)
-
         stat = path.stat() if path.is_file() else None
         key = (str(path.resolve()), *((stat.st_size, stat.st_mtime_ns) if stat else ()))
         if key not in self._manifests:

@@ -90,8 +90,7 @@ def run(trial_dir: Path) -> Result:
 
     job = Job.read(trial_dir)
     spec = load_spec(job.spec)
-    spec.storage = job.storage or spec.storage
-    spec.tracking.uri = job.tracking_uri or spec.tracking.uri
+    spec.use_stores(storage=job.storage, tracking_uri=job.tracking_uri)
     seed_everything(job.seed, workers=True)
     started = time.monotonic()
     # System metrics on the run for the process's life; not for a test-set score (a finished trial's run).
@@ -119,7 +118,9 @@ def _reporting(job: Job, spec, trial_dir: Path) -> _Reporting:
     from harness.callbacks import MetricsLogger, ProgressWriter, PruningReporter
     from harness.fault_injection import injected_faults
     from harness.freezing import FreezeCallback
-    from harness.metrics import ValidationHistory, logged_loss, objective_value
+    from harness.metrics import ValidationHistory, logged_loss
+    from harness.objective import objective_value
+    from harness.pruners import make_pruner
     from harness.stopping import trial_rank
     from harness.study import open_study, trial_handle
     from harness.tracking import Tracker
@@ -145,7 +146,7 @@ def _reporting(job: Job, spec, trial_dir: Path) -> _Reporting:
     ]
     pruning = study = None
     if job.trial_id is not None and not spec.multi_objective:  # every rank takes part in the prune decision
-        study = open_study(spec) if trial_rank() == 0 else None
+        study = open_study(spec, pruner=make_pruner(spec)) if trial_rank() == 0 else None
         handle = trial_handle(study, job.trial_id) if study is not None else None
         pruning = PruningReporter(handle, lambda m: objective_value(collect(m), spec.objective))
         callbacks.append(pruning)
@@ -179,7 +180,7 @@ def _train_or_validate(job: Job, spec, trial_dir: Path) -> Result:
 
 def _conclude(job: Job, spec, trial_dir: Path, reporting: _Reporting, model, *, steps_trained: int) -> Result:
     """Predictions artifact, checkpoint, retention figures, MLflow summary metrics and the result."""
-    from harness.metrics import objective_values
+    from harness.objective import objective_values
     from harness.retention import score_retention
     from harness.stopping import trial_rank
     from harness.system_metrics import peak_memory
@@ -225,7 +226,7 @@ def _may_be_kept(spec, study, value: float) -> bool:
     best_value = primary_value(best) if best is not None else None
     if best_value is None:
         return True
-    return value <= best_value if spec.direction == "minimize" else value >= best_value
+    return not spec.direction.better(best_value, value)
 
 
 def _test(job: Job, spec) -> Result:

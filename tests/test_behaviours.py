@@ -201,7 +201,8 @@ def fine_tuned(tmp_path_factory):
 
     from rich.console import Console
 
-    from harness.sweep import Supervisor, default_slots
+    from harness.devices import default_slots
+    from harness.sweep import Supervisor
 
     root = tmp_path_factory.mktemp("learn")
     data = build_corpus(

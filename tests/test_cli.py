@@ -9,8 +9,9 @@ import pytest
 import soundfile
 
 from harness.cli import build_parser, main
+from harness.devices import default_slots
 from harness.spec import load_spec
-from harness.sweep import Supervisor, default_slots
+from harness.sweep import Supervisor
 from tests.conftest import spec_dict, write_spec
 
 

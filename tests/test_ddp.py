@@ -19,7 +19,7 @@ from rich.console import Console
 from harness.fault_injection import FAULT_ENV
 from harness.freezing import is_bn_or_se
 from harness.manifest import manifest_lines
-from harness.report import memory_rows
+from harness.report._summary import memory_rows
 from harness.search_space import FREEZE_MODES, load_search_space
 from harness.spec import load_spec
 from harness.study import MEMORY_CONSTRAINT, open_storage

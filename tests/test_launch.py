@@ -149,7 +149,7 @@ def test_slurm_dry_run_prints_the_sbatch_script(project, speech_data, capsys, mo
     (srun,) = [line for line in out.splitlines() if line.startswith("srun ")]
     assert "--container-image=nvcr.io/nvidia/nemo:25.04 --container-mounts=/shared:/shared" in srun
     assert srun.endswith(f"python -u -m submitit.core._submit {project}/mlruns/launch/canary")
-    (worker,) = [line for line in out.splitlines() if "harness.cli worker" in line]
+    (worker,) = [line for line in out.splitlines() if "-m harness worker" in line]
     redacted = "'postgresql://***@db.example:5432/optuna'"  # a URL's user and password stay out of scripts
     assert f"worker {project}/sweeps/canary.yaml --storage {redacted} --tracking-uri {MLFLOW}" in worker
     assert worker.startswith("# ")  # a comment in the script: the srun line runs submitit's pickled call
@@ -216,9 +216,7 @@ def test_missing_submitit_names_the_install(project, capsys, monkeypatch):
 
 
 def test_local_jobs_get_distinct_gpus_from_the_visible_ones(project, capsys, monkeypatch):
-    import harness.sweep
-
-    monkeypatch.setattr(harness.sweep, "visible_gpus", lambda: 4)
+    monkeypatch.setattr("harness.devices.visible_gpus", lambda: 4)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3,4,5")  # a scheduler's share of the machine
     write_spec(project, "gpus", spec_dict({"train": "t.json", "validation": "v.json"}, training={"devices": 2}))
     assert main(["launch", "gpus", "--gpus-per-worker", "2", "--dry-run"]) == 0

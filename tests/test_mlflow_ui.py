@@ -12,7 +12,7 @@ import re
 from mlflow.tracking import MlflowClient
 
 from harness.provenance import manifest_record
-from harness.report import mlflow_ui_command
+from harness.report._console import mlflow_ui_command
 from harness.tracking import run_name
 from tests.conftest import SEARCH_SPACE, SWEEP
 from tests.helpers import chromium, load_study

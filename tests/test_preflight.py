@@ -172,7 +172,7 @@ def test_bad_manifest_values_are_named_at_file_and_line(project, speech_data, ca
 
 @pytest.mark.parametrize("accelerator", ["gpu", "cuda"])
 def test_gpu_accelerator_without_a_gpu(project, speech_data, monkeypatch, accelerator):
-    monkeypatch.setattr("harness.sweep.visible_gpus", lambda: 0)
+    monkeypatch.setattr("harness.devices.visible_gpus", lambda: 0)
     message = _supervise(project, speech_data, training={"accelerator": accelerator})
     assert (
         f"sweeps/pre.yaml: `training.accelerator` is {accelerator}, but no GPU is visible on this machine "

@@ -11,6 +11,8 @@ import base64
 import io
 import json
 import re
+import subprocess
+import sys
 import urllib.request
 from decimal import Decimal
 from pathlib import Path
@@ -26,25 +28,23 @@ from rich.console import Console
 
 from harness import plots, provenance
 from harness.cli import main
+from harness.directions import Direction
 from harness.model_source import resolve_model
-from harness.report import (
-    SweepSummary,
-    build_blocks,
-    make_plots,
-    memory_rows,
-    memory_table,
-    pruning_savings,
-    report_dir,
-    to_markdown,
-    trial_rows,
-)
-from harness.search_space import format_param
-from harness.spec import BehaviourSpec, DataSpec, SweepSpec, load_spec
+from harness.records import open_records
+from harness.report import report_dir
+from harness.report._console import memory_table
+from harness.report._document import build_blocks
+from harness.report._publish import make_plots
+from harness.report._render import to_markdown
+from harness.report._summary import SweepSummary, memory_rows, pruning_savings
+from harness.report._trials import trial_rows
+from harness.search_space import format_param, load_search_space
+from harness.spec import BehaviourSpec, DataSpec, ObjectiveSpec, SweepSpec, load_spec
 from harness.study import tell_out_of_memory
 from harness.tracking import run_name
 from harness.trial import Result
 from harness.trial_record import OOM, TrialRecord
-from tests.conftest import RETENTION_LIMIT_KEPT, SWEEP
+from tests.conftest import RETENTION_LIMIT_KEPT, SWEEP, spec_dict, write_spec
 from tests.helpers import chromium, in_project, load_study, sha256
 
 # -- the shared sweep (conftest.report_sweep) ------------------------------------------------
@@ -294,7 +294,7 @@ def test_plots_skip_with_a_reason_and_draw_what_the_data_supports(tmp_path):
     several = _synthetic(["minimize"], [0.5, 0.3, None, 0.4, 0.2, 0.35])
     drawn = [
         plots.param_importance(several, tmp_path),
-        plots.objective_history(several.trials, "minimize", tmp_path),
+        plots.objective_history(several.trials, Direction.MINIMIZE, tmp_path),
         plots.objective_vs_params(several.trials, SPACE, tmp_path),
         plots.learning_curves(
             [plots.Curve("trial-0004", [{"step": 10, "val_wer": 0.5}, {"step": 20, "val_wer": 0.2}])], tmp_path
@@ -428,6 +428,64 @@ def test_the_report_says_whether_each_custom_behaviour_was_learnt(tmp_path, monk
     assert "`terse`: best trial on WER 0.1200, off WER 0.2000; no zero-shot baseline figures to compare with" in md
     plain = SweepSpec(name="plain", model="canary-tiny", data=DataSpec("t.json", "v.json"), search_space="none.yaml")
     assert "Custom behaviours" not in to_markdown(build_blocks(plain, summary, [], None), tmp_path)
+
+
+def test_a_behaviour_named_answer_leaves_its_bleu_higher_is_better_in_every_table(tmp_path, monkeypatch):
+    """A behaviour's name is a group, never the figure: `retention_bleu/answer_on` is a BLEU like any other."""
+    monkeypatch.chdir(tmp_path)
+    spec = SweepSpec(
+        name="answer",
+        model="canary-tiny",
+        data=DataSpec("t.json", "v.json", retention=["r.json"]),
+        search_space="none.yaml",
+        objective=ObjectiveSpec(metric="bleu"),
+        custom_tokens={"answer": BehaviourSpec(on="<|spltoken0|>", off="<|spltoken1|>", field="answer")},
+    )
+    figures = ("val_bleu", "val_bleu/answer_on", "val_bleu/answer_off", "retention_wer", "retention_bleu")
+    figures += ("retention_wer/answer_on", "retention_bleu/answer_on")
+    baseline = dict(zip(figures, (0.1, 0.1, 0.2, 0.1, 0.6, 0.1, 0.6), strict=True))
+    final = dict(zip(figures, (0.4, 0.5, 0.3, 0.2, 0.5, 0.2, 0.5), strict=True))
+    study = optuna.create_study(direction=spec.direction)
+    attrs = TrialRecord.attrs(final=final)
+    study.add_trial(create_trial(params={"lr": 1e-3}, distributions={"lr": SPACE["lr"]}, value=0.4, user_attrs=attrs))
+    summary = SweepSummary(study, study.get_trials(), study.best_trial, baseline)
+    md = to_markdown(build_blocks(spec, summary, [], None), tmp_path)
+
+    retention = md[md.index("## Retention") : md.index("## Custom behaviours")]
+    rows = [line for line in retention.splitlines() if line.startswith("| retention_")]
+    assert rows == [
+        "| retention_wer | 0.1000 | 0.2000 | +0.1000 | lower |",
+        "| retention_wer/answer_on | 0.1000 | 0.2000 | +0.1000 | lower |",
+        "| retention_bleu | 0.6000 | 0.5000 | -0.1000 | higher |",
+        "| retention_bleu/answer_on | 0.6000 | 0.5000 | -0.1000 | higher |",
+    ]
+    behaviours = md[md.index("## Custom behaviours") : md.index("## Test set")]
+    assert "| val_bleu/answer_on | 0.1000 | 0.5000 | +0.4000 | higher |" in behaviours
+    assert "`answer`: on BLEU 0.1000 -> 0.5000, off BLEU 0.2000 -> 0.3000 (zero-shot -> best trial): learnt." in md
+
+
+READ_ONLY = (  # prints what reading a sweep loaded, then what the supervisor's modules add
+    "import sys; from rich.console import Console; import harness.cli; from harness.export import choose_trial; "
+    "from harness.report import print_report, summarize; from harness.spec import load_spec; spec = load_spec('read'); "
+    "print_report(spec, Console(quiet=True)); summarize(spec); choose_trial(spec, None); "
+    "heavy = {'torch', 'lightning', 'nemo'}; print(sorted((heavy | {'harness.pruners'}) & set(sys.modules))); "
+    "import harness.sweep; print(sorted(heavy & set(sys.modules)))"
+)
+
+
+def test_reading_a_sweep_loads_neither_torch_nor_lightning_nor_a_pruner(project):
+    """`harness report` (also at the end of every sweep) and export's choice of trial read the study without a
+    pruner (the spec's warm-up), torch, Lightning or NeMo; the supervisor that plans a reproduction builds the
+    pruner it asks and tells with, and stays free of torch too."""
+    spec = load_spec(write_spec(project, "read", spec_dict({"train": "t.json", "validation": "v.json"})))
+    space = load_search_space(spec.search_space)
+    study = open_records(spec, space, params={}, tags={}).study
+    params = {"lr": 1e-3, "batch_duration": 10, "freeze": "none", "use_loss_mask_for_prompt": True}
+    study.add_trial(create_trial(params=params, distributions=space, value=0.3))
+
+    done = subprocess.run([sys.executable, "-c", READ_ONLY], cwd=project, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["[]", "[]"]
 
 
 # -- out of memory (a synthetic study: no training needed) -------------------------------------

@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from harness.errors import HarnessError
-from harness.spec import load_spec
+from harness.spec import load_spec, store_uris
 from tests.conftest import REPO, spec_dict, write_spec
 
 
@@ -58,6 +58,26 @@ def test_environment_supplies_storage_and_tracking(project, monkeypatch):
         yaml.safe_dump({**spec_dict({"train": "t", "validation": "v"}), "storage": "sqlite:///x.db"})
     )
     assert load_spec("env").storage_url == "sqlite:///x.db"
+
+
+def test_the_command_line_wins_then_the_spec_then_the_environment_then_mlruns(project, monkeypatch):
+    data = {"train": "t", "validation": "v"}
+    write_spec(project, "uris", spec_dict(data, storage="sqlite:///spec.db", tracking={"uri": "http://spec:5000"}))
+    write_spec(project, "plain", spec_dict(data))
+    monkeypatch.setenv("HARNESS_STORAGE", "postgresql://u@env/optuna")
+    monkeypatch.setenv("HARNESS_TRACKING_URI", "http://env:5000")
+    spec = load_spec("uris")
+    assert store_uris(spec) == ("sqlite:///spec.db", "http://spec:5000")
+    assert store_uris(spec, storage="postgresql://u@cli/optuna") == ("postgresql://u@cli/optuna", "http://spec:5000")
+    assert store_uris(load_spec("plain")) == ("postgresql://u@env/optuna", "http://env:5000")
+
+    plain = load_spec("plain")
+    plain.use_stores(storage=None, tracking_uri="http://job:5000")  # a trial job's URIs, fixed for the process
+    monkeypatch.delenv("HARNESS_STORAGE")
+    monkeypatch.delenv("HARNESS_TRACKING_URI")
+    assert (plain.storage_url, plain.tracking_uri) == ("postgresql://u@env/optuna", "http://job:5000")
+    mlruns = project / "mlruns"
+    assert store_uris(load_spec("plain")) == (f"sqlite:///{mlruns / 'optuna.db'}", f"sqlite:///{mlruns / 'mlflow.db'}")
 
 
 def test_devices_per_trial_must_be_on_one_host(project):

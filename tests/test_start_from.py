@@ -7,6 +7,7 @@ import pytest
 
 from harness.cli import main
 from harness.errors import HarnessError
+from harness.pruners import make_pruner
 from harness.spec import load_spec
 from harness.start_from import load_space, start_from_params
 from harness.study import open_study
@@ -74,8 +75,9 @@ def test_entries_are_stored_as_the_space_holds_params(project):
 
 
 OPEN = (
-    "from harness.spec import load_spec; from harness.start_from import load_space; "
-    "from harness.study import open_study; spec = load_spec('start'); open_study(spec, load_space(spec))"
+    "from harness.spec import load_spec; from harness.start_from import load_space; from harness.pruners import "
+    "make_pruner; from harness.study import open_study; spec = load_spec('start'); "
+    "open_study(spec, load_space(spec), pruner=make_pruner(spec))"
 )
 
 
@@ -86,12 +88,12 @@ def test_start_from_is_enqueued_once_per_study_whatever_the_workers_and_resumes(
     (project / "mlruns").mkdir()
     workers = [subprocess.Popen([sys.executable, "-c", OPEN], cwd=project) for _ in range(2)]
     assert [w.wait(timeout=120) for w in workers] == [0, 0]
-    open_study(spec, load_space(spec))  # a resume
+    open_study(spec, load_space(spec), pruner=make_pruner(spec))  # a resume
 
     study = load_study(spec)
     marked = [TrialRecord.of(t).start_from for t in study.get_trials() if TrialRecord.of(t).start_from is not None]
     assert marked == [0, 1]
-    study = open_study(spec, load_space(spec))
+    study = open_study(spec, load_space(spec), pruner=make_pruner(spec))
     asked = [study.ask(load_space(spec)) for _ in range(3)]
     assert [TrialRecord.of(t).start_from for t in asked] == [0, 1, None]
     assert {k: asked[0].params[k] for k in entries[0]} == entries[0] and asked[1].params["freeze"] == "encoder_bn_se"

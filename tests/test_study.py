@@ -171,7 +171,7 @@ def test_a_changed_objective_stops_the_resumed_sweep_and_its_report(project, cap
     report = _fails(capsys, "report", "obj")
     assert "the objective is now bleu (maximize)" in report and "(bleu, minimize)" not in report
     with pytest.raises(HarnessError, match="objective is now bleu"):
-        open_study(load_spec("obj"))  # a trial process of the changed spec does not report into the study
+        open_study(load_spec("obj"), pruner=optuna.pruners.NopPruner())  # a trial process of the changed spec
 
     # The same direction is no excuse: WER as written and normalised WER are different rankings.
     write_spec(project, "obj", spec_dict(NO_DATA, objective={"metric": "wer_normalized"}))
@@ -204,7 +204,7 @@ def test_a_study_made_by_an_older_harness_is_checked_then_adopted(project):
 
     bleu = load_spec(write_spec(project, "old", spec_dict(NO_DATA, objective={"metric": "bleu"})))
     with pytest.raises(HarnessError, match=r"created for an objective \(minimize\)"):
-        open_study(bleu, space)
+        open_study(bleu, space, pruner=optuna.pruners.NopPruner())
     # Its parent run, linked by run id only, is kept and tagged with the uid the study now gets.
     tracker = Tracker(spec.tracking_uri, spec.experiment_name)
     old_tags = {"harness.role": "sweep", "harness.sweep": "old", "harness.study_key": "sqlite:///...#old#1"}
@@ -212,8 +212,24 @@ def test_a_study_made_by_an_older_harness_is_checked_then_adopted(project):
     study.set_user_attr("mlflow_parent_run_id", legacy)
     resumed = open_records(spec, space, params={}, tags={})
     assert resumed.study.user_attrs[DEFINITION_ATTR]["objective"] == "wer"
+    assert resumed.study.metric_names is None  # it opens without objective names, as it was created
     assert resumed.parent_run == legacy
     assert tracker.client.get_run(legacy).data.tags[UID_TAG] == study_uid(resumed.study)
+
+
+@pytest.mark.parametrize(
+    ("objective", "names"),
+    [
+        ({"metric": "wer"}, ["wer"]),
+        ({"metric": "pareto"}, ["wer", "bleu"]),
+        ({"metric": "mix", "bleu_weight": 0.5}, ["wer - 0.5 * bleu"]),
+    ],
+)
+def test_the_study_names_its_objectives(project, objective, names):
+    """optuna-dashboard on the same storage titles the objective `wer`, not "Objective 0"."""
+    spec = load_spec(write_spec(project, "named", spec_dict(NO_DATA, objective=objective)))
+    open_study(spec, load_search_space(spec.search_space), pruner=optuna.pruners.NopPruner())
+    assert optuna.load_study(study_name="named", storage=open_storage(spec.storage_url)).metric_names == names
 
 
 # -- the retention constraint: a complete trial that forgot its old domain is infeasible ------------

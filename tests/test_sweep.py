@@ -2,7 +2,6 @@
 
 import io
 import json
-import os
 import re
 from pathlib import Path
 
@@ -273,41 +272,12 @@ def test_pareto_sweep_optimises_wer_and_bleu_together(project, speech_data):
     assert kept == front
 
 
-def test_gpu_slots_pin_the_devices_the_scheduler_gave(monkeypatch):
-    """One slot per visible GPU; under Slurm's CUDA_VISIBLE_DEVICES=2,3 the slots pin 2 and 3, not 0 and 1.
-    The GPU count is what a box with two GPUs reports, whatever this machine has."""
-    from harness.sweep import default_slots
-
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    assert default_slots(None, gpus=2) == [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}]
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
-    assert [s["CUDA_VISIBLE_DEVICES"] for s in default_slots(4, gpus=2)] == ["2", "3", "2", "3"]
-    assert default_slots(3, gpus=0) == [{"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // 3))}] * 3
-
-
-def test_multi_device_trials_get_slots_of_that_many_gpus(monkeypatch):
-    """`training.devices: 2` on 4 GPUs: two slots of two, from the scheduler's list; too few GPUs is named."""
-    from harness.errors import HarnessError
-    from harness.sweep import default_slots
-
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
-    assert default_slots(None, gpus=4, devices=2) == [{"CUDA_VISIBLE_DEVICES": "4,5"}, {"CUDA_VISIBLE_DEVICES": "6,7"}]
-    assert [s["CUDA_VISIBLE_DEVICES"] for s in default_slots(None, gpus=3, devices=2)] == ["4,5"]
-    with pytest.raises(HarnessError, match=r"`training.devices` is 2, but this machine shows 1 GPU"):
-        default_slots(None, gpus=1, devices=2)
-    # On CPUs the ranks of one trial share the cores: threads per rank, not per slot; a set OMP_NUM_THREADS wins.
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    assert default_slots(1, gpus=0, devices=2) == [{"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // 2))}]
-    monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    assert default_slots(2, gpus=0) == [{"OMP_NUM_THREADS": "3"}] * 2
-
-
 @pytest.mark.extended  # three trials end to end; tests/test_repeats.py checks the answers on real Optuna in seconds
 def test_repeat_proposals_are_answered_from_the_trained_trial(project, speech_data):
     """A space of one combination and a budget of 3: the first trial (the `start_from` entry) trains, the sampler
     can only propose it again, and those two are answered from its result: one trial process, one MLflow run."""
-    from harness.report import pruning_savings, trial_note, write_report
+    from harness.report import write_report
+    from harness.report._summary import pruning_savings, trial_note
 
     params = {"lr": 1e-3, "batch_duration": 10, "freeze": "none", "use_loss_mask_for_prompt": True}
     one = {name: {"type": "categorical", "choices": [choice]} for name, choice in params.items()}

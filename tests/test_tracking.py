@@ -236,17 +236,6 @@ def test_set_tags_and_end_run(tracker):
     assert tracker.client.get_run(run).info.status == "KILLED"
 
 
-def test_git_commit_is_the_checkout_head_or_none_outside_git(monkeypatch):
-    commit = tracking.git_commit()
-    assert commit is None or (len(commit) == 40 and int(commit, 16) >= 0)
-
-    def no_git(*args, **kwargs):
-        raise FileNotFoundError("git")
-
-    monkeypatch.setattr(tracking.subprocess, "run", no_git)
-    assert tracking.git_commit() is None
-
-
 # -- what the MLflow UI shows: the experiment's kind, the runs view, the manifests as datasets ----
 
 
@@ -351,7 +340,7 @@ def test_log_manifests_skips_a_missing_manifest(tracker, tmp_path):
 
 
 def test_the_printed_command_opens_the_runs_view_of_a_local_store(tracker, uri, monkeypatch):
-    from harness.report import mlflow_ui_command
+    from harness.report._console import mlflow_ui_command
     from harness.spec import DataSpec, SweepSpec, TrackingSpec
 
     monkeypatch.delenv("HARNESS_TRACKING_URI", raising=False)

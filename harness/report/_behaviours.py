@@ -13,17 +13,12 @@ from collections.abc import Mapping
 
 from optuna.trial import TrialState
 
+from harness.directions import figure_direction
 from harness.evaluation import BLEU, WER, WER_NORMALIZED, behaviour_group
 from harness.names import number_text, run_name
 from harness.report._blocks import Block, Heading, Table, Text
-from harness.report._summary import (
-    COMPARISON_HEADERS,
-    SweepSummary,
-    comparison_rows,
-    lower_is_better,
-    ordered_trials,
-    shown_value,
-)
+from harness.report._comparison import COMPARISON_HEADERS, comparison_rows
+from harness.report._summary import SweepSummary, ordered_trials, shown_value
 from harness.spec import SweepSpec
 from harness.trial_record import TrialRecord
 
@@ -49,8 +44,7 @@ def behaviour_blocks(spec: SweepSpec, summary: SweepSummary) -> list[Block]:
     """The section; nothing for a sweep without custom behaviours."""
     if not spec.custom_tokens:
         return []
-    baseline = summary.baseline or {}
-    final = TrialRecord.of(summary.best).final if summary.best else {}
+    baseline, final = summary.baseline or {}, summary.best_final
     blocks: list[Block] = [Heading("Custom behaviours"), Text(INTRO)]
     for name in sorted(spec.custom_tokens):
         names = [_metric(f, name, s) for f in FIGURES for s in STATES]
@@ -91,7 +85,7 @@ def reading_figure(spec: SweepSpec, name: str, values: Mapping[str, float]) -> s
 
 
 def _verdict(figure: str, name: str, baseline: Mapping[str, float], final: Mapping[str, float]) -> str:
-    sign = 1 if lower_is_better(figure) else -1
+    sign = figure_direction(figure).sign
     gains = {s: sign * (baseline[_metric(figure, name, s)] - final[_metric(figure, name, s)]) for s in STATES}
     worse = [_word(s) for s, gain in gains.items() if gain < -UNCHANGED]
     if worse:
@@ -104,8 +98,7 @@ def _verdict(figure: str, name: str, baseline: Mapping[str, float], final: Mappi
 def _every_trial(spec: SweepSpec, summary: SweepSummary) -> list[Block]:
     """Each behaviour's reading figure for the baseline and every complete trial, best first."""
     complete = [t for t in ordered_trials(summary.trials, summary.study) if t.state == TrialState.COMPLETE]
-    baseline = summary.baseline or {}
-    final = TrialRecord.of(summary.best).final if summary.best else {}
+    baseline, final = summary.baseline or {}, summary.best_final
     columns = [
         _metric(figure, name, state)
         for name in sorted(spec.custom_tokens)

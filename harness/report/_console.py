@@ -10,7 +10,8 @@ from harness.errors import HarnessError
 from harness.names import metrics_text, run_name
 from harness.report._behaviours import reading
 from harness.report._retention import retention_verdict
-from harness.report._summary import MEMORY_HEADERS, SweepSummary, memory_rows, summarize, trial_rows
+from harness.report._summary import MEMORY_HEADERS, SweepSummary, memory_rows, summarize
+from harness.report._trials import trial_rows
 from harness.search_space import format_param
 from harness.spec import SweepSpec
 from harness.stores import redact, sqlite_path
@@ -84,9 +85,8 @@ def print_report(spec: SweepSpec, console: Console) -> SweepSummary:
         retention = retention_verdict(summary)
         if retention:
             console.print(f"  {retention}")
-    final = TrialRecord.of(summary.best).final if summary.best else {}
     for name in sorted(spec.custom_tokens):  # did the trials learn each custom behaviour?
-        console.print("Behaviour " + reading(spec, name, summary.baseline or {}, final), markup=False)
+        console.print("Behaviour " + reading(spec, name, summary.baseline or {}, summary.best_final), markup=False)
     console.print(trials_table(summary))
     memory = memory_table(summary)
     if memory is not None:

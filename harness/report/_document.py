@@ -17,18 +17,10 @@ from harness import plots, provenance
 from harness.names import TEST_ATTR, number_text, run_name
 from harness.report._behaviours import behaviour_blocks, behaviour_metrics
 from harness.report._blocks import Block, Code, Heading, Image, Table, Text
+from harness.report._comparison import COMPARISON_HEADERS, comparison_rows, figure_names
 from harness.report._retention import retention_rows, retention_verdict
-from harness.report._summary import (
-    COMPARISON_HEADERS,
-    MEMORY_HEADERS,
-    SweepSummary,
-    baseline_verdict,
-    comparison_rows,
-    memory_rows,
-    metric_names,
-    pruning_savings,
-    trial_rows,
-)
+from harness.report._summary import MEMORY_HEADERS, SweepSummary, baseline_verdict, memory_rows, pruning_savings
+from harness.report._trials import trial_rows
 from harness.search_space import format_param, load_search_space
 from harness.spec import SweepSpec
 from harness.study import no_best_reason
@@ -100,9 +92,8 @@ def _decision(spec: SweepSpec, summary: SweepSummary, best_config: Path | None) 
 def _against_baseline(spec: SweepSpec, summary: SweepSummary) -> list[Block]:
     """WER and BLEU, overall and per language pair: best trial (final validation) against zero-shot.
     Per-behaviour figures have their own section."""
-    baseline = summary.baseline or {}
-    final = TrialRecord.of(summary.best).final if summary.best else {}
-    names = [n for n in metric_names([*baseline, *final]) if n not in behaviour_metrics(spec)]
+    baseline, final = summary.baseline or {}, summary.best_final
+    names = [n for n in figure_names([*baseline, *final]) if n not in behaviour_metrics(spec)]
     if not names:
         return [Heading("Best trial against the zero-shot baseline"), Text("No validation metrics recorded yet.")]
     return [
@@ -136,7 +127,7 @@ def _retention(spec: SweepSpec, summary: SweepSummary) -> list[Block]:
             f"`{', '.join(spec.data.retention)}` scored as one set after training, with the best trial's model and "
             f"the pretrained one (pruned trials are not scored).{rule}"
         ),
-        Table(["metric", "baseline", "best trial", "change", "better is"], rows),
+        Table(COMPARISON_HEADERS, rows),
     ]
 
 
@@ -147,7 +138,7 @@ def _test_set(spec: SweepSpec, summary: SweepSummary) -> list[Block]:
         why = "no `data.test` manifest in the spec" if spec.data.test is None else "the best trial was not scored yet"
         return [*blocks, Text(f"Not available: {why}.")]
     metrics = test.get("metrics", {})
-    rows = [[name, number_text(metrics[name])] for name in metric_names(metrics, prefix="test_")]
+    rows = [[name, number_text(metrics[name])] for name in figure_names(metrics, prefix="test_")]
     return [*blocks, Text(f"{run_name(test['trial'])} on `{spec.data.test}`:"), Table(["metric", "value"], rows)]
 
 

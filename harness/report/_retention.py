@@ -8,17 +8,14 @@ says now.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from optuna.trial import FrozenTrial, TrialState
 
 from harness.names import number_text, run_name
+from harness.report._comparison import comparison_rows, figure_names
+from harness.report._summary import SweepSummary
 from harness.retention import PREFIX, WER, forgets_text, wer_increase
 from harness.study import RETENTION_CONSTRAINT
 from harness.trial_record import TrialRecord
-
-if TYPE_CHECKING:
-    from harness.report._summary import SweepSummary  # which imports this module
 
 RETENTION_HEADERS = ["retention_wer", "retention change"]
 
@@ -78,13 +75,7 @@ def retention_points(summary: SweepSummary) -> list[tuple[float, float, bool]]:
 
 
 def retention_rows(summary: SweepSummary) -> list[list[str]]:
-    """Every retention figure (overall and per pair): zero-shot, best trial, change."""
-    baseline = summary.baseline or {}
-    final = TrialRecord.of(summary.best).final if summary.best else {}
-    names = sorted({n for n in [*baseline, *final] if n.startswith(PREFIX)}, key=lambda n: ("bleu" in n, "/" in n, n))
-    rows = []
-    for name in names:
-        before, after = baseline.get(name), final.get(name)
-        change = f"{after - before:+.4f}" if before is not None and after is not None else ""
-        rows.append([name, number_text(before), number_text(after), change, "lower" if "wer" in name else "higher"])
-    return rows
+    """Every retention figure (overall and per group), zero-shot against the best trial: the validation
+    table's rows (`comparison_rows`) for the `retention_` figures."""
+    baseline, final = summary.baseline or {}, summary.best_final
+    return comparison_rows(figure_names([*baseline, *final], prefix=PREFIX), baseline, final)

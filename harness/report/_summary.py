@@ -12,15 +12,13 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from harness.definition import check_study
-from harness.metrics import is_better, objective_value
+from harness.directions import Direction
 from harness.names import BASELINE_ATTR, number_text, run_name
-from harness.report._retention import RETENTION_HEADERS, retention_cells, retention_note, shows_retention
+from harness.objective import objective_value
 from harness.search_space import format_param, load_search_space
 from harness.spec import SweepSpec
 from harness.study import best_trial, primary_value, require_study
 from harness.trial_record import TrialRecord
-
-FINAL_COLUMNS = ("val_wer", "val_wer_normalized", "val_bleu")
 
 
 @dataclass
@@ -33,13 +31,18 @@ class SweepSummary:
     baseline: dict | None
 
     @property
-    def direction(self) -> str:
+    def direction(self) -> Direction:
         """The study's (first) direction: the study, not the spec, decides what "best" meant."""
-        return self.study.directions[0].name.lower()
+        return Direction.of(self.study.directions[0])
 
     @property
     def multi_objective(self) -> bool:
         return len(self.study.directions) > 1
+
+    @property
+    def best_final(self) -> dict[str, float]:
+        """The best trial's final figures, compared with `baseline`'s; empty without a best trial."""
+        return TrialRecord.of(self.best).final if self.best else {}
 
 
 def summarize(spec: SweepSpec) -> SweepSummary:
@@ -54,7 +57,7 @@ def summarize(spec: SweepSpec) -> SweepSummary:
 
 def ordered_trials(trials: list[FrozenTrial], study: optuna.Study) -> list[FrozenTrial]:
     """Best objective first, then trials without a value in number order."""
-    sign = 1 if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1
+    sign = Direction.of(study.directions[0]).sign
 
     def key(t: FrozenTrial) -> tuple:
         value = shown_value(t)
@@ -89,33 +92,6 @@ def trial_note(trial: FrozenTrial) -> str:
     if record.start_from is not None:
         notes.append(f"start_from[{record.start_from}]")
     return "; ".join(notes)
-
-
-def trial_rows(summary: SweepSummary) -> tuple[list[str], list[list[str]]]:
-    """All trials as table rows, best first, shared by the console table and the written report; with
-    retention sets, each trial's retention WER and its change against the zero-shot model's."""
-    names = sorted({p for t in summary.trials for p in t.params})
-    retention = shows_retention(summary)
-    headers = ["trial", "state", "objective", *names, *FINAL_COLUMNS]
-    headers += [*(RETENTION_HEADERS if retention else []), "steps", "seed", "note"]
-    rows = []
-    for t in ordered_trials(summary.trials, summary.study):
-        record = TrialRecord.of(t)
-        final = record.final
-        rows.append(
-            [
-                run_name(t.number),
-                state_text(t),
-                number_text(shown_value(t)),
-                *[format_param(t.params.get(n, "")) for n in names],
-                *[number_text(final.get(column)) for column in FINAL_COLUMNS],
-                *(retention_cells(summary, t) if retention else []),
-                str(trial_steps(t) or ""),
-                "" if record.seed is None else str(record.seed),
-                "; ".join(note for note in (trial_note(t), retention_note(summary, t)) if note),
-            ]
-        )
-    return headers, rows
 
 
 def trial_steps(trial: FrozenTrial) -> int:
@@ -189,37 +165,9 @@ def baseline_verdict(spec: SweepSpec, summary: SweepSummary) -> str:
     except (ValueError, KeyError):
         return ""
     after = primary_value(best)
-    if after is None or is_better(after, before, summary.direction):
+    if after is None or summary.direction.better(after, before):
         return ""
     return (
         f"Warning: the best trial does not beat the zero-shot baseline (objective {number_text(after)} against "
         f"{number_text(before)}): keep the pretrained model, or raise `budget.max_steps` / widen the search space."
     )
-
-
-# -- figures against the zero-shot baseline --------------------------------------------------------
-
-COMPARISON_HEADERS = ["metric", "baseline", "best trial", "change", "better is"]
-
-
-def metric_names(names: list[str], prefix: str = "val_") -> list[str]:
-    """WER then BLEU, each overall before its per-group values (`val_wer/en-en`, `val_wer/terse_on`)."""
-    wanted = {n for n in names if n.startswith((f"{prefix}wer", f"{prefix}bleu"))}
-    return sorted(wanted, key=lambda n: (not lower_is_better(n), "/" in n, n))
-
-
-def lower_is_better(name: str) -> bool:
-    """WERs fall as a model improves, BLEU rises; judged by the figure, not the group (`val_bleu/answer_on`)."""
-    return "wer" in name.split("/", 1)[0]
-
-
-def comparison_rows(names: list[str], baseline: dict, final: dict) -> list[list[str]]:
-    """Per figure: zero-shot, the best trial, the change and which way is better (COMPARISON_HEADERS)."""
-    rows = []
-    for name in names:
-        before, after = baseline.get(name), final.get(name)
-        change = f"{after - before:+.4f}" if before is not None and after is not None else ""
-        rows.append(
-            [name, number_text(before), number_text(after), change, "lower" if lower_is_better(name) else "higher"]
-        )
-    return rows

@@ -5,9 +5,9 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from harness.devices import default_slots
 from harness.names import number_text, run_name
 from harness.spec import SweepSpec
-from harness.sweep._slots import default_slots
 from harness.sweep._supervisor import Supervisor
 from harness.trial_record import TrialRecord
 

@@ -22,6 +22,7 @@ from optuna.trial import FrozenTrial
 from rich.console import Console
 
 from harness.canary import CheckpointInfo, inspect_checkpoint
+from harness.devices import default_slots
 from harness.errors import HarnessError
 from harness.model_source import resolve_model
 from harness.names import run_name
@@ -49,7 +50,6 @@ from harness.sweep._outcomes import Outcome, Recorder
 from harness.sweep._process import Launcher, TrialProcess, stop_process, trial_result
 from harness.sweep._recovery import HEARTBEAT_SECONDS, reconcile
 from harness.sweep._repeats import answer_repeat
-from harness.sweep._slots import default_slots
 from harness.tracking import TRIAL_ROLE, Tracker
 from harness.trial_manifests import write_trial_manifests
 from harness.trial_record import OOM, TrialRecord

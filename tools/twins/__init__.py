@@ -8,9 +8,10 @@ released checkpoint are written into the saved config so the harness meets them 
     python -m tools.twins --name canary-tiny --out harness/assets/canary-tiny.nemo
 
 It needs a source checkout (run it from the repo root) and is not shipped: only its output, the
-`.nemo` files in harness/assets, is. Modules by concern: `tokenizers` (special vocabularies,
-SentencePiece), `config` (`TwinSpec`, the NeMo model config), `release` (released-config quirks),
-`pretraining` (train, evaluate, save, verify), `cli`. Import the names below from `tools.twins`.
+`.nemo` files in harness/assets, is. Modules by concern: `special_tokens` (Canary's special
+vocabularies), `tokenizers` (the tokenizer files, SentencePiece), `config` (`TwinSpec`, the NeMo model
+config), `release` (released-config quirks), `pretraining` (train, evaluate, save, verify), `cli`.
+Import the names below from `tools.twins`.
 
 canary-tiny: 2500 steps took 17 min on 2 shared CPU cores (0.34 s/step) and gave 1.8% WER and
 BLEU 94 on held-out commands, 84% WER zero-shot on the demo domain (92% on the
@@ -51,13 +52,12 @@ from tools.twins.release import (
     apply_release_quirks,
     rewrite_config,
 )
+from tools.twins.special_tokens import canary1_special_tokens, canary2_special_tokens
 from tools.twins.tokenizers import (
     CANARY_BPE_TOKENIZER,
     CANARY_TOKENIZER,
     build_special_tokenizer,
     build_tokenizers,
-    canary1_special_tokens,
-    canary2_special_tokens,
     train_subword_tokenizer,
 )
 

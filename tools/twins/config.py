@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.canary import MULTITASK_METRICS
-from tools.twins.tokenizers import canary1_special_tokens, canary2_special_tokens
+from tools.twins.special_tokens import canary1_special_tokens, canary2_special_tokens
 
 SAMPLE_RATE = 16000
 

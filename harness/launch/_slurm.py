@@ -1,111 +1,18 @@
-"""`harness launch`: submit N `harness worker` jobs that join one shared study, through submitit.
-
-The launcher is submitit (pure Python; cloudpickle and typing_extensions), an optional extra
-(`pip install 'canary-sweep-harness[launch]'`). NeMo-Run was evaluated and cannot serve: nemo-run
-0.11.1 does not resolve next to nemo_toolkit 3.0 (torchx 0.7 pins urllib3<1.27, NeMo's aistore needs
-urllib3>=2.8; virtualenv's packaging>=26.3 against lightning's packaging<25), and installed alone it
-fails to import (leptonai 0.47 lacks `leptonai.api.v1`).
-
-Every job runs `run_worker`: `harness worker SPEC --storage URL --tracking-uri URI` in the job's own
-Python process (submitit pickles the call into the log folder), so the job's log is the worker's
-output, a stop (SIGTERM, Ctrl-C, the time limit) is recorded by the worker as it always is, and a
-worker that exits non-zero fails its job. `local` runs the jobs here and waits (`harness.launch_local`);
-`slurm` submits them and returns: the study and MLflow show the progress.
-"""
+"""Worker jobs on Slurm: the `sbatch` parameters (job array, pyxis container), submission, the dry run's script."""
 
 from __future__ import annotations
 
-import os
 import shlex
 import shutil
-import signal
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 from rich.console import Console
 
 from harness.errors import HarnessError
-from harness.spec import STATE_DIR, SweepSpec
-from harness.spec_values import check_values
-
-INSTALL_HINT = "`harness launch` needs submitit: pip install 'canary-sweep-harness[launch]' (or pip install submitit)"
-STOP_WARNING_SECONDS = 90  # submitit's SIGUSR2 this long before the time limit; the worker stops on it
-
-
-class WorkerFailed(RuntimeError):
-    """`harness worker` exited non-zero inside a job; submitit records the job as failed."""
-
-
-@dataclass(frozen=True)
-class WorkerCommand:
-    """What every job of a launch runs: `harness worker` arguments, in the sweep's project directory."""
-
-    argv: list[str]
-    cwd: str
-    python: str  # the jobs' interpreter, as a shell word
-
-    @property
-    def text(self) -> str:
-        """The equivalent shell line, passwords in store URLs redacted (it is printed and logged)."""
-        from harness.stores import redact
-
-        return f"cd {shlex.quote(self.cwd)} && {self.python} -m harness.cli " + shlex.join(map(redact, self.argv))
-
-
-def run_worker(argv: list[str], cwd: str, text: str) -> int:
-    """The function each job runs (pickled by reference: the job's Python must import this harness).
-
-    submitit's job process ignores SIGTERM and turns its time-limit warning (SIGUSR2) into a requeue,
-    and a local job starts with SIGINT ignored (see `launch_local`). The worker wants its own: Ctrl-C
-    and SIGTERM stop and record as for `harness worker`, and the warning becomes a SIGTERM, so the
-    worker stops cleanly, its trial re-queued for the others, before the scheduler kills it."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGUSR2, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
-    os.chdir(cwd)
-    print(f"harness launch: this job runs `{text}`", flush=True)
-    from harness.cli import main
-
-    code = main(argv)
-    if code:
-        raise WorkerFailed(f"harness worker exited with {code}")
-    return code
-
-
-def import_submitit() -> ModuleType:
-    """submitit is an optional extra: imported only by `harness launch`, with the install line when missing."""
-    try:
-        import submitit
-    except ImportError:
-        raise HarnessError(INSTALL_HINT + ".") from None
-    return submitit
-
-
-def launch(spec: SweepSpec, *, dry_run: bool, console: Console) -> int:
-    """Submit the spec's worker jobs (`spec.launch`, command-line overrides applied); the exit code."""
-    where = f"{spec.source} (with the command line's options)"
-    check_values(spec, where=where)
-    check_worker_gpus(spec, where=where)
-    submitit = import_submitit()
-    if spec.launch.executor == "slurm":
-        check_shared_stores(spec)
-        return _slurm(submitit, spec, dry_run=dry_run, console=console)
-    from harness.launch_local import run_local
-
-    return run_local(submitit, spec, dry_run=dry_run, console=console)
-
-
-def check_worker_gpus(spec: SweepSpec, *, where: str) -> None:
-    """A worker job's GPUs hold whole trials (`training.devices` each); checked when launching, so that
-    a spec without `launch:` and with `training.devices: 2` still loads for `harness sweep`."""
-    per_worker, devices = spec.launch.gpus_per_worker, spec.training.devices
-    if per_worker % devices:
-        raise HarnessError(
-            f"{where}: `launch.gpus_per_worker` is {per_worker}, but each trial takes `training.devices` = "
-            f"{devices} GPUs: give each worker a multiple of {devices} (or 0 for CPU workers)."
-        )
+from harness.launch._jobs import STOP_WARNING_SECONDS, WorkerCommand, log_dir, run_worker, worker_command
+from harness.spec import SweepSpec
 
 
 def check_shared_stores(spec: SweepSpec) -> None:
@@ -122,21 +29,6 @@ def check_shared_stores(spec: SweepSpec) -> None:
             f"Slurm workers run on other hosts and cannot share the MLflow store {redact(spec.tracking_uri)}: "
             f"set {TRACKING_SETTING} to an MLflow server, e.g. http://mlflow-host:5000 (README, 'Many workers')."
         )
-
-
-def worker_command(spec: SweepSpec, *, gpus: int, python: str) -> WorkerCommand:
-    """`harness worker` on this spec's stores, URLs resolved here (where the spec and environment are).
-
-    A job with GPUs runs one trial per `training.devices` of them (the worker's default); a job
-    without GPUs runs one trial at a time, which `--workers 1` says explicitly."""
-    argv = ["worker", str(Path(spec.source).resolve()), "--storage", spec.storage_url]
-    argv += ["--tracking-uri", spec.tracking_uri, *([] if gpus else ["--workers", "1"])]
-    return WorkerCommand(argv=argv, cwd=os.getcwd(), python=python)
-
-
-def log_dir(spec: SweepSpec) -> Path:
-    """Where submitit writes the jobs' scripts, pickles and logs (on Slurm: a folder every node sees)."""
-    return Path(spec.launch.log_dir or STATE_DIR / "launch" / spec.name).expanduser().resolve()
 
 
 def slurm_parameters(spec: SweepSpec, command: WorkerCommand) -> dict:
@@ -180,7 +72,8 @@ def _slurm_python(spec: SweepSpec) -> str:
     return "python" if spec.launch.container_image else shlex.quote(sys.executable)
 
 
-def _slurm(submitit: ModuleType, spec: SweepSpec, *, dry_run: bool, console: Console) -> int:
+def submit_slurm(submitit: ModuleType, spec: SweepSpec, *, dry_run: bool, console: Console) -> int:
+    """Submit the worker jobs with `sbatch` (or print the script: `dry_run`); they run on while this returns."""
     launch, folder, python = spec.launch, log_dir(spec), _slurm_python(spec)
     command = worker_command(spec, gpus=launch.gpus_per_worker, python=python)
     if dry_run:

@@ -23,8 +23,8 @@ from typing import Any
 
 from rich.console import Console
 
-from harness.errors import HarnessError
-from harness.launch import STOP_WARNING_SECONDS, log_dir, run_worker, worker_command
+from harness.devices import gpu_shares
+from harness.launch._jobs import STOP_WARNING_SECONDS, log_dir, run_worker, worker_command
 from harness.spec import SweepSpec
 from harness.stopping import EXIT_CODES, reason_of, stop_requests
 
@@ -76,30 +76,6 @@ def run_local(submitit: ModuleType, spec: SweepSpec, *, dry_run: bool, console: 
         _stop(jobs, console)
         raise
     return 0 if _summary(jobs, reported, console) else 1
-
-
-def gpu_shares(workers: int, per_worker: int) -> list[list[int]]:
-    """Each job's GPU indices, distinct; empty lists on a machine without GPUs (CPU workers).
-
-    A scheduler's CUDA_VISIBLE_DEVICES (`2,3`) is the pool the shares come from."""
-    from harness.sweep import visible_gpus  # counts in a child process: the supervisor's rule
-
-    total = visible_gpus() if per_worker else 0
-    if not total:
-        return [[] for _ in range(workers)]
-    given = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
-    if not all(d.isdigit() for d in given):
-        raise HarnessError(
-            f"CUDA_VISIBLE_DEVICES={','.join(given)} names GPUs by UUID, but local jobs are given GPU indices: "
-            "set it to indices (e.g. 0,1), or run `harness sweep` here (one trial per GPU)."
-        )
-    pool = [int(d) for d in given[:total]] if given else list(range(total))
-    if workers * per_worker > len(pool):
-        raise HarnessError(
-            f"`launch.workers` ({workers}) x `launch.gpus_per_worker` ({per_worker}) needs {workers * per_worker} "
-            f"GPUs, but this machine shows {len(pool)}: lower either (or --workers / --gpus-per-worker)."
-        )
-    return [pool[i * per_worker : (i + 1) * per_worker] for i in range(workers)]
 
 
 @contextlib.contextmanager

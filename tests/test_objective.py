@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from harness.metrics import objective_values
+from harness.objective import objective_values
 from harness.spec import ObjectiveSpec, build
 
 FIGURES = {"val_wer": 0.30, "val_wer_normalized": 0.12, "val_bleu": 0.40}
