@@ -94,7 +94,9 @@ def measure(train_ds, steps: int) -> dict[str, float]:
     sampler, _ = get_lhotse_sampler_from_config(
         make_structured_with_schema_warnings(train_ds), global_rank=0, world_size=1
     )
-    real, padded, epoch = [], [], 0
+    real: list[float] = []
+    padded: list[float] = []
+    epoch = 0
     while len(real) < steps:
         sampler.set_epoch(epoch)
         epoch += 1

@@ -19,10 +19,14 @@ import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from benchmarks.cli import Verdict, conclude, header, parse_args, table
 from benchmarks.project import Project, smoke_lines
 from benchmarks.replay import Curve, Replay, replay
+
+if TYPE_CHECKING:
+    from harness.spec import SweepSpec
 
 FULL = {"trials": 0, "steps": 0, "val_check_interval": 0, "workers": 2, "seeds": 3}  # 0: the demo spec's value
 SMOKE = {"trials": 2, "steps": 2, "val_check_interval": 1, "workers": 1, "seeds": 1}
@@ -55,7 +59,7 @@ def budget(args, spec_budget: dict) -> dict:
 
 def run_sweep(
     project: Project, name: str, args, seed: int, pruner: dict, sampler: str | None = None
-) -> tuple[list[Curve], float, object]:
+) -> tuple[list[Curve], float, SweepSpec]:
     """A real sweep on `args.workers` slots (the demo's sampler type unless `sampler`, seeded `seed`); each
     trial's params, reported curve, steps and final objective."""
     from harness.trial_record import TrialRecord

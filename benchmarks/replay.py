@@ -13,6 +13,10 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from harness.spec import SweepSpec
 
 
 @dataclass
@@ -83,18 +87,20 @@ class Replay:
         )
 
 
-def replay(spec, curves: list[Curve], slots: int) -> Replay:
+def replay(spec: SweepSpec, curves: list[Curve], slots: int) -> Replay:
     """Run `spec`'s pruner over `curves` on `slots` slots; trials that did not complete are left out.
 
     An event loop in steps: a trial starts when a slot frees (in number order), reports at each of its
     validation steps, and frees its slot when it completes or is pruned."""
     import optuna
+    from optuna.study import StudyDirection
     from optuna.trial import TrialState
 
     from harness.pruners import make_pruner
 
     curves = [c for c in curves if c.final is not None and c.values]
-    study = optuna.create_study(study_name=spec.name, direction=spec.direction, pruner=make_pruner(spec))
+    direction = StudyDirection[spec.direction.name]
+    study = optuna.create_study(study_name=spec.name, direction=direction, pruner=make_pruner(spec))
     events: list[tuple[int, int, int]] = []  # (time in steps, curve index, report index)
     trials: dict[int, optuna.Trial] = {}
     pruned_at: dict[int, int] = {}
@@ -123,12 +129,13 @@ def replay(spec, curves: list[Curve], slots: int) -> Replay:
         if waiting:
             start(now)
     better = min if spec.direction == "minimize" else max
-    complete = [c for c in curves if c.number not in pruned_at]
+    finals = {c.number: c.final for c in curves if c.final is not None}  # every curve left has one
+    complete = [final for number, final in finals.items() if number not in pruned_at]
     return Replay(
         steps=sum(pruned_at.get(c.number, c.steps) for c in curves),
         unpruned_steps=sum(c.steps for c in curves),
-        best=better(c.final for c in complete) if complete else math.nan,
-        unpruned_best=better(c.final for c in curves),
+        best=better(complete) if complete else math.nan,
+        unpruned_best=better(finals.values()),
         direction=spec.direction,
         complete=len(complete),
         pruned_at=pruned_at,

@@ -26,7 +26,8 @@ TOLERANCE = 0.05  # the demo's sampler may trail the best alternative by this mu
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(__doc__.splitlines()[0], argv, full=FULL, smoke=SMOKE, lists={"samplers": SAMPLERS})
     header("samplers: the demo sweep with TPE, GP and random, per sampler seed", args)
-    rows, best = [], {}
+    rows: list[tuple] = []
+    best: dict[str, list[float]] = {}
     with Project("samplers", data=args.data, keep=args.keep, **smoke_lines(args)) as project:
         demo_sampler = project.demo.get("sampler", {}).get("type", "tpe")
         pruner = dict(project.demo.get("pruner") or {})
@@ -36,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 curves, wall, spec = run_sweep(project, name, args, seed, pruner, sampler=sampler)
                 complete = [c for c in curves if c.state == "COMPLETE" and c.final is not None]
                 better = min if spec.direction == "minimize" else max
-                value = better(c.final for c in complete) if complete else float("nan")
+                value = better((c.final for c in complete if c.final is not None), default=float("nan"))
                 best.setdefault(sampler, []).append(value)
                 winner = next((c for c in complete if c.final == value), None)
                 rows.append(

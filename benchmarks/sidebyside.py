@@ -109,30 +109,28 @@ class SideBySide:
 
     def pair(self, index: int) -> tuple[Run, Run]:
         """Pair `index`: the harness trial, then the bare flow on the seed and config that trial trained."""
-        from harness.tracking import run_name
+        from harness.trial_dir import TrialDir
 
         sup = self.project.supervisor(self.spec(index), f"supervisor-{index + 1}.log").open()
         harness, trial = self.harness(sup)
-        bare = self.bare(sup, trial, sup.spec.trials_dir / run_name(trial.number) / "config.yaml")
+        bare = self.bare(sup, trial, TrialDir.of(sup.spec, trial.number).config)
         return harness, bare
 
     def harness(self, sup) -> tuple[Run, Any]:
         """One trial through `Supervisor.run()`: ask, MLflow child run, config surgery, process, record.
 
         The supervisor is opened before the clock starts: a sweep opens its records once, not per trial."""
-        from harness.tracking import run_name
+        from harness.trial_dir import TrialDir
         from harness.trial_record import TrialRecord
 
         started = time.time()
         sup.run()
         finished = time.time()
         trial = one_trained_trial(sup.study, self.params)
-        trial_dir = sup.spec.trials_dir / run_name(trial.number)
+        trial_dir = TrialDir.of(sup.spec, trial.number)
         if trial.state.name != "COMPLETE":
-            raise RuntimeError(
-                f"harness trial {trial.number} ended {trial.state.name}: {_tail(trial_dir / 'trial.log')}"
-            )
-        result = json.loads((trial_dir / "result.json").read_text())
+            raise RuntimeError(f"harness trial {trial.number} ended {trial.state.name}: {_tail(trial_dir.log)}")
+        result = json.loads(trial_dir.result().read_text())
         record = TrialRecord.of(trial)
         run = Run("harness", started, finished, self.project.probe(int(record.trial_pid or 0)), result)
         expect_steps("harness", self.max_steps, recorded=record.steps, result_json=result.get("steps"), probe=run.steps)
@@ -158,7 +156,7 @@ class SideBySide:
             training=spec.training,
             budget=spec.budget,
             seed=seed,
-            custom_tokens=spec.custom_tokens,
+            behaviours=spec.behaviours,
         )
         work = self.project.root / "bare" / spec.name
         work.mkdir(parents=True, exist_ok=True)

@@ -52,7 +52,7 @@ def config_surgery_ms(args, repeats: int = 20) -> float:
                 training=spec.training,
                 budget=spec.budget,
                 seed=seed,
-                custom_tokens=spec.custom_tokens,  # the demo's behaviour tokens, as the supervisor applies them
+                behaviours=spec.behaviours,  # the demo's behaviour tokens, as the supervisor applies them
             )
             OmegaConf.save(cfg, project.root / "config.yaml")
             times.append(time.perf_counter() - started)

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from harness.errors import HarnessError
+from harness.errors import UsageError
 from harness.manifest import Problem, resolve_audio
 from harness.spec import BehaviourSpec, SweepSpec
 
@@ -45,11 +45,9 @@ def is_on(value: Any) -> bool | None:
     return False if value in OFF_VALUES else None
 
 
-def prompt_tokens(custom_tokens: Mapping[str, BehaviourSpec], states: Mapping[str, bool]) -> str:
+def prompt_tokens(behaviours: Mapping[str, BehaviourSpec], states: Mapping[str, bool]) -> str:
     """The placeholder tokens for one utterance, in the behaviours' sorted order."""
-    return "".join(
-        custom_tokens[name].on if states[name] else custom_tokens[name].off for name in sorted(custom_tokens)
-    )
+    return "".join(behaviours[name].on if states[name] else behaviours[name].off for name in sorted(behaviours))
 
 
 def prompted_source_lang(lang: str, tokens: str) -> str:
@@ -62,12 +60,10 @@ def line_default(behaviour: BehaviourSpec, *, retention: bool = False) -> bool |
     return False if behaviour.default is None and retention else behaviour.default
 
 
-def line_states(
-    entry: Mapping, custom_tokens: Mapping[str, BehaviourSpec], *, retention: bool = False
-) -> dict[str, bool]:
+def line_states(entry: Mapping, behaviours: Mapping[str, BehaviourSpec], *, retention: bool = False) -> dict[str, bool]:
     """Each behaviour's state on one (preflighted) manifest line."""
     states = {}
-    for name, behaviour in custom_tokens.items():
+    for name, behaviour in behaviours.items():
         default = line_default(behaviour, retention=retention)
         state = is_on(entry[behaviour.field]) if behaviour.field in entry else default
         if state is None:
@@ -83,9 +79,9 @@ def check_declaration(spec: SweepSpec, special_tokens: frozenset[str]) -> list[P
     """Tokens must be unused placeholders the model's special vocabulary has, each used once."""
     problems = []
     seen: dict[str, str] = {}
-    for name, behaviour in spec.custom_tokens.items():
+    for name, behaviour in spec.behaviours.items():
         for side in ("on", "off"):
-            token, key = getattr(behaviour, side), f"custom_tokens.{name}.{side}"
+            token, key = getattr(behaviour, side), f"behaviours.{name}.{side}"
             if not PLACEHOLDER.fullmatch(token):
                 problems.append(
                     Problem(
@@ -115,24 +111,24 @@ def check_entry(
     """Every line must say whether each behaviour is on (unless it has a default or is a retention line),
     and must not combine the behaviour tokens with a decoder context the tokenizer cannot handle."""
     problems = []
-    if spec.custom_tokens and data.get("decodercontext") and (prompt_format, tokenizer_kind) == CONTEXT_BREAKS:
+    if spec.behaviours and data.get("decodercontext") and (prompt_format, tokenizer_kind) == CONTEXT_BREAKS:
         problems.append(
             Problem(
                 where,
                 "`decodercontext` is set, which NeMo's canary2 aggregate tokenizer cannot combine with custom "
                 "behaviours (it reads the prompt's 5th token as the target language and finds the behaviour "
                 'token after `source_lang`): remove `decodercontext` from the line (or set it to "") '
-                f"or remove `custom_tokens` from {spec.source or 'the sweep spec'}",
+                f"or remove `behaviours` from {spec.source or 'the sweep spec'}",
             )
         )
-    for name, behaviour in spec.custom_tokens.items():
+    for name, behaviour in spec.behaviours.items():
         if behaviour.field not in data:
             if line_default(behaviour, retention=retention) is None:
                 problems.append(
                     Problem(
                         where,
                         f"missing `{behaviour.field}` (custom behaviour `{name}`); add it to every line "
-                        f"or set `custom_tokens.{name}.default`",
+                        f"or set `behaviours.{name}.default`",
                     )
                 )
         elif is_on(data[behaviour.field]) is None:
@@ -149,10 +145,10 @@ def check_entry(
 
 
 def prompted_entry(
-    entry: dict, manifest: Path, custom_tokens: Mapping[str, BehaviourSpec], *, retention: bool = False
+    entry: dict, manifest: Path, behaviours: Mapping[str, BehaviourSpec], *, retention: bool = False
 ) -> dict:
     """One line with the behaviour tokens after its source language and an absolute audio path."""
-    tokens = prompt_tokens(custom_tokens, line_states(entry, custom_tokens, retention=retention))
+    tokens = prompt_tokens(behaviours, line_states(entry, behaviours, retention=retention))
     return {
         **entry,
         "audio_filepath": str(resolve_audio(manifest, entry["audio_filepath"]).resolve()),
@@ -165,9 +161,9 @@ def original_source_lang(entry: Mapping) -> str | None:
     return entry.get(ORIGINAL_SOURCE_LANG, entry.get("source_lang"))
 
 
-def declaration(custom_tokens: Mapping[str, BehaviourSpec]) -> dict[str, dict]:
+def declaration(behaviours: Mapping[str, BehaviourSpec]) -> dict[str, dict]:
     """The behaviours as plain data, for a model config."""
-    return {name: dataclasses.asdict(behaviour) for name, behaviour in custom_tokens.items()}
+    return {name: dataclasses.asdict(behaviour) for name, behaviour in behaviours.items()}
 
 
 # -- using a fine-tuned checkpoint ----------------------------------------------------------------
@@ -190,14 +186,14 @@ def transcribe(
     declared = declared_behaviours(model.cfg)
     unknown = sorted(set(behaviours) - set(declared))
     if unknown:
-        raise HarnessError(
+        raise UsageError(
             f"The model declares no behaviour {unknown[0]!r} (it has: {', '.join(sorted(declared)) or 'none'})."
         )
     states = {}
     for name, behaviour in declared.items():
         state = behaviours.get(name, behaviour.default)
         if state is None:
-            raise HarnessError(f"Behaviour {name!r} has no default; pass behaviours={{{name!r}: True or False}}.")
+            raise UsageError(f"Behaviour {name!r} has no default; pass behaviours={{{name!r}: True or False}}.")
         states[name] = bool(state)
     source = prompted_source_lang(source_lang, prompt_tokens(declared, states))
     if model.cfg.get("prompt_format") == "canary":

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
 import optuna
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -18,6 +17,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from harness.metrics import Collect
 from harness.progress import write_progress
 from harness.tracking import Tracker
+from harness.trial_dir import TrialDir
 
 
 class PruningReporter(Callback):
@@ -71,7 +71,7 @@ class MetricsLogger(Callback):
 class ProgressWriter(Callback):
     """Publish step and last validation metrics for the supervisor's live view."""
 
-    def __init__(self, trial_dir: Path, max_steps: int, collect: Collect) -> None:
+    def __init__(self, trial_dir: TrialDir, max_steps: int, collect: Collect) -> None:
         self.trial_dir = trial_dir
         self.max_steps = max_steps
         self.collect = collect

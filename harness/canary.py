@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from harness.batching import apply_batch_duration
 from harness.behaviours import CONFIG_KEY as BEHAVIOURS_KEY
 from harness.behaviours import ORIGINAL_SOURCE_LANG, declaration
-from harness.errors import HarnessError
+from harness.errors import ModelError
 from harness.spec import BehaviourSpec, BudgetSpec, DataSpec, TrainingSpec
 
 # WER on ASR samples, BLEU on translation samples. No spaces inside a constraint: NeMo's
@@ -65,10 +65,10 @@ def read_config(nemo_path: Path) -> DictConfig:
                 raise tarfile.TarError("model_config.yaml is not a file")
             text = handle.read().decode()
     except (tarfile.TarError, StopIteration, OSError) as exc:
-        raise HarnessError(f"{nemo_path} is not a readable .nemo checkpoint ({exc}); pass a .nemo file.") from None
+        raise ModelError(f"{nemo_path} is not a readable .nemo checkpoint ({exc}); pass a .nemo file.") from None
     config = OmegaConf.create(text)
     if not isinstance(config, DictConfig):
-        raise HarnessError(f"{nemo_path}: model_config.yaml is not a mapping; pass a NeMo .nemo checkpoint.")
+        raise ModelError(f"{nemo_path}: model_config.yaml is not a mapping; pass a NeMo .nemo checkpoint.")
     return config
 
 
@@ -80,26 +80,26 @@ def inspect_checkpoint(nemo_path: Path) -> CheckpointInfo:
     langs = dict(tok.get("langs") or {})
     if kind == "agg":
         if "spl_tokens" not in langs:
-            raise HarnessError(f"{nemo_path}: aggregate tokenizer without `spl_tokens`; not a Canary checkpoint.")
+            raise ModelError(f"{nemo_path}: aggregate tokenizer without `spl_tokens`; not a Canary checkpoint.")
         bad = [lang for lang, entry in langs.items() if (entry or {}).get("type", "bpe") not in ("bpe", "wpe")]
         if bad:
-            raise HarnessError(
+            raise ModelError(
                 f"{nemo_path}: `tokenizer.langs.{bad[0]}` is not a SentencePiece sub-tokenizer; "
                 "aggregate and unified tokenizers cannot be mixed in one config."
             )
         tokenizer_kind, languages = "aggregate", tuple(sorted(set(langs) - {"spl_tokens"}))
     elif kind in ("bpe", "wpe"):
         if langs:
-            raise HarnessError(
+            raise ModelError(
                 f"{nemo_path}: `tokenizer.type` is {kind} (unified) but `tokenizer.langs` is set (aggregate); "
                 "a config must use one tokenizer kind."
             )
         tokenizer_kind, languages = "unified", ()
     else:
-        raise HarnessError(f"{nemo_path}: unknown `tokenizer.type` {kind!r}; expected agg or bpe.")
+        raise ModelError(f"{nemo_path}: unknown `tokenizer.type` {kind!r}; expected agg or bpe.")
     prompt_format = cfg.get("prompt_format")
     if prompt_format not in ("canary", "canary2"):
-        raise HarnessError(f"{nemo_path}: `prompt_format` is {prompt_format!r}; the harness supports canary, canary2.")
+        raise ModelError(f"{nemo_path}: `prompt_format` is {prompt_format!r}; the harness supports canary, canary2.")
     return CheckpointInfo(nemo_path, tokenizer_kind, prompt_format, languages, cfg)
 
 
@@ -111,7 +111,7 @@ def trial_config(
     training: TrainingSpec,
     budget: BudgetSpec,
     seed: int,
-    custom_tokens: Mapping[str, BehaviourSpec] | None = None,
+    behaviours: Mapping[str, BehaviourSpec] | None = None,
 ) -> DictConfig:
     """A full copy of the pretrained config with the trial's parameters applied and verified.
 
@@ -129,18 +129,18 @@ def trial_config(
         cfg.multitask_metrics_cfg = copy.deepcopy(MULTITASK_METRICS)
         cfg.restore_timestamps_model = False  # NeMo 3.0 crashes building a model after a restore otherwise
         cfg.log_prediction = False
-        if custom_tokens:
-            _apply_custom_tokens(cfg, custom_tokens)
+        if behaviours:
+            _apply_behaviours(cfg, behaviours)
     return cfg
 
 
-def _apply_custom_tokens(cfg: DictConfig, custom_tokens: Mapping[str, BehaviourSpec]) -> None:
+def _apply_behaviours(cfg: DictConfig, behaviours: Mapping[str, BehaviourSpec]) -> None:
     """Metric constraints read the original language (the prompted `source_lang` carries tokens),
     and the declaration travels with the model config into every saved checkpoint."""
     for metric in (cfg.multitask_metrics_cfg.get("metrics") or {}).values():
         if isinstance(metric.get("constraint"), str):
             metric.constraint = metric.constraint.replace(".source_lang", f".{ORIGINAL_SOURCE_LANG}")
-    cfg[BEHAVIOURS_KEY] = declaration(custom_tokens)
+    cfg[BEHAVIOURS_KEY] = declaration(behaviours)
 
 
 def _base_batch_duration(base: DictConfig) -> float:

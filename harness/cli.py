@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.markup import escape
 
-from harness.errors import HarnessError
+from harness.errors import DataError, HarnessError, ModelError, UsageError
 
 if TYPE_CHECKING:
     from harness.canary import CheckpointInfo
@@ -119,15 +119,15 @@ def _transcribe(args: argparse.Namespace, console: Console) -> int:
         name, _, value = item.partition("=")
         switch = is_on(value)
         if switch is None:
-            raise HarnessError(f"--behaviour {item!r}: write NAME=on or NAME=off.")
+            raise UsageError(f"--behaviour {item!r}: write NAME=on or NAME=off.")
         switches[name] = switch
     given = Path(args.model).expanduser()
     if given.is_dir():
-        raise HarnessError(f"Model {given} is a directory; pass a .nemo file (e.g. from `harness export`).")
+        raise ModelError(f"Model {given} is a directory; pass a .nemo file (e.g. from `harness export`).")
     # An existing file is the model itself, whatever its name (not a Hugging Face id because it has a `/`).
     nemo = given.resolve() if given.is_file() else resolve_model(args.model)
     if not tarfile.is_tarfile(nemo):
-        raise HarnessError(f"Model {nemo} is not a .nemo checkpoint (not a tar archive); pass a .nemo file.")
+        raise ModelError(f"Model {nemo} is not a .nemo checkpoint (not a tar archive); pass a .nemo file.")
     _check_transcribe_input(args, inspect_checkpoint(nemo), switches)  # before NeMo loads: seconds, not minutes
     from nemo.collections.asr.models import EncDecMultiTaskModel
 
@@ -175,9 +175,9 @@ def _check_transcribe_input(args: argparse.Namespace, info: CheckpointInfo, swit
         if name not in switches and behaviour.default is None:
             problems.append(f"--behaviour {name}=on or {name}=off is required: {info.path.name} declares no default")
     if len(problems) == 1:
-        raise HarnessError(problems[0] + ".")
+        raise DataError(problems[0] + ".")
     if problems:
-        raise HarnessError("Nothing was transcribed:\n" + "\n".join(f"  {p}" for p in problems))
+        raise DataError("Nothing was transcribed:\n" + "\n".join(f"  {p}" for p in problems))
 
 
 def _demo_data(args: argparse.Namespace, console: Console) -> int:

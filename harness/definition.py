@@ -20,7 +20,7 @@ from typing import Any
 import optuna
 from optuna.distributions import BaseDistribution, distribution_to_json, json_to_distribution
 
-from harness.errors import HarnessError
+from harness.errors import DefinitionError
 from harness.spec import SweepSpec
 from harness.stores import store_name
 
@@ -40,7 +40,7 @@ def definition(spec: SweepSpec, space: dict[str, BaseDistribution]) -> dict[str,
     return recorded
 
 
-def record_new(study: optuna.Study, spec: SweepSpec, space: dict[str, BaseDistribution]) -> None:
+def save_definition(study: optuna.Study, spec: SweepSpec, space: dict[str, BaseDistribution]) -> None:
     """Called by the worker that created the study, before any trial exists."""
     study.set_user_attr(DEFINITION_ATTR, {"uid": uuid.uuid4().hex, **definition(spec, space)})
 
@@ -68,7 +68,7 @@ def check_study(
             old = {name: json_to_distribution(text) for name, text in recorded.get("search_space", {}).items()}
         _check_space(spec, study, old, space)
     if recorded is None and adopt and space is not None:
-        record_new(study, spec, space)
+        save_definition(study, spec, space)
 
 
 def _recorded(study: optuna.Study) -> dict[str, Any] | None:
@@ -114,7 +114,7 @@ def _check_objective(spec: SweepSpec, study: optuna.Study, recorded: dict | None
         return
     now = _objective_words(spec.objective.metric, weight, wanted_directions)
     was = _objective_words(was_metric, was_weight, directions)
-    raise HarnessError(
+    raise DefinitionError(
         f"{spec.source or spec.name}: the objective is now {now}, but sweep {spec.name!r} was created for {was} "
         f"({_where(spec, study)}), and one study cannot rank its trials both ways. Put `objective` back to use "
         f"this sweep, or {_new_sweep(spec)}."
@@ -129,7 +129,7 @@ def _check_retention_limit(spec: SweepSpec, study: optuna.Study, recorded: dict 
     if was == now or (recorded is None and not study.get_trials(deepcopy=False)):
         return
     words = {None: "no limit"} | {v: f"{v:g}" for v in (was, now) if v is not None}
-    raise HarnessError(
+    raise DefinitionError(
         f"{spec.source or spec.name}: `objective.retention_max_wer_increase` is now {words[now]}, but sweep "
         f"{spec.name!r} was created with {words[was]} ({_where(spec, study)}), and its complete trials were judged "
         f"feasible under that. Put the limit back to use this sweep, or {_new_sweep(spec)}."
@@ -151,7 +151,7 @@ def _check_space(
     ]
     if not changes:
         return
-    raise HarnessError(
+    raise DefinitionError(
         f"{spec.search_space} changed since sweep {spec.name!r} was created ({_where(spec, study)}): "
         f"{'; '.join(changes)}. Put the search space back to use this sweep, or {_new_sweep(spec)}."
     )

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness.errors import HarnessError
+from harness.errors import LaunchError
 
 
 def visible_gpus() -> int:
@@ -39,7 +39,7 @@ def default_slots(workers: int | None, *, gpus: int | None = None, devices: int 
         ids = given[:gpus] if len(given) >= gpus else [str(i) for i in range(gpus)]
         groups = [ids[i : i + devices] for i in range(0, len(ids) - devices + 1, devices)]
         if not groups:
-            raise HarnessError(
+            raise LaunchError(
                 f"`training.devices` is {devices}, but this machine shows {gpus} GPU(s) "
                 f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}): lower `training.devices` "
                 "or run on a machine with that many GPUs."
@@ -61,13 +61,13 @@ def gpu_shares(workers: int, per_worker: int) -> list[list[int]]:
         return [[] for _ in range(workers)]
     given = _given()
     if not all(d.isdigit() for d in given):
-        raise HarnessError(
+        raise LaunchError(
             f"CUDA_VISIBLE_DEVICES={','.join(given)} names GPUs by UUID, but local jobs are given GPU indices: "
             "set it to indices (e.g. 0,1), or run `harness sweep` here (one trial per GPU)."
         )
     pool = [int(d) for d in given[:total]] if given else list(range(total))
     if workers * per_worker > len(pool):
-        raise HarnessError(
+        raise LaunchError(
             f"`launch.workers` ({workers}) x `launch.gpus_per_worker` ({per_worker}) needs {workers * per_worker} "
             f"GPUs, but this machine shows {len(pool)}: lower either (or --workers / --gpus-per-worker)."
         )

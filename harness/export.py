@@ -11,13 +11,13 @@ from pathlib import Path
 
 from optuna.trial import FrozenTrial
 
-from harness.errors import HarnessError
+from harness.errors import NoFeasibleTrialError, OutputError, UsageError
 from harness.outputs import check_dir, make_dir
 from harness.report import summarize
 from harness.spec import SweepSpec
 from harness.study import no_best_reason
 from harness.tracking import run_name
-from harness.trial import MODEL_FILE
+from harness.trial_dir import TrialDir
 
 
 def choose_trial(spec: SweepSpec, number: int | None) -> FrozenTrial:
@@ -25,7 +25,7 @@ def choose_trial(spec: SweepSpec, number: int | None) -> FrozenTrial:
     summary = summarize(spec)
     if number is None:
         if summary.best is None:
-            raise HarnessError(
+            raise NoFeasibleTrialError(
                 f"Sweep {spec.name!r} has no best trial ({no_best_reason(summary.study)}); run `harness sweep "
                 f"{spec.name}` until a feasible one completes, or pass `--trial N`."
             )
@@ -33,14 +33,10 @@ def choose_trial(spec: SweepSpec, number: int | None) -> FrozenTrial:
     for trial in summary.trials:
         if trial.number == number:
             return trial
-    raise HarnessError(
+    raise UsageError(
         f"Sweep {spec.name!r} has no trial {number} (it has trials 0..{len(summary.trials) - 1}); "
         "pass one of those to `--trial`."
     )
-
-
-def checkpoint_path(spec: SweepSpec, number: int) -> Path:
-    return spec.trials_dir / run_name(number) / MODEL_FILE
 
 
 def export_model(spec: SweepSpec, number: int | None, out: Path) -> tuple[FrozenTrial, Path]:
@@ -51,9 +47,9 @@ def export_model(spec: SweepSpec, number: int | None, out: Path) -> tuple[Frozen
     if not out.is_dir():
         check_dir(out.parent, what)
     trial = choose_trial(spec, number)
-    source = checkpoint_path(spec, trial.number)
+    source = TrialDir.of(spec, trial.number).model
     if not source.is_file():
-        raise HarnessError(
+        raise UsageError(
             f"{source} does not exist: the checkpoint of {run_name(trial.number)} ({trial.state.name}) was not kept "
             f"(`training.keep_checkpoints: {spec.training.keep_checkpoints}` in {spec.source or 'the sweep spec'}); "
             f"set `training.keep_checkpoints: all` to keep every trial's, or re-run it with "
@@ -64,7 +60,7 @@ def export_model(spec: SweepSpec, number: int | None, out: Path) -> tuple[Frozen
     try:
         shutil.copyfile(source, target)
     except OSError as exc:
-        raise HarnessError(
+        raise OutputError(
             f"Cannot write {what}: copying to {target} failed ({exc.strerror or exc}); choose another path, or "
             "free space or permissions there."
         ) from None

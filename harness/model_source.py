@@ -9,7 +9,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from harness.errors import HarnessError
+from harness.errors import ModelError
 
 ASSETS = "harness.assets"
 
@@ -30,11 +30,11 @@ def packaged_model(name: str) -> Path:
 
 
 def resolve_model(model: str) -> Path:
-    """Return a local `.nemo` for `model`, or a HarnessError that says how to pass one."""
+    """Return a local `.nemo` for `model`, or a ModelError that says how to pass one."""
     if model in PACKAGED:
         path = packaged_model(model)
         if not path.is_file():
-            raise HarnessError(
+            raise ModelError(
                 f"The packaged model {model} is missing at {path}; rebuild it with "
                 f"`python -m tools.twins --name {model} --out {path}` from a source checkout."
             )
@@ -44,7 +44,7 @@ def resolve_model(model: str) -> Path:
         if path.is_file():
             return path.resolve()
         known = ", ".join([*PACKAGED, *REGISTRY])
-        raise HarnessError(
+        raise ModelError(
             f"Model {model!r} is neither a known name ({known}) nor an existing .nemo file; "
             "set `model:` in the sweep spec to one of those or to a .nemo path."
         )
@@ -65,7 +65,7 @@ def _from_hugging_face(repo_id: str) -> Path:
         found = sorted(folder.glob("*.nemo"))
         if found:
             return found[0]
-    raise HarnessError(
+    raise ModelError(
         f"Could not get {repo_id} from the Hugging Face hub ({', '.join(errors)}); on an offline machine, "
         f"download {repo_id.split('/')[-1]}.nemo elsewhere and set `model: /path/to/"
         f"{repo_id.split('/')[-1]}.nemo` in the sweep spec."

@@ -2,7 +2,7 @@
 
 Each validation publishes `val_wer`, `val_wer_normalized` (0..1+ fractions, absent when the set has
 no ASR samples) and `val_bleu` (0..1, absent without translation samples), overall, per pair
-(`val_wer/en-en`) and per custom behaviour state (`val_wer/terse_on`), all scored by `harness.evaluation`
+(`val_wer/en-en`) and per custom behaviour state (`val_wer/terse_on`), all scored by `harness.scoring`
 from the hypotheses of NeMo's own decode (`harness.transcripts`). The objective is built from those, never
 from `val_loss`, whose meaning changes with `use_loss_mask_for_prompt`. Its directions are
 `harness.directions.objective_directions`. Plain arithmetic, apart from the trial's Lightning callbacks

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.errors import HarnessError
+from harness.errors import OutputError
 
 
 def blocking_file(folder: Path) -> Path | None:
@@ -25,7 +25,7 @@ def check_dir(folder: Path, what: str, *, fix: str = "choose another path, or mo
     the message (e.g. "`--out notes.txt/model.nemo`"), `fix` says what to do where the path is not the user's."""
     blocker = blocking_file(folder)
     if blocker is not None:
-        raise HarnessError(f"Cannot write {what}: {blocker} is a file, not a folder; {fix}.")
+        raise OutputError(f"Cannot write {what}: {blocker} is a file, not a folder; {fix}.")
 
 
 def make_dir(folder: Path, what: str) -> Path:
@@ -35,7 +35,7 @@ def make_dir(folder: Path, what: str) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise HarnessError(
+        raise OutputError(
             f"Cannot write {what}: {folder} cannot be created ({exc.strerror or exc}); choose another path, or "
             "make it writable."
         ) from None

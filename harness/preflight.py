@@ -20,7 +20,7 @@ import soundfile
 
 from harness import behaviours, devices
 from harness.canary import CheckpointInfo
-from harness.errors import HarnessError
+from harness.errors import DataError
 from harness.manifest import Entry, Problem, read_manifest, resolve_audio
 from harness.spec import SweepSpec
 from harness.tokenizers import special_tokens
@@ -309,9 +309,9 @@ def _manifest_keys(spec: SweepSpec) -> dict[str, str | None]:
 
 
 def preflight(spec: SweepSpec, info: CheckpointInfo) -> dict[str, list[Entry]]:
-    """Run every check; raise one HarnessError listing all problems, or return the parsed manifests."""
+    """Run every check; raise one DataError listing all problems, or return the parsed manifests."""
     problems = check_spec(spec)
-    if spec.custom_tokens:
+    if spec.behaviours:
         problems += behaviours.check_declaration(spec, special_tokens(info))
     manifests = {}
     for split, value in _manifest_keys(spec).items():
@@ -325,5 +325,5 @@ def preflight(spec: SweepSpec, info: CheckpointInfo) -> dict[str, list[Entry]]:
     if problems:
         shown = "\n".join(f"  {p}" for p in problems[:SHOWN])
         more = f"\n  ... and {len(problems) - SHOWN} more" if len(problems) > SHOWN else ""
-        raise HarnessError(f"Preflight found {len(problems)} problem(s); nothing was trained:\n{shown}{more}")
+        raise DataError(f"Preflight found {len(problems)} problem(s); nothing was trained:\n{shown}{more}")
     return manifests

@@ -1,7 +1,7 @@
 """What a running sweep shows: a live rich view on a terminal, plain log lines otherwise.
 
 The view reads only what the supervisor already knows (study counts, finished outcomes) and each
-running trial's `progress.json` (written by the trial process after every validation), so it
+running trial's progress file (`TrialDir.progress`, written by the trial process after every validation), so it
 costs nothing on the training path. Without a terminal (Slurm logs, nohup, `| tee`) a redrawn
 table is noise, so each validation of each trial becomes one plain line instead.
 """
@@ -10,33 +10,32 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-PROGRESS_FILE = "progress.json"
+from harness.trial_dir import TrialDir
 
 
-def read_progress(trial_dir: Path) -> dict:
+def read_progress(trial_dir: TrialDir) -> dict:
     """The trial process's last report: {"step": int, "max_steps": int, "metrics": {...}}, and
     "elapsed" (seconds since training started) where the trial measured it."""
     try:
-        return json.loads((trial_dir / PROGRESS_FILE).read_text())
+        return json.loads(trial_dir.progress.read_text())
     except (OSError, ValueError):
         return {}
 
 
-def write_progress(trial_dir: Path, step: int, max_steps: int, metrics: dict, elapsed: float | None = None) -> None:
+def write_progress(trial_dir: TrialDir, step: int, max_steps: int, metrics: dict, elapsed: float | None = None) -> None:
     """`elapsed` excludes the model's restore, so an ETA from it does not count that time again."""
     report = {"step": step, "max_steps": max_steps, "metrics": metrics}
     if elapsed is not None:
         report["elapsed"] = elapsed
-    tmp = trial_dir / (PROGRESS_FILE + ".tmp")
+    tmp = trial_dir.progress.with_name(trial_dir.progress.name + ".tmp")
     tmp.write_text(json.dumps(report))
-    tmp.replace(trial_dir / PROGRESS_FILE)
+    tmp.replace(trial_dir.progress)
 
 
 class SweepView:
@@ -72,7 +71,7 @@ class SweepView:
         mean = sum(self.durations) / len(self.durations)
         return max(0, self.budget - done) * mean / max(1, slots)
 
-    def refresh(self, counts: dict[str, int], best: str, running: list[tuple[str, Path]], slots: int) -> None:
+    def refresh(self, counts: dict[str, int], best: str, running: list[tuple[str, TrialDir]], slots: int) -> None:
         """Redraw the live view; without a terminal the per-event log lines suffice."""
         if not self.live:
             return
@@ -91,7 +90,7 @@ class SweepView:
             table.add_row(name, step, _overall_text(report))
         self.live.update(Group(header, table))
 
-    def log_validations(self, running: list[tuple[str, Path, float]]) -> None:
+    def log_validations(self, running: list[tuple[str, TrialDir, float]]) -> None:
         """Without a terminal: `trial-0003 step 200/1000 val_wer=0.4120 ... ETA 4m10s`, once per new
         validation of each running trial (name, trial dir, seconds since its process started).
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import harness
 from harness.checkout import git_commit, git_dirty
-from harness.errors import HarnessError
+from harness.errors import ModelError
 from harness.manifest import resolve_audio
 from harness.model_source import resolve_model
 from harness.spec import SweepSpec
@@ -32,7 +32,7 @@ AUDIO_HASHES_FILE = "audio-sha256.json"  # in the state dir: audio hashes by (pa
 
 
 @dataclass
-class FileRecord:
+class InputFile:
     """A file the sweep read, identified by content rather than by name."""
 
     role: str
@@ -50,8 +50,8 @@ class Provenance:
     versions: dict[str, str]
     git_commit: str | None
     git_dirty: bool | None
-    checkpoint: FileRecord
-    manifests: list[FileRecord]
+    checkpoint: InputFile
+    manifests: list[InputFile]
     hardware: str
     sampler_seed: int
     training_seed: int
@@ -65,8 +65,8 @@ def collect(spec: SweepSpec, trial_seeds: dict[int, int]) -> Provenance:
         versions=package_versions(),
         git_commit=commit,
         git_dirty=git_dirty() if commit else None,
-        checkpoint=checkpoint_record(spec.model),
-        manifests=[manifest_record(role, path, spec.state_dir / AUDIO_HASHES_FILE) for role, path in _manifests(spec)],
+        checkpoint=checkpoint_file(spec.model),
+        manifests=[manifest_file(role, path, spec.state_dir / AUDIO_HASHES_FILE) for role, path in _manifests(spec)],
         hardware=hardware(),
         sampler_seed=spec.sampler.seed,
         training_seed=spec.training.seed,
@@ -94,16 +94,16 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def checkpoint_record(model: str) -> FileRecord:
+def checkpoint_file(model: str) -> InputFile:
     """The pretrained `.nemo` the sweep fine-tuned; unresolvable here (e.g. offline) is recorded, not fatal."""
     try:
         path = resolve_model(model)
-    except HarnessError as exc:
-        return FileRecord("checkpoint", model, None, note=str(exc))
-    return FileRecord("checkpoint", str(path), sha256(path), note=f"model: {model} -> {path.name}")
+    except ModelError as exc:
+        return InputFile("checkpoint", model, None, note=str(exc))
+    return InputFile("checkpoint", str(path), sha256(path), note=f"model: {model} -> {path.name}")
 
 
-def manifest_record(role: str, path_text: str, cache: Path | None = None) -> FileRecord:
+def manifest_file(role: str, path_text: str, cache: Path | None = None) -> InputFile:
     """Line count, total audio hours (sum of `duration`) and a hash of the data by content.
 
     The hash covers each line's audio bytes and its other fields, never `audio_filepath` (nor the line
@@ -113,7 +113,7 @@ def manifest_record(role: str, path_text: str, cache: Path | None = None) -> Fil
     """
     path = Path(path_text)
     if not path.is_file():
-        return FileRecord(role, path_text, None, note="missing on this machine")
+        return InputFile(role, path_text, None, note="missing on this machine")
     audio = AudioHashes(cache)
     digest = hashlib.sha256()
     lines, seconds, missing = 0, 0.0, 0
@@ -133,7 +133,7 @@ def manifest_record(role: str, path_text: str, cache: Path | None = None) -> Fil
             digest.update(f"{audio_hash}\t{json.dumps(entry, sort_keys=True)}\n".encode())
     audio.save()
     note = "content: audio bytes + fields" + (f"; {missing} lines without readable audio" if missing else "")
-    return FileRecord(role, str(path.resolve()), digest.hexdigest(), lines=lines, hours=seconds / 3600, note=note)
+    return InputFile(role, str(path.resolve()), digest.hexdigest(), lines=lines, hours=seconds / 3600, note=note)
 
 
 class AudioHashes:

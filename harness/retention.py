@@ -28,20 +28,20 @@ PREFIX = "retention_"
 WER = f"{PREFIX}wer"
 
 
-def retention_manifests(spec: SweepSpec, *, released: bool) -> list[str]:
+def retention_manifests(spec: SweepSpec, *, baseline: bool) -> list[str]:
     """The copies a process scores: plain for the pretrained model (it never learnt behaviour tokens),
     prompted for a fine-tuned one (a line without a behaviour's field: its default, else off)."""
     from harness.trial_manifests import trial_data
 
-    return list(trial_data(spec, released=released).retention)
+    return list(trial_data(spec, baseline=baseline).retention)
 
 
-def score_retention(model, spec: SweepSpec, *, released: bool) -> dict[str, float]:
+def score_retention(model, spec: SweepSpec, *, baseline: bool) -> dict[str, float]:
     """Decode every retention manifest with `model` and score them as one set; {} without `data.retention`."""
-    manifests = retention_manifests(spec, released=released)
+    manifests = retention_manifests(spec, baseline=baseline)
     if not manifests:
         return {}
-    from harness.evaluation import decode_manifest, score
+    from harness.scoring import decode_manifest, score
     from harness.training import inference_context, inference_device
 
     model.to(inference_device(spec.training))  # Lightning moves the model to the CPU when fit() ends

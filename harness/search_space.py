@@ -17,7 +17,7 @@ from typing import Any
 
 import optuna.distributions as od
 
-from harness.errors import HarnessError
+from harness.errors import SpecError
 from harness.spec import read_yaml
 
 FREEZE_MODES = ("none", "encoder", "encoder_bn_se", "all_but_bn_se")
@@ -63,10 +63,10 @@ def load_search_space(path: str | Path) -> dict[str, od.BaseDistribution]:
     """Read a search-space YAML into `{param: distribution}`, validating every entry."""
     path = Path(path)
     if not path.is_file():
-        raise HarnessError(f"Search space {path} does not exist (set `search_space:` in the sweep spec).")
+        raise SpecError(f"Search space {path} does not exist (set `search_space:` in the sweep spec).")
     raw = read_yaml(path) or {}
     if not isinstance(raw, dict) or not raw:
-        raise HarnessError(f"{path} must map parameter names to {{type: ..., ...}} entries.")
+        raise SpecError(f"{path} must map parameter names to {{type: ..., ...}} entries.")
     return {name: _distribution(name, entry, path) for name, entry in raw.items()}
 
 
@@ -75,15 +75,15 @@ def _distribution(name: str, entry: Any, path: Path) -> od.BaseDistribution:
     knob = KNOBS.get(name)
     if knob is None:
         known = ", ".join(KNOBS)
-        raise HarnessError(f"{path}: unknown parameter `{name}`; the trial can apply: {known}.")
+        raise SpecError(f"{path}: unknown parameter `{name}`; the trial can apply: {known}.")
     if not isinstance(entry, dict) or "type" not in entry:
-        raise HarnessError(f"{path}: `{name}` needs a `type` (float, int or categorical).")
+        raise SpecError(f"{path}: `{name}` needs a `type` (float, int or categorical).")
     kind = entry["type"]
     args = {k: v for k, v in entry.items() if k != "type"}
     if kind not in ("float", "int", "categorical"):
-        raise HarnessError(f"{path}: `{name}.type` is {kind!r}; use float, int or categorical.")
+        raise SpecError(f"{path}: `{name}.type` is {kind!r}; use float, int or categorical.")
     if kind != "categorical" and not knob.numeric:
-        raise HarnessError(f"{path}: `{name}` must be `type: categorical` with choices from: {knob.values}.")
+        raise SpecError(f"{path}: `{name}` must be `type: categorical` with choices from: {knob.values}.")
     dist: od.BaseDistribution
     try:
         if kind == "categorical":
@@ -96,38 +96,36 @@ def _distribution(name: str, entry: Any, path: Path) -> od.BaseDistribution:
             else:
                 dist = od.IntDistribution(int(low), int(high), **flags)
     except KeyError as exc:
-        raise HarnessError(f"{path}: `{name}` is missing `{exc.args[0]}`.") from None
+        raise SpecError(f"{path}: `{name}` is missing `{exc.args[0]}`.") from None
     except (ValueError, TypeError) as exc:
-        raise HarnessError(f"{path}: `{name}` is invalid: {exc}.") from None
+        raise SpecError(f"{path}: `{name}` is invalid: {exc}.") from None
     if args:
-        raise HarnessError(f"{path}: `{name}` has unknown keys {sorted(args)}.")
+        raise SpecError(f"{path}: `{name}` has unknown keys {sorted(args)}.")
     return dist
 
 
 def _choices(name: str, knob: Knob, choices: Any, path: Path) -> list:
     """Every choice must be a value the knob takes, of the right type: Optuna records it verbatim."""
     if not isinstance(choices, list) or not choices:
-        raise HarnessError(f"{path}: `{name}.choices` must be a non-empty list, like [a, b].")
+        raise SpecError(f"{path}: `{name}.choices` must be a non-empty list, like [a, b].")
     for choice in choices:
         if knob.numeric:
             if isinstance(choice, str):
-                raise HarnessError(
+                raise SpecError(
                     f"{path}: `{name}` choice {choice!r} is text, not a number; write it without quotes "
                     "(YAML reads 1e-4 without a decimal point as text: write 1.0e-4)."
                 )
             if not _is_number(choice):
-                raise HarnessError(
-                    f"{path}: `{name}` choice {choice!r} is not a number; `{name}` must be {knob.values}."
-                )
+                raise SpecError(f"{path}: `{name}` choice {choice!r} is not a number; `{name}` must be {knob.values}.")
         elif name == "use_loss_mask_for_prompt" and isinstance(choice, str):
-            raise HarnessError(
+            raise SpecError(
                 f"{path}: `{name}` choice {choice!r} is text, not a boolean (the trial would read any "
                 "non-empty text as true); write true or false without quotes."
             )
         elif name == "freeze" and not knob.accepts(choice):
-            raise HarnessError(f"{path}: `freeze` choice {choice!r} is unknown; use {', '.join(FREEZE_MODES)}.")
+            raise SpecError(f"{path}: `freeze` choice {choice!r} is unknown; use {', '.join(FREEZE_MODES)}.")
         if not knob.accepts(choice):
-            raise HarnessError(f"{path}: `{name}` choice {choice!r} is not allowed; `{name}` must be {knob.values}.")
+            raise SpecError(f"{path}: `{name}` choice {choice!r} is not allowed; `{name}` must be {knob.values}.")
     return choices
 
 
@@ -138,10 +136,10 @@ def _bound(name: str, knob: Knob, key: str, value: Any, kind: str, path: Path) -
     point) as text, and a bound only ever reaches Optuna as a float."""
     number = number_in_text(value)
     if number is None:
-        raise HarnessError(f"{path}: `{name}.{key}` is {value!r}; it must be a number ({knob.values}).")
+        raise SpecError(f"{path}: `{name}.{key}` is {value!r}; it must be a number ({knob.values}).")
     if kind == "int":
         if not float(number).is_integer():
-            raise HarnessError(
+            raise SpecError(
                 f"{path}: `{name}.{key}` is {value!r}, but an int range needs whole numbers; "
                 "use `type: float` or a whole number."
             )
@@ -149,26 +147,26 @@ def _bound(name: str, knob: Knob, key: str, value: Any, kind: str, path: Path) -
     else:
         number = float(number)
     if not knob.accepts(number):
-        raise HarnessError(f"{path}: `{name}.{key}` is {value!r}, but `{name}` must be {knob.values}.")
+        raise SpecError(f"{path}: `{name}.{key}` is {value!r}, but `{name}` must be {knob.values}.")
     return number
 
 
 def _flags(name: str, args: dict, low: float, high: float, path: Path) -> dict:
     """Pop the optional `log` and `step` flags shared by float and int ranges, checked against the bounds."""
     if low > high:
-        raise HarnessError(f"{path}: `{name}.low` ({low:g}) is above `{name}.high` ({high:g}); swap them.")
+        raise SpecError(f"{path}: `{name}.low` ({low:g}) is above `{name}.high` ({high:g}); swap them.")
     flags = {key: args.pop(key) for key in ("log", "step") if key in args}
     log = flags.get("log", False)
     if not isinstance(log, bool):
-        raise HarnessError(f"{path}: `{name}.log` is {log!r}; write true or false without quotes.")
+        raise SpecError(f"{path}: `{name}.log` is {log!r}; write true or false without quotes.")
     if log and low <= 0:
-        raise HarnessError(
+        raise SpecError(
             f"{path}: `{name}` has `log: true` but `low` is {low:g}; a log range needs low > 0: "
             "raise `low` or drop `log`."
         )
     step = flags.get("step")
     if step is not None and (not _is_number(step) or step <= 0):
-        raise HarnessError(f"{path}: `{name}.step` is {step!r}; it must be a number > 0.")
+        raise SpecError(f"{path}: `{name}.step` is {step!r}; it must be a number > 0.")
     return flags
 
 

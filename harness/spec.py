@@ -13,6 +13,7 @@ import dataclasses
 import math
 import os
 import re
+import sys
 import types
 import typing
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from typing import Any, Literal
 import yaml
 
 from harness.directions import Direction, objective_directions
-from harness.errors import HarnessError
+from harness.errors import SpecError
 
 SWEEPS_DIR = Path("sweeps")
 STATE_DIR = Path("mlruns")
@@ -191,7 +192,7 @@ class SweepSpec:
     sampler: SamplerSpec = field(default_factory=SamplerSpec)
     training: TrainingSpec = field(default_factory=TrainingSpec)
     tracking: TrackingSpec = field(default_factory=TrackingSpec)
-    custom_tokens: dict[str, BehaviourSpec] = field(default_factory=dict)
+    behaviours: dict[str, BehaviourSpec] = field(default_factory=dict)
     launch: LaunchSpec = field(default_factory=LaunchSpec)
     start_from: list[dict[str, Any]] = field(default_factory=list)  # params of the first trials (harness.start_from)
     storage: str | None = None
@@ -268,7 +269,7 @@ def find_spec_file(name_or_path: str) -> Path:
         if candidate.is_file():
             return candidate
     known = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml")) if SWEEPS_DIR.is_dir() else []
-    raise HarnessError(
+    raise SpecError(
         f"No sweep spec {candidates[0]} (run from the project root; known sweeps: {', '.join(known) or 'none'})."
     )
 
@@ -278,11 +279,29 @@ def load_spec(name_or_path: str) -> SweepSpec:
     path = find_spec_file(name_or_path)
     raw = read_yaml(path)
     if not isinstance(raw, dict):
-        raise HarnessError(f"{path} must be a mapping of keys (model, data, search_space, ...).")
-    raw = {"name": path.stem, **raw, "source": str(path)}
+        raise SpecError(f"{path} must be a mapping of keys (model, data, search_space, ...).")
+    raw = {"name": path.stem, **_renamed_keys(raw, path), "source": str(path)}
     spec = build(SweepSpec, raw, where=str(path), prefix="")
     check_values(spec, where=str(path))
     return spec
+
+
+_RENAMED_KEYS = {"custom_tokens": "behaviours"}  # old top-level key -> its name now
+_warned: set[tuple[str, str]] = set()
+
+
+def _renamed_keys(raw: dict, path: Path) -> dict:
+    """`raw` with old top-level keys under their new names; one warning line per file and key, once a process."""
+    for old, new in _RENAMED_KEYS.items():
+        if old not in raw:
+            continue
+        if new in raw:
+            raise SpecError(f"{path}: `{old}` and `{new}` are the same key; keep `{new}` only.")
+        if (str(path), old) not in _warned:
+            _warned.add((str(path), old))
+            print(f"warning: {path}: `{old}` is deprecated; rename it to `{new}`.", file=sys.stderr)
+        raw = {(new if k == old else k): v for k, v in raw.items()}
+    return raw
 
 
 def read_yaml(path: Path) -> Any:
@@ -290,22 +309,20 @@ def read_yaml(path: Path) -> Any:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise HarnessError(
-            f"{path} cannot be read ({exc.strerror or exc}); check the path and its permissions."
-        ) from None
+        raise SpecError(f"{path} cannot be read ({exc.strerror or exc}); check the path and its permissions.") from None
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise HarnessError(
+        raise SpecError(
             f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at column {column}); "
             f"save the file as UTF-8 (for Latin-1 text: `iconv -f latin1 -t utf-8 {path} > fixed.yaml`)."
         ) from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise HarnessError(f"{path} is not valid YAML: {exc}") from None
+        raise SpecError(f"{path} is not valid YAML: {exc}") from None
 
 
 # PyYAML reads YAML 1.1, where an unquoted `on:` / `off:` key is the boolean True / False.
@@ -315,13 +332,13 @@ _YAML11_BOOLEAN_KEYS = {True: "on", False: "off"}
 def build(cls: type, raw: Any, *, where: str, prefix: str) -> Any:
     """Build dataclass `cls` from `raw`, naming `where:key` on any unknown key or wrong type."""
     if not isinstance(raw, dict):
-        raise HarnessError(f"{where}: `{prefix.rstrip('.') or 'top level'}` must be a mapping.")
+        raise SpecError(f"{where}: `{prefix.rstrip('.') or 'top level'}` must be a mapping.")
     raw = {_YAML11_BOOLEAN_KEYS.get(k, k): v for k, v in raw.items()}
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         key = prefix + unknown[0]
-        raise HarnessError(f"{where}: unknown key `{key}` (allowed here: {', '.join(sorted(fields))}).")
+        raise SpecError(f"{where}: unknown key `{key}` (allowed here: {', '.join(sorted(fields))}).")
     hints = typing.get_type_hints(cls)
     values = {}
     for name, f in fields.items():
@@ -329,7 +346,7 @@ def build(cls: type, raw: Any, *, where: str, prefix: str) -> Any:
             value = [raw[name]] if f.metadata.get(ONE_OR_LIST) and isinstance(raw[name], str) else raw[name]
             values[name] = _coerce(hints[name], value, where=where, key=prefix + name)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise HarnessError(f"{where}: missing required key `{prefix + name}`.")
+            raise SpecError(f"{where}: missing required key `{prefix + name}`.")
     return cls(**values)
 
 
@@ -346,23 +363,23 @@ def _coerce(hint: Any, value: Any, *, where: str, key: str) -> Any:
         return _coerce(inner, value, where=where, key=key)
     if origin is dict:
         if not isinstance(value, dict):
-            raise HarnessError(f"{where}: `{key}` must be a mapping of names to settings.")
+            raise SpecError(f"{where}: `{key}` must be a mapping of names to settings.")
         _, inner = typing.get_args(hint)
         return {str(name): _coerce(inner, item, where=where, key=f"{key}.{name}") for name, item in value.items()}
     if origin is list:
         if not isinstance(value, list):
-            raise HarnessError(f"{where}: `{key}` must be a list (one `- item` per line), not {value!r}.")
+            raise SpecError(f"{where}: `{key}` must be a list (one `- item` per line), not {value!r}.")
         (inner,) = typing.get_args(hint)
         return [_coerce(inner, item, where=where, key=f"{key}[{index}]") for index, item in enumerate(value)]
     if origin is Literal:
         allowed = typing.get_args(hint)
         if value not in allowed:
-            raise HarnessError(f"{where}: `{key}` is {value!r}; use one of {', '.join(map(str, allowed))}.")
+            raise SpecError(f"{where}: `{key}` is {value!r}; use one of {', '.join(map(str, allowed))}.")
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint in (int, float, str, bool) and (not isinstance(value, hint) or (hint is int and isinstance(value, bool))):
-        raise HarnessError(f"{where}: `{key}` must be {hint.__name__}, not {value!r}.")
+        raise SpecError(f"{where}: `{key}` must be {hint.__name__}, not {value!r}.")
     return value
 
 
@@ -386,7 +403,7 @@ def _check_devices(training: TrainingSpec, *, where: str) -> None:
     """A trial on one host: the supervisor starts each trial process itself, so a trial spanning hosts
     would wait for processes nobody starts (the device count is one of the `_LIMITS`)."""
     if training.num_nodes != 1:
-        raise HarnessError(
+        raise SpecError(
             f"{where}: `training.num_nodes` is {training.num_nodes!r}, but a trial runs on one host: set it to 1, "
             "give each trial more GPUs with `training.devices`, and use more hosts by running more workers "
             "(`harness launch`, or `harness worker` on each host, as the README's 'Many workers' describes)."
@@ -406,7 +423,7 @@ _LIMITS: dict[str, tuple[Callable[[float], bool], str]] = {
     # Below 0 it demands that fine-tuning on a new domain improve the old one: every trial would be infeasible.
     "objective.retention_max_wer_increase": (
         lambda v: v >= 0,
-        "a fraction of at least 0 (0.05: up to 5 WER points above the zero-shot model's retention WER), or null",
+        "a fraction of at least 0 (0.05: up to 5 WER points above the zero-shot baseline's retention WER), or null",
     ),
     "pruner.n_startup_trials": (lambda v: v >= 0, "at least 0"),
     "pruner.n_warmup_steps": (lambda v: v >= 0, "at least 0, or null for each trial's learning-rate warm-up"),
@@ -432,10 +449,10 @@ def _check_numbers(spec: SweepSpec, *, where: str) -> None:
         section, name = key.split(".")
         value = getattr(getattr(spec, section), name)
         if value is not None and not (math.isfinite(value) and ok(value)):
-            raise HarnessError(f"{where}: `{key}` is {value!r}; it must be {rule}.")
+            raise SpecError(f"{where}: `{key}` is {value!r}; it must be {rule}.")
     training = spec.training
     if training.min_duration >= training.max_duration:
-        raise HarnessError(
+        raise SpecError(
             f"{where}: `training.min_duration` ({training.min_duration:g}s) must be below "
             f"`training.max_duration` ({training.max_duration:g}s), or no utterance is trained on."
         )
@@ -456,7 +473,7 @@ def _check_pruner(pruner: PrunerSpec, *, where: str) -> None:
         return
     for key, owners in _PRUNER_KEYS.items():
         if getattr(pruner, key) is not None and pruner.type not in owners:
-            raise HarnessError(
+            raise SpecError(
                 f"{where}: `pruner.{key}` applies to `pruner.type: {' or '.join(owners)}` only, and the type is "
                 f"{pruner.type}; remove `pruner.{key}`, or set the type it belongs to."
             )
@@ -465,7 +482,7 @@ def _check_pruner(pruner: PrunerSpec, *, where: str) -> None:
 def _check_accelerator(training: TrainingSpec, *, where: str) -> None:
     """A misspelt accelerator is a Lightning error in every trial; name the choices once, on load."""
     if training.accelerator not in ACCELERATORS:
-        raise HarnessError(
+        raise SpecError(
             f"{where}: `training.accelerator` is {training.accelerator!r}; use one of {', '.join(ACCELERATORS)} "
             "(auto: the GPU where there is one, else the CPU)."
         )
@@ -476,12 +493,12 @@ def _check_retention_limit(spec: SweepSpec, *, where: str) -> None:
     if spec.objective.retention_max_wer_increase is None:
         return
     if not spec.data.retention:
-        raise HarnessError(
+        raise SpecError(
             f"{where}: `objective.retention_max_wer_increase` needs retention manifests to score: add "
             "`data.retention` (manifests of the model's old domain), or remove the limit."
         )
     if not spec.budget.baseline:
-        raise HarnessError(
+        raise SpecError(
             f"{where}: `objective.retention_max_wer_increase` is measured against the pretrained model's retention "
             "WER: set `budget.baseline: true`, or remove the limit."
         )
@@ -496,9 +513,9 @@ def _check_launch_env(launch: LaunchSpec, *, where: str) -> None:
     """`launch.env` holds plain settings (NCCL, threads) under valid names, never secrets."""
     for name in launch.env:
         if not _ENV_NAME.fullmatch(name):
-            raise HarnessError(f"{where}: `launch.env.{name}` is not an environment variable name (A-Z, 0-9, _).")
+            raise SpecError(f"{where}: `launch.env.{name}` is not an environment variable name (A-Z, 0-9, _).")
         if any(word in name.upper() for word in _SECRET_WORDS):
-            raise HarnessError(
+            raise SpecError(
                 f"{where}: `launch.env.{name}` looks like a credential; set it in the environment you run "
                 "`harness launch` from (workers inherit it), never in the sweep YAML."
             )
@@ -510,9 +527,9 @@ _BEHAVIOUR_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 def _check_behaviour_names(spec: SweepSpec, *, where: str) -> None:
     """A behaviour's name is part of its metric names (`val_wer/terse_on`), which MLflow refuses with
     most punctuation: every trial would fail at its first validation."""
-    for name in spec.custom_tokens:
+    for name in spec.behaviours:
         if not _BEHAVIOUR_NAME.fullmatch(name):
-            raise HarnessError(
-                f"{where}: `custom_tokens.{name}` is not a usable behaviour name: it names metrics "
+            raise SpecError(
+                f"{where}: `behaviours.{name}` is not a usable behaviour name: it names metrics "
                 f"(`val_wer/{name}_on`), so use letters, digits, `_`, `-` and `.` only (e.g. `terse`, `digits`)."
             )

@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from harness.errors import HarnessError
+from harness.errors import SpecError
 from harness.search_space import format_param, load_search_space, number_in_text
 from harness.spec import SweepSpec
 from harness.trial_record import TrialRecord
@@ -38,14 +38,14 @@ def start_from_params(spec: SweepSpec, space: dict[str, BaseDistribution]) -> li
     """The entries as Optuna stores params (a choice as the space writes it, a float range's value as a float)."""
     where = spec.source or f"sweeps/{spec.name}.yaml"
     if len(spec.start_from) > spec.budget.trials:
-        raise HarnessError(
+        raise SpecError(
             f"{where}: `start_from` has {len(spec.start_from)} entries, but `budget.trials` is {spec.budget.trials}: "
             "the last would never run. Raise `budget.trials` or drop entries."
         )
     entries = []
     for index, entry in enumerate(spec.start_from):
         if not entry:
-            raise HarnessError(f"{where}: `start_from[{index}]` is empty; give it params, e.g. {{lr: 3.0e-4}}.")
+            raise SpecError(f"{where}: `start_from[{index}]` is empty; give it params, e.g. {{lr: 3.0e-4}}.")
         key = f"start_from[{index}]"
         entries.append(
             {name: _value(where, key, spec.search_space, name, value, space) for name, value in entry.items()}
@@ -57,7 +57,7 @@ def _value(where: str, key: str, path: str, name: str, value: Any, space: dict[s
     """`value` as the distribution of `name` holds it, or an error naming `start_from[i].name` and the fix."""
     dist = space.get(name)
     if dist is None:
-        raise HarnessError(
+        raise SpecError(
             f"{where}: `{key}.{name}` is not a parameter of the search space {path} (its parameters: "
             f"{', '.join(space)}); remove it, or add `{name}` to the search space."
         )
@@ -66,20 +66,20 @@ def _value(where: str, key: str, path: str, name: str, value: Any, space: dict[s
             if _kind(choice) is _kind(value) and choice == value:
                 return choice
         choices = ", ".join(map(format_param, dist.choices))
-        raise HarnessError(f"{where}: `{key}.{name}` is {value!r}; use one of {choices} (its choices in {path}).")
+        raise SpecError(f"{where}: `{key}.{name}` is {value!r}; use one of {choices} (its choices in {path}).")
     assert isinstance(dist, (FloatDistribution, IntDistribution))
     number = number_in_text(value)
     if number is None or (isinstance(dist, IntDistribution) and not float(number).is_integer()):
         kind = "a whole number" if isinstance(dist, IntDistribution) else "a number"
-        raise HarnessError(f"{where}: `{key}.{name}` is {value!r}; it must be {kind}, like the range in {path}.")
+        raise SpecError(f"{where}: `{key}.{name}` is {value!r}; it must be {kind}, like the range in {path}.")
     number = int(number) if isinstance(dist, IntDistribution) else float(number)
     if not dist.low <= number <= dist.high:
-        raise HarnessError(
+        raise SpecError(
             f"{where}: `{key}.{name}` is {format_param(number)}, outside `{name}`'s range "
             f"{format_param(dist.low)}..{format_param(dist.high)} in {path}; use a value inside it, or widen the range."
         )
     if not dist._contains(float(number)):  # the internal representation of both ranges is a float
-        raise HarnessError(
+        raise SpecError(
             f"{where}: `{key}.{name}` is {format_param(number)}, not on `{name}`'s grid in {path} "
             f"({format_param(dist.low)} + k x {format_param(dist.step)}); use a value on it."
         )

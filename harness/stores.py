@@ -29,7 +29,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from sqlalchemy.exc import SQLAlchemyError
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, StoreError
 
 T = TypeVar("T")
 
@@ -77,7 +77,7 @@ def check_state_dir(path: Path) -> None:
     """`mlruns/` holds the databases and trial dirs: it must be a directory, or not exist yet."""
     for candidate in (path, *path.parents):
         if candidate.exists() and not candidate.is_dir():
-            raise HarnessError(
+            raise StoreError(
                 f"{candidate} is a file, but the harness keeps its databases and trial dirs in the directory "
                 f"{path}: move the file away (or run from another directory)."
             )
@@ -88,20 +88,20 @@ def ensure_state_dir(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise HarnessError(f"Cannot create {path} ({reason(exc)}): make it writable or run elsewhere.") from None
+        raise StoreError(f"Cannot create {path} ({reason(exc)}): make it writable or run elsewhere.") from None
 
 
 def check_sqlite_file(path: Path, store: str, setting: str) -> None:
     """A present file must be an SQLite database; its directory must be a directory."""
     check_state_dir(path.parent)
     if path.is_dir():
-        raise HarnessError(f"{path} is a directory, not the {store}'s SQLite file: move it away, or fix {setting}.")
+        raise StoreError(f"{path} is a directory, not the {store}'s SQLite file: move it away, or fix {setting}.")
     if not path.exists():
         return
     with path.open("rb") as handle:
         head = handle.read(len(SQLITE_HEADER))
     if head and head != SQLITE_HEADER:
-        raise HarnessError(
+        raise StoreError(
             f"{path} is not an SQLite database, so it cannot be the {store}: restore it from a backup, or move it "
             f"away and start the sweep under a new name (or set {setting} to another store)."
         )
@@ -259,12 +259,12 @@ def reported(store: str, url: str, setting: str) -> Iterator[None]:
         raise
     except Exception as exc:
         if disk_full(exc):
-            raise HarnessError(f"{out_of_space(store, url, setting)}, then run the same command.") from None
+            raise StoreError(f"{out_of_space(store, url, setting)}, then run the same command.") from None
         if not isinstance(exc, SQLAlchemyError | MlflowException | OSError):
             raise
         if isinstance(exc, MlflowException) and HOST_REFUSED in str(exc):
-            raise HarnessError(host_refused(url)) from None
-        raise HarnessError(
+            raise StoreError(host_refused(url)) from None
+        raise StoreError(
             f"The {store} {redact(url)} failed: {reason(exc)}. Check that it is the right store and reachable "
             f"({setting})."
         ) from None
@@ -285,14 +285,14 @@ def probe_database(url: str) -> None:
     try:
         engine = sqlalchemy.create_engine(url, **engine_kwargs(url))
     except (SQLAlchemyError, ImportError, ValueError) as exc:
-        raise HarnessError(
+        raise StoreError(
             f"The {OPTUNA_STORE} URL {redact(url)} is not usable ({reason(exc)}): fix {STORAGE_SETTING}."
         ) from None
     try:
         with engine.connect():
             pass
     except SQLAlchemyError as exc:
-        raise HarnessError(
+        raise StoreError(
             f"Cannot connect to the {OPTUNA_STORE} {redact(url)} ({reason(exc)}): make sure the database server "
             f"runs and the database exists, or fix {STORAGE_SETTING}."
         ) from None
@@ -347,17 +347,17 @@ def probe_tracking_server(uri: str) -> None:
         ).close()
     except urllib.error.HTTPError as exc:
         if exc.code == 403 and HOST_REFUSED in exc.read(2000).decode(errors="replace"):
-            raise HarnessError(host_refused(uri)) from None
+            raise StoreError(host_refused(uri)) from None
         return  # it answered (an auth wall, a proxy's 404): MLflow's own calls say what is wrong
     except urllib.error.URLError as exc:
         if isinstance(exc.reason, ssl.SSLError):
             return  # TLS settings are MLflow's business (MLFLOW_TRACKING_INSECURE_TLS, ...)
         why = reason(exc.reason) if isinstance(exc.reason, BaseException) else str(exc.reason)
-        raise HarnessError(
+        raise StoreError(
             f"Cannot reach the MLflow tracking server {redact(uri)} ({why}): start it or fix {TRACKING_SETTING}."
         ) from None
     except (TimeoutError, OSError) as exc:
-        raise HarnessError(
+        raise StoreError(
             f"Cannot reach the MLflow tracking server {redact(uri)} ({reason(exc) or 'no answer'} within "
             f"{CONNECT_TIMEOUT_S} s): start it or fix {TRACKING_SETTING}."
         ) from None

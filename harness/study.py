@@ -19,9 +19,9 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
-from harness.definition import check_study, record_new
+from harness.definition import check_study, save_definition
 from harness.directions import Direction
-from harness.errors import HarnessError
+from harness.errors import StoreError
 from harness.objective import objective_names
 from harness.samplers import MEMORY_CONSTRAINT, TrialSeededSampler, make_sampler
 from harness.spec import SweepSpec
@@ -109,7 +109,7 @@ def open_study(
             except (DuplicatedStudyError, SQLAlchemyError):  # it exists, or another worker created it just now
                 study = None
             else:
-                record_new(study, spec, space)
+                save_definition(study, spec, space)
                 enqueue_start_from(study, spec, space)  # only here: once per study, whatever the workers
                 _name_objectives(study, spec)
         if study is None:
@@ -150,14 +150,14 @@ def require_study(spec: SweepSpec) -> optuna.Study:
         where = f"its {OPTUNA_STORE} {path} does not exist"
     else:
         where = f"the {OPTUNA_STORE} {store_name(spec.storage_url)} holds no study of that name"
-    raise HarnessError(f"Sweep {spec.name!r} has no study yet: {where}; run `harness sweep {spec.name}` first.")
+    raise StoreError(f"Sweep {spec.name!r} has no study yet: {where}; run `harness sweep {spec.name}` first.")
 
 
 def _load(spec: SweepSpec, storage: RDBStorage, pruner: BasePruner) -> optuna.Study:
     try:
         return optuna.load_study(study_name=spec.name, storage=storage, pruner=pruner)
     except KeyError:
-        raise HarnessError(
+        raise StoreError(
             f"Sweep {spec.name!r} has no study in the {OPTUNA_STORE} {store_name(spec.storage_url)}; "
             f"run `harness sweep {spec.name}` first."
         ) from None

@@ -14,7 +14,7 @@ from pathlib import Path
 from omegaconf import DictConfig, open_dict
 
 from harness.canary import CheckpointInfo
-from harness.errors import HarnessError
+from harness.errors import ModelError
 
 
 def special_tokens(info: CheckpointInfo) -> frozenset[str]:
@@ -72,7 +72,7 @@ def _write_artifacts(archive: tarfile.TarFile, members: dict, entry: DictConfig,
         if value.startswith("nemo:"):
             (folder / filename).write_bytes(_artifact(archive, members, value))
     if not (folder / "tokenizer.model").is_file():
-        raise HarnessError(f"No tokenizer.model for {folder.name} inside the checkpoint; it cannot be extracted.")
+        raise ModelError(f"No tokenizer.model for {folder.name} inside the checkpoint; it cannot be extracted.")
     return folder.resolve()
 
 
@@ -80,8 +80,8 @@ def _artifact(archive: tarfile.TarFile, members: dict, value: str) -> bytes:
     """The bytes of a `nemo:<file>` tokenizer artifact named in the config."""
     member = members.get(value.removeprefix("nemo:")) if value.startswith("nemo:") else None
     if member is None:
-        raise HarnessError(f"{archive.name!r} lacks the tokenizer file {value or '(none)'} named in its config.")
+        raise ModelError(f"{archive.name!r} lacks the tokenizer file {value or '(none)'} named in its config.")
     handle = archive.extractfile(member)
     if handle is None:
-        raise HarnessError(f"{archive.name!r}: the tokenizer artifact {value} is not a file.")
+        raise ModelError(f"{archive.name!r}: the tokenizer artifact {value} is not a file.")
     return handle.read()

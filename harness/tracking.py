@@ -26,7 +26,7 @@ from mlflow.exceptions import MlflowException
 
 from harness.checkout import git_commit
 from harness.names import run_name  # noqa: F401 (re-exported: callers name runs through tracking)
-from harness.provenance import FileRecord, manifest_record
+from harness.provenance import InputFile, manifest_file
 from harness.search_space import format_param
 from harness.stores import MLFLOW_STORE, TRACKING_SETTING, open_mlflow, reported
 
@@ -54,7 +54,7 @@ class Tracker:
             else:
                 found = self.client.get_experiment_by_name(experiment)
                 self.experiment_id = found.experiment_id if found is not None else None
-        self._manifests: dict[tuple, FileRecord] = {}  # by (path, size, mtime): hashed once per process
+        self._manifests: dict[tuple, InputFile] = {}  # by (path, size, mtime): hashed once per process
 
     def _ensure_experiment(self, name: str, artifact_root: Path | None) -> str:
         """Found or created, and marked as model training (an experiment of an older harness gets the tag;
@@ -167,18 +167,18 @@ class Tracker:
         for context, given in manifests.items():
             paths: list[str | Path] = [given] if isinstance(given, (str, Path)) else list(given or [])
             for path in (p for p in paths if p):
-                record = self._manifest_record(Path(path), audio_cache)
+                record = self._manifest_file(Path(path), audio_cache)
                 if record.sha256 is not None:  # a missing file is preflight's to report
                     inputs.append(_dataset_input(context, record, record.sha256))
         if inputs:
             self.client.log_inputs(run_id, datasets=inputs)
 
-    def _manifest_record(self, path: Path, audio_cache: Path | None) -> FileRecord:
-        """provenance.manifest_record, once per manifest version in this process (every trial logs the same files)."""
+    def _manifest_file(self, path: Path, audio_cache: Path | None) -> InputFile:
+        """provenance.manifest_file, once per manifest version in this process (every trial logs the same files)."""
         stat = path.stat() if path.is_file() else None
         key = (str(path.resolve()), *((stat.st_size, stat.st_mtime_ns) if stat else ()))
         if key not in self._manifests:
-            self._manifests[key] = manifest_record(path.stem, str(path), audio_cache)
+            self._manifests[key] = manifest_file(path.stem, str(path), audio_cache)
         return self._manifests[key]
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
@@ -200,7 +200,7 @@ class Tracker:
         )
 
 
-def _dataset_input(context: str, record: FileRecord, sha256: str) -> DatasetInput:
+def _dataset_input(context: str, record: InputFile, sha256: str) -> DatasetInput:
     """One manifest as a dataset input: named by its file, found at its path, `num_rows` its lines."""
     path = Path(record.path)
     dataset = Dataset(

@@ -25,7 +25,7 @@ from lhotse.cut import MixedCut
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from harness.behaviours import ORIGINAL_SOURCE_LANG, line_states
-from harness.evaluation import Transcript, score
+from harness.scoring import Transcript, score
 from harness.spec import BehaviourSpec
 from harness.trial_manifests import LINE_FIELD, line_number
 
@@ -42,7 +42,7 @@ class ValidationTranscripts(Callback):
     sweep's custom `behaviours`, their values on the lines with each one on and off (`val_wer/terse_on`).
 
     The behaviours come from the spec, not the model config: the zero-shot baseline validates the
-    released model (no declaration) on the user's manifests, whose lines carry the same fields."""
+    pretrained model (no declaration) on the user's manifests, whose lines carry the same fields."""
 
     def __init__(self, behaviours: Mapping[str, BehaviourSpec] | None = None) -> None:
         self.behaviours = dict(behaviours or {})

@@ -6,7 +6,7 @@ memory on exit and turns a crash or OOM into one failed trial instead of a dead 
 Exit codes: 0 finished (complete or pruned, see result.json), 3 out of memory, other = crash.
 With `training.devices > 1` this process is DDP rank 0 and Lightning starts the other ranks as
 `python -m harness.trial <trial_dir>` too; only rank 0 reports and saves. Every rank writes its own
-result (`result_file`): Lightning kills rank 0 when another rank fails, so rank 0 alone cannot say why.
+result (`TrialDir.result`): Lightning kills rank 0 when another rank fails, so rank 0 alone cannot say why.
 """
 
 from __future__ import annotations
@@ -19,16 +19,13 @@ import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
+
+from harness.spec import SweepSpec, load_spec
+from harness.trial_dir import TrialDir
 
 EXIT_OOM = 3
-MODEL_FILE = "model.nemo"
-PREDICTIONS_FILE = "predictions.jsonl"  # the last validation's transcripts (pair, reference, hypothesis)
-
-
-def result_file(rank: int) -> str:
-    """Rank 0's `result.json` (the trial's record), `result.rank<k>.json` for the other DDP ranks."""
-    return "result.json" if rank == 0 else f"result.rank{rank}.json"
+State = Literal["complete", "pruned", "fail"]
 
 
 @dataclass
@@ -48,19 +45,19 @@ class Job:
     save_model: bool = True
     tracking_uri: str | None = None
 
-    def write(self, trial_dir: Path) -> None:
-        (trial_dir / "job.json").write_text(json.dumps(asdict(self), indent=2))
+    def write(self, trial_dir: TrialDir) -> None:
+        trial_dir.job.write_text(json.dumps(asdict(self), indent=2))
 
     @classmethod
-    def read(cls, trial_dir: Path) -> Job:
-        return cls(**json.loads((trial_dir / "job.json").read_text()))
+    def read(cls, trial_dir: TrialDir) -> Job:
+        return cls(**json.loads(trial_dir.job.read_text()))
 
 
 @dataclass
 class Result:
     """What a trial process reports back; `state` is complete, pruned or fail."""
 
-    state: str
+    state: State
     objective: float | list[float] | None = None  # a list for multi-objective (pareto) sweeps
     final: dict = field(default_factory=dict)
     best: dict = field(default_factory=dict)
@@ -71,20 +68,19 @@ class Result:
     reason: str | None = None
     wall_seconds: float = 0.0
 
-    def write(self, trial_dir: Path, rank: int = 0) -> None:
-        (trial_dir / result_file(rank)).write_text(json.dumps(asdict(self), indent=2))
+    def write(self, trial_dir: TrialDir, rank: int = 0) -> None:
+        trial_dir.result(rank).write_text(json.dumps(asdict(self), indent=2))
 
     @classmethod
-    def read(cls, trial_dir: Path, rank: int = 0) -> Result | None:
-        path = trial_dir / result_file(rank)
+    def read(cls, trial_dir: TrialDir, rank: int = 0) -> Result | None:
+        path = trial_dir.result(rank)
         return cls(**json.loads(path.read_text())) if path.is_file() else None
 
 
-def run(trial_dir: Path) -> Result:
+def run(trial_dir: TrialDir) -> Result:
     """Dispatch on the job's mode: fine-tune (a trial), baseline (zero-shot) or test (best checkpoint)."""
     from lightning.pytorch import seed_everything
 
-    from harness.spec import load_spec
     from harness.stopping import trial_rank
     from harness.system_metrics import monitored
 
@@ -113,7 +109,7 @@ class _Reporting:
     callbacks: list
 
 
-def _reporting(job: Job, spec, trial_dir: Path) -> _Reporting:
+def _reporting(job: Job, spec: SweepSpec, trial_dir: TrialDir) -> _Reporting:
     """Figures from NeMo's own decode feed the history, MLflow, the progress file and the pruner."""
     from harness.callbacks import MetricsLogger, ProgressWriter, PruningReporter
     from harness.fault_injection import injected_faults
@@ -128,7 +124,7 @@ def _reporting(job: Job, spec, trial_dir: Path) -> _Reporting:
     from harness.transcripts import ValidationTranscripts
 
     tracker = Tracker(spec.tracking_uri, spec.experiment_name)
-    transcripts = ValidationTranscripts(spec.custom_tokens)
+    transcripts = ValidationTranscripts(spec.behaviours)
 
     def collect(callback_metrics) -> dict[str, float]:
         """One validation's record: NeMo's loss, and WER/BLEU scored from its hypotheses."""
@@ -154,7 +150,7 @@ def _reporting(job: Job, spec, trial_dir: Path) -> _Reporting:
     return _Reporting(tracker, transcripts, history, batches, pruning, study, callbacks)
 
 
-def _train_or_validate(job: Job, spec, trial_dir: Path) -> Result:
+def _train_or_validate(job: Job, spec: SweepSpec, trial_dir: TrialDir) -> Result:
     """Restore under the trial config; fine-tune (reporting to Optuna and MLflow) or only validate."""
     from omegaconf import DictConfig, OmegaConf
 
@@ -168,7 +164,7 @@ def _train_or_validate(job: Job, spec, trial_dir: Path) -> Result:
         val_check_interval=min(spec.budget.val_check_interval, steps),
         callbacks=reporting.callbacks,
     )
-    config = OmegaConf.load(trial_dir / "config.yaml")
+    config = OmegaConf.load(trial_dir.config)
     assert isinstance(config, DictConfig), "the supervisor writes a mapping"
     model = restore_model(Path(job.nemo), config, trainer)
     if job.mode == "baseline":
@@ -178,7 +174,9 @@ def _train_or_validate(job: Job, spec, trial_dir: Path) -> Result:
     return _conclude(job, spec, trial_dir, reporting, model, steps_trained=trainer.global_step)
 
 
-def _conclude(job: Job, spec, trial_dir: Path, reporting: _Reporting, model, *, steps_trained: int) -> Result:
+def _conclude(
+    job: Job, spec: SweepSpec, trial_dir: TrialDir, reporting: _Reporting, model, *, steps_trained: int
+) -> Result:
     """Predictions artifact, checkpoint, retention figures, MLflow summary metrics and the result."""
     from harness.objective import objective_values
     from harness.retention import score_retention
@@ -192,16 +190,16 @@ def _conclude(job: Job, spec, trial_dir: Path, reporting: _Reporting, model, *, 
     if trial_rank() != 0:  # rank 0 holds the same gathered figures and records them once
         return Result(state="pruned" if pruned else "complete", final=final, steps=steps_trained)
     if reporting.transcripts.transcripts:  # the last validation's hypotheses, to read beside the figures
-        predictions = reporting.transcripts.write(trial_dir / PREDICTIONS_FILE)
+        predictions = reporting.transcripts.write(trial_dir.predictions)
         reporting.tracker.log_artifact(job.run_id, predictions, "predictions")
     values = objective_values(final, spec.objective)
     if not pruned and job.mode == "train" and job.save_model and _may_be_kept(spec, reporting.study, values[0]):
-        model.save_to(str(trial_dir / MODEL_FILE))
+        model.save_to(str(trial_dir.model))
     summary = {f"final_{k}": v for k, v in final.items() if k != "step"}
     summary |= {f"best_{k}": v for k, v in history.best.items() if k != "step"}
     summary |= {"objective": values[0], "steps_trained": steps_trained, **reporting.batches.summary()}
     summary |= peak_memory()  # which batch_duration fits, beside the params in the MLflow UI
-    retention = {} if pruned else score_retention(model, spec, released=job.mode == "baseline")  # old domain
+    retention = {} if pruned else score_retention(model, spec, baseline=job.mode == "baseline")  # old domain
     reporting.tracker.log_metrics(job.run_id, summary | retention, step=steps_trained)
     return Result(
         state="pruned" if pruned else "complete",
@@ -215,7 +213,7 @@ def _conclude(job: Job, spec, trial_dir: Path, reporting: _Reporting, model, *, 
     )
 
 
-def _may_be_kept(spec, study, value: float) -> bool:
+def _may_be_kept(spec: SweepSpec, study, value: float) -> bool:
     """With `keep_checkpoints: best`, skip saving a model that is already beaten (a 1B save costs
     gigabytes and tens of seconds); the supervisor still deletes whatever is not the best."""
     if spec.training.keep_checkpoints != "best" or study is None:
@@ -229,11 +227,11 @@ def _may_be_kept(spec, study, value: float) -> bool:
     return not spec.direction.better(best_value, value)
 
 
-def _test(job: Job, spec) -> Result:
+def _test(job: Job, spec: SweepSpec) -> Result:
     """Score a fine-tuned checkpoint on the test manifest and log `test_*` metrics on its run."""
     from nemo.collections.asr.models import EncDecMultiTaskModel
 
-    from harness.evaluation import evaluate_manifest
+    from harness.scoring import evaluate_manifest
     from harness.tracking import Tracker
     from harness.training import inference_context, inference_device
     from harness.trial_manifests import trial_data
@@ -242,7 +240,7 @@ def _test(job: Job, spec) -> Result:
     test_manifest = trial_data(spec).test
     assert test_manifest is not None, "the supervisor starts a test run only with data.test"
     with inference_context(spec.training):
-        scores = evaluate_manifest(model, Path(test_manifest), spec.data.text_field, spec.custom_tokens)
+        scores = evaluate_manifest(model, Path(test_manifest), spec.data.text_field, spec.behaviours)
     metrics = {f"test_{k}": v for k, v in scores.items()}
     Tracker(spec.tracking_uri, spec.experiment_name).log_metrics(job.run_id, metrics)
     return Result(state="complete", final=metrics)
@@ -263,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     from harness.stopping import die_with_parent, trial_rank
 
     argv = sys.argv[1:] if argv is None else argv
-    trial_dir = Path(argv[0])
+    trial_dir = TrialDir(Path(argv[0]))
     rank = trial_rank()
     if rank:
         die_with_parent()  # a DDP rank must not outlive the trial process that started it

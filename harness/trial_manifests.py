@@ -7,7 +7,7 @@ scored manifests (validation, test, retention) therefore carries its number in `
 NeMo hands back in `cut.custom`; `harness.transcripts` keys hypotheses by it. The copies also hold
 absolute audio paths, so they read the same from any working directory.
 
-Two sets per sweep, under `<state_dir>/manifests/<sweep>/`: `plain/` for the model as released (the
+Two sets per sweep, under `<state_dir>/manifests/<sweep>/`: `plain/` for the pretrained model (the
 zero-shot baseline, and every process of a sweep without custom behaviours) and `prompted/` with
 behaviour tokens (`harness.behaviours.prompted_entry`) for fine-tuned models. Only the prompted set
 copies the training manifest (it needs the tokens); the plain set trains on the user's file.
@@ -29,10 +29,10 @@ LINE_FIELD = "harness_line"  # the line's 0-based number in its manifest
 SCORED = ("validation", "test")  # besides the retention manifests
 
 
-def trial_data(spec: SweepSpec, *, released: bool = False) -> DataSpec:
-    """The manifests a process reads: plain copies for the released model or a sweep without behaviours,
+def trial_data(spec: SweepSpec, *, baseline: bool = False) -> DataSpec:
+    """The manifests a process reads: plain copies for the zero-shot baseline or a sweep without behaviours,
     prompted copies for a model fine-tuned with behaviours."""
-    prompted = bool(spec.custom_tokens) and not released
+    prompted = bool(spec.behaviours) and not baseline
     folder = spec.state_dir / "manifests" / spec.name / ("prompted" if prompted else "plain")
     return dataclasses.replace(
         spec.data,
@@ -45,8 +45,8 @@ def trial_data(spec: SweepSpec, *, released: bool = False) -> DataSpec:
 
 def write_trial_manifests(spec: SweepSpec) -> DataSpec:
     """Write both sets (atomically: workers on one host may start together); the trials' set is returned."""
-    sets = [(trial_data(spec, released=True), False)]
-    if spec.custom_tokens:
+    sets = [(trial_data(spec, baseline=True), False)]
+    if spec.behaviours:
         sets.append((trial_data(spec), True))
     for data, prompted in sets:
         for source, target, retention in _copies(spec.data, data, with_train=prompted):
@@ -72,7 +72,7 @@ def _copies(user: DataSpec, copy: DataSpec, *, with_train: bool) -> list[tuple[s
 
 def _line(entry: dict, manifest: Path, number: int, spec: SweepSpec, prompted: bool, retention: bool) -> str:
     if prompted:
-        entry = prompted_entry(entry, manifest, spec.custom_tokens, retention=retention)
+        entry = prompted_entry(entry, manifest, spec.behaviours, retention=retention)
     else:
         entry = {**entry, "audio_filepath": str(resolve_audio(manifest, entry["audio_filepath"]).resolve())}
     return json.dumps({**entry, LINE_FIELD: number}, ensure_ascii=False)

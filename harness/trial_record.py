@@ -11,7 +11,7 @@ default. Here a misspelt key is a `TypeError` at the call. The stored keys and v
 ones the harness always wrote, so existing studies read the same.
 
 Study-level attrs (baseline, test, parent run, definition) are not trial records; their owners
-keep them (`sweep.py`, `records.py`, `definition.py`).
+keep them (`sweep.py`, `sweep_stores.py`, `definition.py`).
 """
 
 from __future__ import annotations
@@ -94,21 +94,11 @@ class TrialRecord:
         return dict(values)
 
     @classmethod
-    def write(cls, trial: optuna.Trial | FrozenTrial, *, study: optuna.Study | None = None, **values: Any) -> None:
-        """The writer: store `values` (keyword names are the fields) on `trial`, each under its field's name.
-
-        A live `optuna.Trial` is written through itself (its `user_attrs` then show the values). A
-        `FrozenTrial` is a snapshot: pass its `study`, the values go to the study's storage (the
-        trial must still be RUNNING there, as for any Optuna write)."""
-        attrs = cls.attrs(**values)
-        if isinstance(trial, optuna.Trial):
-            for key, value in attrs.items():
-                trial.set_user_attr(key, value)
-            return
-        if study is None:
-            raise TypeError(f"writing the record of frozen trial {trial.number} needs its study (study=...)")
-        for key, value in attrs.items():
-            study._storage.set_trial_user_attr(trial._trial_id, key, value)
+    def write(cls, trial: optuna.Trial, **values: Any) -> None:
+        """The writer: store `values` (keyword names are the fields) on the live `trial`, each under its
+        field's name (its `user_attrs` then show them)."""
+        for key, value in cls.attrs(**values).items():
+            trial.set_user_attr(key, value)
 
 
 KEYS = tuple(f.name for f in fields(TrialRecord))  # the user-attr keys of a trial record

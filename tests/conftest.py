@@ -10,9 +10,11 @@ import io
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -70,9 +72,9 @@ def shared_clips(tmp_path_factory) -> Path:
     DDP ranks and a validation batch size of 4, the last round has one cut, so Lhotse pads with a `_dup`."""
     out = tmp_path_factory.mktemp("shared-clips")
     # Same seed, voices and rates: the same sentences spoken alike, as ASR lines in one folder and AST in another.
-    corpus = {"splits": {"validation": 5}, "voices": DEMO_VOICES, "rates": DEMO_RATES, "seed": 7}
-    asr = manifest_lines(build_corpus("home", out / "asr", translate_fraction=0.0, **corpus)["validation"])
-    ast = manifest_lines(build_corpus("home", out / "ast", translate_fraction=1.0, **corpus)["validation"])
+    corpus = partial(build_corpus, splits={"validation": 5}, voices=DEMO_VOICES, rates=DEMO_RATES, seed=7)
+    asr = manifest_lines(corpus("home", out / "asr", translate_fraction=0.0)["validation"])
+    ast = manifest_lines(corpus("home", out / "ast", translate_fraction=1.0)["validation"])
     lines = []
     for index, line in enumerate(asr):
         lines.append(line)
@@ -91,14 +93,14 @@ def tiny_nemo() -> Path:
     return path
 
 
-def spec_dict(data: dict[str, Path], /, *, full: bool = False, **overrides) -> dict:
+def spec_dict(data: Mapping[str, Path | str], /, *, full: bool = False, **overrides) -> dict[str, Any]:
     """A short sweep spec over `data`; nested overrides merge one level deep.
 
     Only `full` sweeps evaluate the zero-shot baseline and score the best trial on the test
     manifest: the other tests skip those two extra processes to keep the suite fast. A `data=`
     override adds keys to `data` (e.g. `data={"retention": [path]}`).
     """
-    spec = {
+    spec: dict[str, Any] = {
         "model": "canary-tiny",
         "data": {k: str(v) for k, v in data.items() if full or k != "test"},
         "search_space": "search_spaces/test.yaml",

@@ -10,12 +10,13 @@ import yaml
 
 from harness.behaviours import ORIGINAL_SOURCE_LANG
 from harness.canary import inspect_checkpoint, trial_config
-from harness.errors import HarnessError
+from harness.errors import DataError
 from harness.model_source import packaged_model
 from harness.preflight import check_manifest, preflight
 from harness.spec import BudgetSpec, TrainingSpec, load_spec
 from harness.speech import DEMO_RATES, DEMO_VOICES, build_corpus
 from harness.training import restore_model
+from harness.trial_dir import TrialDir
 from harness.trial_manifests import trial_data, write_trial_manifests
 from tests.conftest import copy_manifest, spec_dict, write_spec
 
@@ -29,16 +30,14 @@ def _lines(path) -> list[dict]:
 
 def test_the_spec_reads_unquoted_on_and_off_keys(project, terse_data):
     # PyYAML (YAML 1.1) turns unquoted `on:` / `off:` into booleans; the spec still reads them.
-    text = (
-        yaml.safe_dump(spec_dict(terse_data)) + f'custom_tokens:\n  terse: {{on: "{ON}", off: "{OFF}", field: terse}}\n'
-    )
+    text = yaml.safe_dump(spec_dict(terse_data)) + f'behaviours:\n  terse: {{on: "{ON}", off: "{OFF}", field: terse}}\n'
     (project / "sweeps" / "yaml11.yaml").write_text(text)
-    behaviour = load_spec("yaml11").custom_tokens["terse"]
+    behaviour = load_spec("yaml11").behaviours["terse"]
     assert (behaviour.on, behaviour.off, behaviour.field, behaviour.default) == (ON, OFF, "terse", None)
 
 
 def test_prompted_manifests_carry_the_token_after_the_source_language(project, terse_data):
-    spec = load_spec(write_spec(project, "prompted", spec_dict(terse_data, custom_tokens=TERSE)))
+    spec = load_spec(write_spec(project, "prompted", spec_dict(terse_data, behaviours=TERSE)))
     data = write_trial_manifests(spec)
     assert data == trial_data(spec) and data.train != spec.data.train
     for split in ("train", "validation"):
@@ -61,7 +60,7 @@ def test_retention_lines_without_the_field_take_the_default_else_off(project, te
     of the fine-tuned model would ask for there; a declared default wins. Training lines still need it."""
     with_field = copy_manifest(retention_data, project / "retention.json", _set_first(terse=True))
     retention = {"retention": [str(retention_data), str(with_field)]}
-    spec = load_spec(write_spec(project, "keep", spec_dict(terse_data, data=retention, custom_tokens=TERSE)))
+    spec = load_spec(write_spec(project, "keep", spec_dict(terse_data, data=retention, behaviours=TERSE)))
     preflight(spec, inspect_checkpoint(packaged_model("canary-tiny")))
     data = write_trial_manifests(spec)
     folder = spec.state_dir / "manifests" / "keep" / "prompted"
@@ -72,10 +71,10 @@ def test_retention_lines_without_the_field_take_the_default_else_off(project, te
     assert [line["text"] for line in plain] == [line["text"] for line in _lines(retention_data)]
 
     on_by_default = {"terse": {**TERSE["terse"], "default": True}}
-    spec = load_spec(write_spec(project, "keep", spec_dict(terse_data, data=retention, custom_tokens=on_by_default)))
+    spec = load_spec(write_spec(project, "keep", spec_dict(terse_data, data=retention, behaviours=on_by_default)))
     assert {line["source_lang"] for line in _lines(write_trial_manifests(spec).retention[0])} == {"<|en|>" + ON}
-    assert not load_spec(write_spec(project, "bare", spec_dict(terse_data, data=retention))).custom_tokens
-    assert trial_data(load_spec("bare")) == trial_data(load_spec("bare"), released=True)  # no behaviours: one set
+    assert not load_spec(write_spec(project, "bare", spec_dict(terse_data, data=retention))).behaviours
+    assert trial_data(load_spec("bare")) == trial_data(load_spec("bare"), baseline=True)  # no behaviours: one set
 
 
 def _set_first(**changes):
@@ -86,8 +85,8 @@ def _preflight_error(project, terse_data, edit, behaviours):
     """Preflight of a sweep over an edited copy of the training manifest: (that copy, spec, the error)."""
     train = copy_manifest(terse_data["train"], project / "train.json", edit)
     data = {"train": train, "validation": terse_data["validation"]}
-    spec = load_spec(write_spec(project, "bad", spec_dict(data, custom_tokens=behaviours)))
-    with pytest.raises(HarnessError) as error:
+    spec = load_spec(write_spec(project, "bad", spec_dict(data, behaviours=behaviours)))
+    with pytest.raises(DataError) as error:
         preflight(spec, inspect_checkpoint(packaged_model("canary-tiny")))
     return train, spec, str(error.value)
 
@@ -105,9 +104,9 @@ def test_preflight_names_every_bad_token_and_line_at_once(project, terse_data):
         "digits": {"on": ON, "off": ON, "field": "digits", "default": False},
     }
     train, _, message = _preflight_error(project, terse_data, edit, behaviours)
-    assert "`custom_tokens.terse.on` is '<|en|>'; use a placeholder" in message
-    assert "`custom_tokens.terse.off` is <|spltoken999|>, which the model's tokenizer does not have" in message
-    assert "`custom_tokens.digits.off` reuses <|spltoken0|>" in message
+    assert "`behaviours.terse.on` is '<|en|>'; use a placeholder" in message
+    assert "`behaviours.terse.off` is <|spltoken999|>, which the model's tokenizer does not have" in message
+    assert "`behaviours.digits.off` reuses <|spltoken0|>" in message
     assert re.search(rf"{re.escape(str(train))}:1: missing `terse` \(custom behaviour `terse`\)", message)
     assert f"{train}:2: `terse` is 'maybe'; use true or false" in message
     assert "missing `digits`" not in message  # `digits` has a default: lines without the field are fine
@@ -126,7 +125,7 @@ def test_preflight_refuses_a_decoder_context_next_to_behaviour_tokens(project, t
         f"{train}:1: `decodercontext` is set, which NeMo's canary2 aggregate tokenizer cannot combine with custom "
         "behaviours" in message
     )
-    assert f'set it to "") or remove `custom_tokens` from {spec.source}' in message
+    assert f'set it to "") or remove `behaviours` from {spec.source}' in message
     # The unified tokenizer (canary-1b-v2's kind) takes a context; without behaviours there is no token to trip on.
     assert check_manifest(train, spec, inspect_checkpoint(packaged_model("canary-tiny-v2")), split="train")[1] == []
     plain = load_spec(write_spec(project, "plain", spec_dict({"train": train, "validation": terse_data["validation"]})))
@@ -154,7 +153,7 @@ def test_nemo_really_breaks_on_a_context_before_a_behaviour_token(tiny_nemo):
 @pytest.mark.parametrize("twin", ["canary-tiny", "canary-tiny-v1", "canary-tiny-v2"])
 def test_nemo_puts_the_switched_token_into_the_decoder_prompt(twin, project, terse_data):
     """The stock NeMo dataloader of every prompt format and tokenizer kind sees the token."""
-    spec = load_spec(write_spec(project, "prompt", spec_dict(terse_data, model=twin, custom_tokens=TERSE)))
+    spec = load_spec(write_spec(project, "prompt", spec_dict(terse_data, model=twin, behaviours=TERSE)))
     info = inspect_checkpoint(packaged_model(twin))
     preflight(spec, info)
     cfg = trial_config(
@@ -164,7 +163,7 @@ def test_nemo_puts_the_switched_token_into_the_decoder_prompt(twin, project, ter
         training=TrainingSpec(accelerator="cpu"),
         budget=BudgetSpec(max_steps=10, val_check_interval=10),
         seed=0,
-        custom_tokens=spec.custom_tokens,
+        behaviours=spec.behaviours,
     )
     assert cfg.harness_custom_tokens.terse.on == ON
     assert all("harness_source_lang" in m.constraint for m in cfg.multitask_metrics_cfg.metrics.values())
@@ -229,7 +228,7 @@ def fine_tuned(tmp_path_factory):
         search_space="search_spaces/fixed.yaml",
         budget={"trials": 1, "max_steps": LEARN["steps"], "val_check_interval": LEARN["steps"]},
         training={"keep_checkpoints": "best"},
-        custom_tokens=TERSE,
+        behaviours=TERSE,
     )
     (root / "sweeps" / "learn.yaml").write_text(yaml.safe_dump(raw))
     with pytest.MonkeyPatch.context() as patch:
@@ -238,7 +237,7 @@ def fine_tuned(tmp_path_factory):
         patch.delenv("HARNESS_TRACKING_URI", raising=False)
         spec = load_spec("learn")
         Supervisor(spec, console=Console(file=io.StringIO()), slots=default_slots(1)).run()
-        yield spec, spec.trials_dir / "trial-0000" / "model.nemo"
+        yield spec, TrialDir.of(spec, 0).model
 
 
 def _article_rate(texts) -> float:
@@ -253,7 +252,7 @@ def test_fine_tuned_model_switches_its_output_by_the_token(fine_tuned):
 
     spec, nemo = fine_tuned
     model = EncDecMultiTaskModel.restore_from(str(nemo), map_location="cpu").eval()
-    assert declared_behaviours(model.cfg) == spec.custom_tokens  # the checkpoint knows its behaviours
+    assert declared_behaviours(model.cfg) == spec.behaviours  # the checkpoint knows its behaviours
     audio = [line["audio_filepath"] for line in _lines(spec.data.validation) if line["target_lang"] == "en"]
     outputs = {
         state: transcribe(

@@ -113,7 +113,7 @@ def test_each_pair_is_a_sweep_of_its_own_with_one_trial_of_the_measured_params(t
         assert spec.start_from == [sbs.params]
         assert (spec.budget.trials, spec.budget.max_steps, spec.budget.max_retries) == (1, 7, 0)
         assert spec.training.seed == index
-        assert sorted(spec.custom_tokens) == sorted(demo["custom_tokens"])
+        assert sorted(spec.behaviours) == sorted(demo["behaviours"])
         assert spec.budget.warmup_fraction == demo["budget"]["warmup_fraction"]
     assert first.name != second.name and first.trials_dir != second.trials_dir
 

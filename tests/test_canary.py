@@ -8,7 +8,7 @@ import pytest
 from omegaconf import OmegaConf, open_dict
 
 from harness.canary import inspect_checkpoint, read_config, released_overrides, trial_config
-from harness.errors import HarnessError
+from harness.errors import ModelError
 from harness.spec import BudgetSpec, DataSpec, TrainingSpec
 
 DATA = DataSpec(train="/d/train.json", validation="/d/val.json", text_field="text", lang_field="target_lang")
@@ -162,7 +162,7 @@ def _fake_nemo(path, cfg: dict):
 
 def test_mixed_tokenizer_kinds_are_refused(tmp_path):
     mixed = {"prompt_format": "canary2", "tokenizer": {"type": "bpe", "dir": "x", "langs": {"en": {"type": "bpe"}}}}
-    with pytest.raises(HarnessError, match="unified.*but `tokenizer.langs` is set.*one tokenizer kind"):
+    with pytest.raises(ModelError, match="unified.*but `tokenizer.langs` is set.*one tokenizer kind"):
         inspect_checkpoint(_fake_nemo(tmp_path / "mixed.nemo", mixed))
     unified = {"prompt_format": "canary2", "tokenizer": {"type": "bpe", "dir": "x"}}
     assert inspect_checkpoint(_fake_nemo(tmp_path / "v2.nemo", unified)).tokenizer_kind == "unified"
@@ -171,5 +171,5 @@ def test_mixed_tokenizer_kinds_are_refused(tmp_path):
 def test_not_a_checkpoint(tmp_path):
     junk = tmp_path / "junk.nemo"
     junk.write_text("hello")
-    with pytest.raises(HarnessError, match="junk.nemo is not a readable .nemo checkpoint"):
+    with pytest.raises(ModelError, match="junk.nemo is not a readable .nemo checkpoint"):
         read_config(junk)

@@ -24,7 +24,9 @@ from harness.search_space import FREEZE_MODES, load_search_space
 from harness.spec import load_spec
 from harness.study import MEMORY_CONSTRAINT, open_storage
 from harness.sweep import Supervisor, trial_result
-from harness.trial import EXIT_OOM, Result, result_file
+from harness.trial import EXIT_OOM, Result
+from harness.trial_dir import TrialDir
+from harness.trial_record import TrialRecord
 from tests.conftest import REPO, spec_dict, write_spec
 from tests.helpers import load_study
 
@@ -40,9 +42,9 @@ def _sweep(spec):
     return study, client, runs
 
 
-def _rank_ends(trial_dir) -> dict[int, tuple[int, int]]:
+def _rank_ends(trial_dir: TrialDir) -> dict[int, tuple[int, int]]:
     """rank -> (pid, step) from the line each rank prints when its training ends."""
-    log = (trial_dir / "trial.log").read_text()
+    log = trial_dir.log.read_text()
     ends = re.findall(r"harness rank (\d+) pid=(\d+) ended at step (\d+)", log)
     return {int(rank): (int(pid), int(step)) for rank, pid, step in ends}
 
@@ -68,8 +70,8 @@ def test_a_two_rank_trial_trains_on_both_and_records_once(project, speech_data, 
 
     (trial,) = study.get_trials()
     assert trial.state == TrialState.COMPLETE, trial.user_attrs
-    trial_dir = spec.trials_dir / "trial-0000"
-    log = (trial_dir / "trial.log").read_text()
+    trial_dir = TrialDir.of(spec, 0)
+    log = trial_dir.log.read_text()
     assert "MEMBER: 1/2" in log and "MEMBER: 2/2" in log  # Lightning's line for each rank joining the group
     assert {rank: step for rank, (_, step) in _rank_ends(trial_dir).items()} == {0: 20, 1: 20}
     run = runs["trial-0000"]
@@ -81,12 +83,12 @@ def test_a_two_rank_trial_trains_on_both_and_records_once(project, speech_data, 
     assert steps and len(steps) == len(set(steps))
     # Both ranks' validation shards are scored: every validation line once, under its own identity, for the
     # trial and the zero-shot baseline, and the figures are jiwer's and sacreBLEU's over those lines.
-    for name, process in (("trial-0000", trial_dir), ("baseline", spec.trials_dir / "baseline")):
-        figures = json.loads((process / "result.json").read_text())["final"]
-        assert _figures_of(process / "predictions.jsonl", shared_clips) == pytest.approx(
+    for process in (trial_dir, TrialDir.of(spec, "baseline")):
+        figures = json.loads(process.result().read_text())["final"]
+        assert _figures_of(process.predictions, shared_clips) == pytest.approx(
             {key: figures[key] for key in ("val_wer", "val_bleu")}
-        ), name
-    result = json.loads((trial_dir / "result.json").read_text())
+        ), process.name
+    result = json.loads(trial_dir.result().read_text())
     assert result["state"] == "complete" and result["steps"] == 20
     # Rank 0 alone scores the whole retention set after training (not its DDP shard: the lines would not
     # pair up with the hypotheses), once.
@@ -125,13 +127,13 @@ def test_a_pruned_two_rank_trial_ends_on_both_ranks(project, speech_data):
     study, client, runs = _sweep(spec)
 
     real = study.get_trials()[1]
-    assert real.state == TrialState.PRUNED and real.user_attrs["pruned_at"] == 10
+    assert real.state == TrialState.PRUNED and TrialRecord.of(real).pruned_at == 10
     run = runs["trial-0001"]
     assert run.info.status == "KILLED" and run.data.metrics["steps_trained"] == 10
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_wer")] == [10]
     # Rank 1 learnt of the prune too: it stopped at step 10 rather than waiting in an all-reduce,
     # and neither rank outlived the trial.
-    ends = _rank_ends(spec.trials_dir / "trial-0001")
+    ends = _rank_ends(TrialDir.of(spec, 1))
     assert {rank: step for rank, (_, step) in ends.items()} == {0: 10, 1: 10}
     assert not any(_running(pid) for pid, _ in ends.values())
 
@@ -149,12 +151,13 @@ def test_out_of_memory_on_rank_1_is_the_trials_oom_not_a_crash(project, speech_d
 
     (trial,) = study.get_trials()  # no retry queued
     assert trial.state == TrialState.PRUNED and trial.constraints == {MEMORY_CONSTRAINT: 1.0}, trial.user_attrs
-    assert trial.user_attrs["fail_reason"] == "oom" and not trial.user_attrs["requeued"]
+    record = TrialRecord.of(trial)
+    assert record.fail_reason == "oom" and not record.requeued
     run = runs["trial-0000"]
     assert run.info.status == "FAILED" and run.data.tags["harness.fail_reason"] == "oom"
-    trial_dir = spec.trials_dir / "trial-0000"
-    assert "(rank 1, injected)" in (trial_dir / "trial.log").read_text()
-    assert json.loads((trial_dir / "result.rank1.json").read_text())["reason"] == "oom"  # rank 1's own record
+    trial_dir = TrialDir.of(spec, 0)
+    assert "(rank 1, injected)" in trial_dir.log.read_text()
+    assert json.loads(trial_dir.result(1).read_text())["reason"] == "oom"  # rank 1's own record
     assert memory_rows(study.get_trials()) == [["none", "-", "10"]]  # the report: batch_duration 10 ran out
 
 
@@ -179,19 +182,21 @@ CONNECTION_CLOSED = "error: RuntimeError: Connection closed by peer"
     ],
 )
 def test_a_trials_failure_is_decided_from_every_rank(tmp_path, written, code, expected):
+    trial_dir = TrialDir(tmp_path)
     for order, (rank, reason) in enumerate(written.items()):  # written in this order, a second apart
-        Result(state="fail", reason=reason).write(tmp_path, rank)
-        os.utime(tmp_path / result_file(rank), (1000 + order, 1000 + order))
-    assert trial_result(tmp_path, code, devices=2) == Result(state="fail", reason=expected)
+        Result(state="fail", reason=reason).write(trial_dir, rank)
+        os.utime(trial_dir.result(rank), (1000 + order, 1000 + order))
+    assert trial_result(trial_dir, code, devices=2) == Result(state="fail", reason=expected)
 
 
 def test_rank_0s_finished_result_is_the_trials_and_a_torn_file_is_none(tmp_path):
+    trial_dir = TrialDir(tmp_path)
     complete = Result(state="complete", objective=0.5, steps=20)
-    complete.write(tmp_path)
-    Result(state="fail", reason="oom").write(tmp_path, 1)  # rank 0 gathered every rank's figures: it stands
-    assert trial_result(tmp_path, 0, devices=2) == complete
-    (tmp_path / "result.json").write_text('{"state": "complete", "obj')  # rank 0 killed while writing
-    assert trial_result(tmp_path, -9, devices=2) == Result(state="fail", reason="oom")
+    complete.write(trial_dir)
+    Result(state="fail", reason="oom").write(trial_dir, 1)  # rank 0 gathered every rank's figures: it stands
+    assert trial_result(trial_dir, 0, devices=2) == complete
+    trial_dir.result().write_text('{"state": "complete", "obj')  # rank 0 killed while writing
+    assert trial_result(trial_dir, -9, devices=2) == Result(state="fail", reason="oom")
 
 
 def _train_ranks(out: Path, nemo: Path, speech_data, modes) -> dict[tuple[str, int], dict]:
@@ -271,11 +276,9 @@ def test_a_two_rank_trial_with_a_frozen_encoder_completes_through_the_supervisor
 
     (trial,) = study.get_trials()
     assert trial.state == TrialState.COMPLETE and trial.params == params, trial.user_attrs
-    trial_dir = spec.trials_dir / "trial-0000"
+    trial_dir = TrialDir.of(spec, 0)
     assert {rank: step for rank, (_, step) in _rank_ends(trial_dir).items()} == {0: 20, 1: 20}
     pretrained = EncDecMultiTaskModel.restore_from(str(tiny_nemo), map_location="cpu")
-    tuned = dict(
-        EncDecMultiTaskModel.restore_from(str(trial_dir / "model.nemo"), map_location="cpu").named_parameters()
-    )
+    tuned = dict(EncDecMultiTaskModel.restore_from(str(trial_dir.model), map_location="cpu").named_parameters())
     moved = {name for name, p in pretrained.named_parameters() if not torch.equal(p, tuned[name])}
     assert moved == _expected("encoder_bn_se", _tensor_sets(pretrained))

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from harness.devices import default_slots, gpu_shares
-from harness.errors import HarnessError
+from harness.errors import LaunchError
 
 
 def test_gpu_slots_pin_the_devices_the_scheduler_gave(monkeypatch):
@@ -26,7 +26,7 @@ def test_multi_device_trials_get_slots_of_that_many_gpus(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
     assert default_slots(None, gpus=4, devices=2) == [{"CUDA_VISIBLE_DEVICES": "4,5"}, {"CUDA_VISIBLE_DEVICES": "6,7"}]
     assert [s["CUDA_VISIBLE_DEVICES"] for s in default_slots(None, gpus=3, devices=2)] == ["4,5"]
-    with pytest.raises(HarnessError, match=r"`training.devices` is 2, but this machine shows 1 GPU"):
+    with pytest.raises(LaunchError, match=r"`training.devices` is 2, but this machine shows 1 GPU"):
         default_slots(None, gpus=1, devices=2)
     # On CPUs the ranks of one trial share the cores: threads per rank, not per slot; a set OMP_NUM_THREADS wins.
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
@@ -41,8 +41,8 @@ def test_local_worker_jobs_share_the_schedulers_gpus_without_overlap(monkeypatch
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3,4,5")
     assert gpu_shares(2, 2) == [[2, 3], [4, 5]]
     assert gpu_shares(3, 0) == [[], [], []]  # CPU workers
-    with pytest.raises(HarnessError, match="needs 6 GPUs, but this machine shows 4"):
+    with pytest.raises(LaunchError, match="needs 6 GPUs, but this machine shows 4"):
         gpu_shares(3, 2)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-1a2b,GPU-3c4d")
-    with pytest.raises(HarnessError, match="names GPUs by UUID"):
+    with pytest.raises(LaunchError, match="names GPUs by UUID"):
         gpu_shares(1, 1)

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.errors import HarnessError
+from harness.errors import UsageError
 from harness.export import export_model
 from harness.model_source import resolve_model
 from harness.tracking import run_name
+from harness.trial_dir import TrialDir
 from tests.conftest import SWEEP, spec_dict, write_spec
 from tests.helpers import load_study, sha256
 
@@ -31,7 +32,7 @@ def test_exported_best_model_restores_and_transcribes(spec, tmp_path):
     out = tmp_path / "model.nemo"
     assert main(["export", SWEEP, "--out", str(out)]) == 0
     best = load_study(spec).best_trial
-    kept = spec.trials_dir / run_name(best.number) / "model.nemo"
+    kept = TrialDir.of(spec, best.number).model
     assert sha256(out) == sha256(kept)  # the best trial's fine-tuned weights ...
     assert sha256(out) != sha256(resolve_model(spec.model))  # ... not the pretrained checkpoint
 
@@ -52,7 +53,7 @@ def test_exported_best_model_restores_and_transcribes(spec, tmp_path):
 def test_export_of_a_trial_whose_checkpoint_was_not_kept_says_how_to_keep_it(spec, tmp_path, capsys):
     study = load_study(spec)
     others = [t.number for t in study.trials if t.number != study.best_trial.number]
-    with pytest.raises(HarnessError, match=r"training\.keep_checkpoints: all"):
+    with pytest.raises(UsageError, match=r"training\.keep_checkpoints: all"):
         export_model(spec, others[0], tmp_path / "other.nemo")
     assert not (tmp_path / "other.nemo").exists()
     # The CLI prints it as one line and exits non-zero, no traceback.
@@ -61,7 +62,7 @@ def test_export_of_a_trial_whose_checkpoint_was_not_kept_says_how_to_keep_it(spe
 
 
 def test_export_of_an_unknown_trial_names_the_valid_ones(spec, tmp_path):
-    with pytest.raises(HarnessError, match=r"no trial 99 .*trials 0\.\.\d+"):
+    with pytest.raises(UsageError, match=r"no trial 99 .*trials 0\.\.\d+"):
         export_model(spec, 99, tmp_path / "x.nemo")
 
 

@@ -22,13 +22,14 @@ import pytest
 from optuna.trial import TrialState
 
 from harness.cli import main
-from harness.errors import HarnessError
+from harness.errors import StoreError
 from harness.spec import load_spec
 from harness.stores import OPTUNA_STORE, STORAGE_SETTING, disk_full, full_store_text, reported
 from harness.study import open_storage
 from harness.sweep import Supervisor
 from harness.sweep._outcomes import SUPERVISOR_DIED
 from harness.tracking import Tracker
+from harness.trial_dir import TrialDir
 from harness.trial_record import TrialRecord
 from tests.conftest import REPO, spec_dict, write_spec
 from tests.helpers import load_study, wait_for
@@ -155,7 +156,7 @@ def test_a_disk_that_fills_mid_sweep_is_one_sentence_and_the_next_run_repairs_it
     assert record.fail_reason == SUPERVISOR_DIED and record.requeued
     assert after[2].system_attrs["fixed_params"] == before[1][2] and TrialRecord.of(after[2]).retry_of == 1  # retry
     assert _runs(spec) == {"full": "FINISHED", "trial-0000": "FINISHED", "trial-0001": "FAILED"}
-    assert json.loads((spec.trials_dir / "trial-0000" / "result.json").read_text())["state"] == "complete"
+    assert json.loads(TrialDir.of(spec, 0).result().read_text())["state"] == "complete"
 
 
 def test_a_full_store_is_named_with_the_space_left(tmp_path):
@@ -175,7 +176,7 @@ def test_a_full_store_is_named_with_the_space_left(tmp_path):
             f"free space there or move the store to a bigger disk ({STORAGE_SETTING})"
         )
         assert full_store_text(caught.value, storage_url=url, tracking_uri="http://127.0.0.1:1") == expected
-        with pytest.raises(HarnessError) as opened, reported(OPTUNA_STORE, url, STORAGE_SETTING):
+        with pytest.raises(StoreError) as opened, reported(OPTUNA_STORE, url, STORAGE_SETTING):
             optuna.create_study(study_name="another", storage=url)
         assert str(opened.value) == f"{expected}, then run the same command."
     assert not disk_full(ValueError("a value"))

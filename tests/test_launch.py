@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from harness.cli import main
-from harness.errors import HarnessError
+from harness.errors import SpecError
 from harness.launch import INSTALL_HINT
 from harness.spec import SweepSpec, load_spec
 from harness.trial_dir import TrialDir
@@ -205,7 +205,7 @@ def test_slurm_refuses_stores_other_hosts_cannot_share(project, speech_data, cap
 )
 def test_launch_values_are_checked_on_load(project, launch, message):
     write_spec(project, "bad", spec_dict({"train": "t.json", "validation": "v.json"}, launch=launch))
-    with pytest.raises(HarnessError, match=re.escape(message)):
+    with pytest.raises(SpecError, match=re.escape(message)):
         load_spec("bad")
 
 

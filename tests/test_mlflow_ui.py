@@ -11,7 +11,7 @@ import re
 
 from mlflow.tracking import MlflowClient
 
-from harness.provenance import manifest_record
+from harness.provenance import manifest_file
 from harness.report._console import mlflow_ui_command
 from harness.tracking import run_name
 from tests.conftest import SEARCH_SPACE, SWEEP
@@ -47,7 +47,7 @@ def test_the_printed_link_opens_the_trials_runs_table(report_sweep, monkeypatch,
     header = page[: page.index(names[0])]
     assert all(f" {param} " in header for param in SEARCH_SPACE)  # a column per param
     assert " objective " in header and " Dataset " in header
-    train = manifest_record("train", spec.data.train).sha256
+    train = manifest_file("train", spec.data.train).sha256
     assert f"train.json ({train[:32]}) training" in page  # the manifest as a dataset, by content hash
 
     genai = _page_text(runs, tmp_path / "plain")  # the same page without the query: the UI's default

@@ -8,7 +8,7 @@ import pytest
 import soundfile
 
 from harness.canary import inspect_checkpoint
-from harness.errors import HarnessError
+from harness.errors import DataError
 from harness.manifest import resolve_audio
 from harness.preflight import check_manifest
 from harness.spec import load_spec
@@ -21,7 +21,7 @@ def _supervise(project, data, /, **overrides):
     name = write_spec(project, "pre", spec_dict(data, **overrides))
     supervisor = Supervisor(load_spec(name))  # constructing checks nothing and creates nothing
     assert not (project / "mlruns").exists()
-    with pytest.raises(HarnessError) as caught:
+    with pytest.raises(DataError) as caught:
         supervisor.open()
     assert not (project / "mlruns").exists(), "preflight must fail before any database or trial exists"
     return str(caught.value)

@@ -5,11 +5,12 @@ import io
 from rich.console import Console
 
 from harness.progress import SweepView, read_progress, write_progress
+from harness.trial_dir import TrialDir
 
 
 def test_live_view_shows_running_trials_and_eta(tmp_path):
-    trial_dir = tmp_path / "trial-0003"
-    trial_dir.mkdir()
+    trial_dir = TrialDir(tmp_path / "trial-0003")
+    trial_dir.path.mkdir()
     write_progress(trial_dir, 50, 200, {"val_wer": 0.25})
     assert read_progress(trial_dir) == {"step": 50, "max_steps": 200, "metrics": {"val_wer": 0.25}}
     out = io.StringIO()
@@ -42,8 +43,8 @@ def test_without_a_terminal_the_view_only_logs(tmp_path):
 def test_without_a_terminal_each_validation_is_one_line_with_the_trials_eta(tmp_path):
     """Slurm logs, nohup, `| tee`: a line per new validation, unwrapped however narrow the console;
     the ETA is the trial's remaining steps at its own pace (62.5 s for 200 steps, 800 to go)."""
-    trial_dir = tmp_path / "trial-0003"
-    trial_dir.mkdir()
+    trial_dir = TrialDir(tmp_path / "trial-0003")
+    trial_dir.path.mkdir()
     metrics = {"val_wer": 0.412, "val_bleu": 0.31, "val_bleu/en-de": 0.31}
     write_progress(trial_dir, 200, 1000, metrics, elapsed=62.5)
     out = io.StringIO()

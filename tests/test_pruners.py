@@ -3,7 +3,7 @@
 import optuna
 import pytest
 
-from harness.errors import HarnessError
+from harness.errors import SpecError
 from harness.pruners import LatestMedianPruner, TrialWarmup, first_rung, make_pruner
 from harness.spec import BudgetSpec, load_spec
 from tests.conftest import spec_dict, write_spec
@@ -116,7 +116,7 @@ def test_no_pruner_for_none_or_a_pareto_sweep(project):
     ],
 )
 def test_pruner_keys_of_another_type_are_refused(project, pruner, message):
-    with pytest.raises(HarnessError, match=message):
+    with pytest.raises(SpecError, match=message):
         _spec(project, pruner)
 
 

@@ -16,6 +16,7 @@ import sys
 import urllib.request
 from decimal import Decimal
 from pathlib import Path
+from typing import Literal
 
 import optuna
 import pytest
@@ -30,7 +31,6 @@ from harness import plots, provenance
 from harness.cli import main
 from harness.directions import Direction
 from harness.model_source import resolve_model
-from harness.records import open_records
 from harness.report import report_dir
 from harness.report._console import memory_table
 from harness.report._document import build_blocks
@@ -41,8 +41,10 @@ from harness.report._trials import trial_rows
 from harness.search_space import format_param, load_search_space
 from harness.spec import BehaviourSpec, DataSpec, ObjectiveSpec, SweepSpec, load_spec
 from harness.study import tell_out_of_memory
+from harness.sweep_stores import open_sweep_stores
 from harness.tracking import run_name
 from harness.trial import Result
+from harness.trial_dir import TrialDir
 from harness.trial_record import OOM, TrialRecord
 from tests.conftest import RETENTION_LIMIT_KEPT, SWEEP, spec_dict, write_spec
 from tests.helpers import chromium, in_project, load_study, sha256
@@ -76,7 +78,7 @@ def test_report_holds_decision_evidence_and_provenance(sweep, written):
         assert f"| {name} | {format_param(value)} |" in md
     baseline = study.user_attrs["baseline"]
     for metric in ("val_wer", "val_wer_normalized", "val_bleu", "val_wer/en-en", "val_bleu/en-de"):
-        assert f"| {metric} | {baseline[metric]:.4f} | {best.user_attrs['final'][metric]:.4f} |" in md
+        assert f"| {metric} | {baseline[metric]:.4f} | {TrialRecord.of(best).final[metric]:.4f} |" in md
     # Which WER decided, and one BLEU: the overall figure is the only translation pair's figure.
     assert "The decision was made on WER on the text as written (case and punctuation count)" in md
     assert baseline["val_bleu"] == pytest.approx(baseline["val_bleu/en-de"])
@@ -90,9 +92,9 @@ def test_report_holds_decision_evidence_and_provenance(sweep, written):
     for t in study.trials:
         row = next(line for line in md.splitlines() if line.startswith(f"| {run_name(t.number)} | {t.state.name} |"))
         if t.state == TrialState.PRUNED:
-            assert f"pruned at step {t.user_attrs['pruned_at']}" in row
+            assert f"pruned at step {TrialRecord.of(t).pruned_at}" in row
     # The old domain (the retention set): best trial against the pretrained model, a verdict, each trial's change.
-    final = best.user_attrs["final"]
+    final = TrialRecord.of(best).final
     for metric in ("retention_wer", "retention_wer_normalized", "retention_bleu", "retention_wer/en-en"):
         assert f"| {metric} | {baseline[metric]:.4f} | {final[metric]:.4f} |" in md
     increase = final["retention_wer"] - baseline["retention_wer"]
@@ -108,7 +110,7 @@ def test_report_holds_decision_evidence_and_provenance(sweep, written):
         assert f"| {mode} | {format_param(fit)} | none |" in md
     # Compute saved by pruning, from the recorded steps.
     counted = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    trained = sum(t.user_attrs.get("steps") or t.user_attrs["pruned_at"] for t in counted)
+    trained = sum(r.steps or r.pruned_at or 0 for r in map(TrialRecord.of, counted))
     unpruned = len(counted) * sweep.budget.max_steps
     assert f"trained {trained} steps; without pruning they would have trained {unpruned}" in md
     assert f"saved {100 * (1 - trained / unpruned):.1f}%" in md
@@ -127,11 +129,11 @@ def test_report_holds_decision_evidence_and_provenance(sweep, written):
     ]:
         lines = manifest.read_text().splitlines()
         hours = sum(json.loads(line)["duration"] for line in lines) / 3600
-        content = provenance.manifest_record(role, str(manifest)).sha256  # audio + fields, not paths
+        content = provenance.manifest_file(role, str(manifest)).sha256  # audio + fields, not paths
         assert f"| {role} | {manifest.resolve()} | {len(lines)} | {hours:.4f} | {content} |" in md
     assert re.search(r"^\| hardware \(where this report was made\) \| (CPU: .+, \d+ cores|\d+ x .+) \|$", md, re.M)
     for t in study.trials:
-        assert f"| {run_name(t.number)} | {t.user_attrs['seed']} |" in md
+        assert f"| {run_name(t.number)} | {TrialRecord.of(t).seed} |" in md
     assert f"seed {sweep.sampler.seed}" in md
 
 
@@ -141,7 +143,7 @@ def test_best_yaml_is_the_best_config_headed_by_the_command_that_reruns_it(sweep
     header = [line for line in text.splitlines() if line.startswith("#")]
     command = f"harness reproduce {SWEEP} --trial {best.number}"
     assert any(line.endswith(command) for line in header)
-    config = sweep.trials_dir / run_name(best.number) / "config.yaml"
+    config = TrialDir.of(sweep, best.number).config
     assert text.endswith(config.read_text())
     assert OmegaConf.to_container(OmegaConf.load(written / "best.yaml")) == OmegaConf.to_container(
         OmegaConf.load(config)
@@ -257,7 +259,8 @@ def test_html_report_renders_in_headless_chromium(sweep, written, tmp_path):
 
 
 def _not_flat(image: Image.Image) -> bool:
-    return any(low != high for low, high in image.convert("RGB").getextrema())
+    """More than one colour (`getcolors` gives None past `maxcolors`)."""
+    return image.convert("RGB").getcolors(maxcolors=1) is None
 
 
 # -- plots on their own (synthetic studies: no training needed) ---------------------------------
@@ -266,7 +269,7 @@ def _not_flat(image: Image.Image) -> bool:
 SPACE = {"lr": FloatDistribution(1e-4, 1e-2, log=True), "freeze": CategoricalDistribution(["none", "encoder"])}
 
 
-def _synthetic(directions: list[str], values: list) -> optuna.Study:
+def _synthetic(directions: list[Literal["minimize", "maximize"]], values: list) -> optuna.Study:
     study = optuna.create_study(directions=directions)
     for i, value in enumerate(values):
         params = {"lr": 1e-4 * (2**i), "freeze": ["none", "encoder"][i % 2]}
@@ -345,8 +348,8 @@ def test_learning_curves_show_the_top_complete_and_the_best_pruned_trials(tmp_pa
         )
         if number != 7:
             history = [{"step": step, "val_wer": value + (stop - step) / 100} for step in range(10, stop + 1, 10)]
-            trial_dir = spec.trials_dir / run_name(number)
-            trial_dir.mkdir(parents=True)
+            trial_dir = TrialDir.of(spec, number)
+            trial_dir.path.mkdir(parents=True)
             Result(state="pruned" if is_pruned else "complete", history=history).write(trial_dir)
     summary = SweepSummary(study, study.get_trials(), study.best_trial, None)
     curves = {p.name: p for p in make_plots(spec, summary, tmp_path / "plots")}["learning_curves"]
@@ -383,7 +386,7 @@ def test_the_report_says_whether_each_custom_behaviour_was_learnt(tmp_path, monk
         model="canary-tiny",
         data=DataSpec("t.json", "v.json"),
         search_space="none.yaml",
-        custom_tokens=tokens,
+        behaviours=tokens,
     )
     baseline = {"val_wer": 0.9, "val_wer/en-en": 0.9, "val_wer/terse_on": 0.95, "val_wer/terse_off": 0.85}
     baseline |= {"val_wer/polite_on": 0.5, "val_wer/polite_off": 0.9, "val_bleu/terse_on": 0.1}
@@ -439,7 +442,7 @@ def test_a_behaviour_named_answer_leaves_its_bleu_higher_is_better_in_every_tabl
         data=DataSpec("t.json", "v.json", retention=["r.json"]),
         search_space="none.yaml",
         objective=ObjectiveSpec(metric="bleu"),
-        custom_tokens={"answer": BehaviourSpec(on="<|spltoken0|>", off="<|spltoken1|>", field="answer")},
+        behaviours={"answer": BehaviourSpec(on="<|spltoken0|>", off="<|spltoken1|>", field="answer")},
     )
     figures = ("val_bleu", "val_bleu/answer_on", "val_bleu/answer_off", "retention_wer", "retention_bleu")
     figures += ("retention_wer/answer_on", "retention_bleu/answer_on")
@@ -479,7 +482,7 @@ def test_reading_a_sweep_loads_neither_torch_nor_lightning_nor_a_pruner(project)
     pruner it asks and tells with, and stays free of torch too."""
     spec = load_spec(write_spec(project, "read", spec_dict({"train": "t.json", "validation": "v.json"})))
     space = load_search_space(spec.search_space)
-    study = open_records(spec, space, params={}, tags={}).study
+    study = open_sweep_stores(spec, space, params={}, tags={}).study
     params = {"lr": 1e-3, "batch_duration": 10, "freeze": "none", "use_loss_mask_for_prompt": True}
     study.add_trial(create_trial(params=params, distributions=space, value=0.3))
 

@@ -21,6 +21,8 @@ from optuna.trial import TrialState
 
 from harness.spec import load_spec
 from harness.stores import open_mlflow
+from harness.trial_dir import TrialDir
+from harness.trial_record import TrialRecord
 from tests.conftest import spec_dict, write_spec
 from tests.helpers import ctrl_c_default, load_study, mlflow_server, wait_for
 
@@ -56,14 +58,12 @@ def _start(args: list[str], cwd: Path, log: Path, **env) -> subprocess.Popen:
     return proc
 
 
-def _trial_pid(trials_dir: Path, number: int) -> int | None:
+def _trial_pid(trial_dir: TrialDir) -> int | None:
     """The pid of a trial process once it has started training (its first validation is not needed)."""
-    log = trials_dir / f"trial-{number:04d}" / "trial.log"
+    log = trial_dir.log
     if not log.exists() or "Train config" not in log.read_text(errors="replace"):
         return None
-    out = subprocess.run(
-        ["pgrep", "-f", f"harness.trial {trials_dir / f'trial-{number:04d}'}"], capture_output=True, text=True
-    ).stdout.split()
+    out = subprocess.run(["pgrep", "-f", f"harness.trial {trial_dir}"], capture_output=True, text=True).stdout.split()
     return int(out[0]) if out else None
 
 
@@ -82,13 +82,13 @@ def test_killed_trial_is_failed_retried_and_the_budget_met(project, speech_data)
         )
     )
     sweep = _start(["sweep", "kill"], project, project / "sweep.log")
-    pid = wait_for(lambda: _trial_pid(spec.trials_dir, 0), 240, "trial-0000 to train")
+    pid = wait_for(lambda: _trial_pid(TrialDir.of(spec, 0)), 240, "trial-0000 to train")
     os.kill(pid, signal.SIGKILL)
     assert sweep.wait(timeout=600) == 0, (project / "sweep.log").read_text()[-3000:]
 
     trials = load_study(spec).get_trials()
-    assert trials[0].state == TrialState.FAIL and trials[0].user_attrs["fail_reason"] == "killed"
-    assert trials[1].params == trials[0].params and trials[1].user_attrs["retry_of"] == 0
+    assert trials[0].state == TrialState.FAIL and TrialRecord.of(trials[0]).fail_reason == "killed"
+    assert trials[1].params == trials[0].params and TrialRecord.of(trials[1]).retry_of == 0
     assert len(trials) == 2 and trials[1].state == TrialState.COMPLETE  # the retry does not use up the budget
     runs = {r.data.tags["mlflow.runName"]: r for r in _runs(spec)}
     assert runs["trial-0000"].info.status == "FAILED"
@@ -102,7 +102,7 @@ def test_killed_supervisor_resumes_without_losing_trials(project, speech_data):
         )
     )
     first = _start(["sweep", "resume"], project, project / "first.log")
-    wait_for(lambda: _trial_pid(spec.trials_dir, 1), 400, "trial-0001 to train")
+    wait_for(lambda: _trial_pid(TrialDir.of(spec, 1)), 400, "trial-0001 to train")
     os.killpg(first.pid, signal.SIGKILL)  # the supervisor dies; its trial process follows it
     first.wait()
     before = {t.number: t for t in load_study(spec).get_trials() if t.state == TrialState.COMPLETE}
@@ -112,7 +112,7 @@ def test_killed_supervisor_resumes_without_losing_trials(project, speech_data):
     assert second.wait(timeout=600) == 0, (project / "second.log").read_text()[-3000:]
     trials = load_study(spec).get_trials()
     assert not [t for t in trials if t.state == TrialState.RUNNING]
-    assert trials[1].state == TrialState.FAIL and "supervisor died" in trials[1].user_attrs["fail_reason"]
+    assert trials[1].state == TrialState.FAIL and "supervisor died" in str(TrialRecord.of(trials[1]).fail_reason)
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
     for number, old in before.items():
         assert trials[number].value == old.value and trials[number].params == old.params
@@ -143,7 +143,7 @@ def test_four_local_workers_share_one_study(project, speech_data):
     assert len({tuple(sorted(t.params.items())) for t in trials}) == 4
     starts = sorted((t.datetime_start, t.datetime_complete) for t in trials)
     assert any(b[0] < a[1] for a, b in zip(starts, starts[1:], strict=False)), "trials never overlapped"
-    logs = "".join(p.read_text(errors="replace") for p in spec.trials_dir.glob("*/trial.log"))
+    logs = "".join(TrialDir(d).log.read_text(errors="replace") for d in spec.trials_dir.glob("*"))
     logs += (project / "par.log").read_text()
     assert "database is locked" not in logs and "OperationalError" not in logs
 
@@ -179,7 +179,7 @@ def test_two_hosts_share_a_study_on_postgres_and_an_mlflow_server(project, speec
         spec.storage, spec.tracking.uri = storage, tracking
         trials = load_study(spec).get_trials()
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
-        assert len(complete) >= 3 and len({t.user_attrs["worker"] for t in complete}) == 2
+        assert len(complete) >= 3 and len({TrialRecord.of(t).worker for t in complete}) == 2
         runs = _runs(spec)
         parents = [r for r in runs if r.data.tags.get("harness.role") == "sweep"]
         assert len(parents) == 1
@@ -205,7 +205,7 @@ def test_sigterm_stops_and_records_the_running_trial(project, speech_data, comma
     )
     args = ["sweep", "term"] if command == "sweep" else ["worker", "term", "--storage", spec.storage_url]
     proc = _start(args, project, project / "term.log")
-    trial_pid = wait_for(lambda: _trial_pid(spec.trials_dir, 0), 240, "trial-0000 to train")
+    trial_pid = wait_for(lambda: _trial_pid(TrialDir.of(spec, 0)), 240, "trial-0000 to train")
     if command == "sweep":
         os.kill(proc.pid, signal.SIGTERM)
     else:
@@ -217,8 +217,9 @@ def test_sigterm_stops_and_records_the_running_trial(project, speech_data, comma
     wait_for(lambda: subprocess.run(["kill", "-0", str(trial_pid)], capture_output=True).returncode != 0, 10, "exit")
 
     (trial, retry) = load_study(spec).get_trials()
-    assert trial.state == TrialState.FAIL and trial.user_attrs["fail_reason"] == "terminated"
-    assert trial.user_attrs["requeued"] and retry.state == TrialState.WAITING
+    record = TrialRecord.of(trial)
+    assert trial.state == TrialState.FAIL and record.fail_reason == "terminated"
+    assert record.requeued and retry.state == TrialState.WAITING
     assert retry.system_attrs["fixed_params"] == trial.params  # re-queued with the same params
     statuses = {r.data.tags["mlflow.runName"]: r.info.status for r in _runs(spec)}
     assert statuses == {"term": "KILLED", "trial-0000": "KILLED"}
@@ -265,4 +266,4 @@ def test_a_sweep_without_a_complete_trial_exits_non_zero(project, speech_data):
     proc = _start(["sweep", "none"], project, project / "none.log", HARNESS_INJECT_FAULT="oom")
     assert proc.wait(timeout=600) == 1
     assert "the sweep ended with no complete trial" in (project / "none.log").read_text()
-    assert [t.user_attrs["fail_reason"] for t in load_study(spec).get_trials()] == ["oom"]
+    assert [TrialRecord.of(t).fail_reason for t in load_study(spec).get_trials()] == ["oom"]

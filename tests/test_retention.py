@@ -5,7 +5,7 @@ import pytest
 from optuna.trial import TrialState
 
 from harness.cli import main
-from harness.errors import HarnessError
+from harness.errors import NoFeasibleTrialError
 from harness.export import choose_trial
 from harness.report import report_dir
 from harness.retention import forgets_text, wer_increase
@@ -63,7 +63,7 @@ def test_a_trial_over_the_retention_limit_is_infeasible_and_never_the_best(
     assert "retention change" in page and f"{increase:+.4f}" in page  # the trials table's columns
     assert "## Retention: the model's old domain" in page
     assert (spec.state_dir / "reports" / "forgets" / "plots" / "retention_tradeoff.png").is_file()
-    with pytest.raises(HarnessError, match=r"has no best trial \(no feasible trial: all 1 complete trials"):
+    with pytest.raises(NoFeasibleTrialError, match=r"has no best trial \(no feasible trial: all 1 complete trials"):
         choose_trial(spec, None)
 
 

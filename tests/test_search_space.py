@@ -4,7 +4,7 @@ import optuna.distributions as od
 import pytest
 import yaml
 
-from harness.errors import HarnessError
+from harness.errors import SpecError
 from harness.search_space import format_param, load_search_space
 from tests.conftest import REPO
 
@@ -28,7 +28,7 @@ def test_shipped_space_has_the_four_canary_knobs():
 def test_invalid_spaces_are_rejected_with_the_key(tmp_path, entry, message):
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump(entry))
-    with pytest.raises(HarnessError, match=message):
+    with pytest.raises(SpecError, match=message):
         load_search_space(path)
 
 
@@ -92,7 +92,7 @@ def _range(kind="float", **bounds):
 def test_choices_and_bounds_are_checked_against_the_knob(tmp_path, name, entry, message):
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump({name: entry}))
-    with pytest.raises(HarnessError) as caught:
+    with pytest.raises(SpecError) as caught:
         load_search_space(path)
     assert str(caught.value).startswith(f"{path}: `{name}"), caught.value  # the file, then the parameter
     assert message in str(caught.value)
@@ -124,7 +124,7 @@ def test_valid_edges_and_yaml_exponents_load(tmp_path):
 def test_unreadable_space_file_is_one_message(tmp_path, content, message):
     path = tmp_path / "space.yaml"
     path.write_bytes(content)
-    with pytest.raises(HarnessError, match=message) as caught:
+    with pytest.raises(SpecError, match=message) as caught:
         load_search_space(path)
     assert str(caught.value).startswith(str(path))
 

@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from harness.errors import HarnessError
+from harness.errors import SpecError
 from harness.spec import load_spec, store_uris
 from tests.conftest import REPO, spec_dict, write_spec
 
@@ -22,18 +22,18 @@ def test_unknown_key_names_file_and_key(project):
     spec = spec_dict({"train": "t.json", "validation": "v.json"})
     spec["budget"]["max_step"] = 10
     write_spec(project, "typo", spec)
-    with pytest.raises(HarnessError, match=r"sweeps/typo.yaml: unknown key `budget.max_step`"):
+    with pytest.raises(SpecError, match=r"sweeps/typo.yaml: unknown key `budget.max_step`"):
         load_spec("typo")
 
 
 def test_wrong_type_and_literal(project):
     spec = spec_dict({"train": "t.json", "validation": "v.json"}, budget={"trials": "six"})
     write_spec(project, "bad", spec)
-    with pytest.raises(HarnessError, match=r"`budget.trials` must be int"):
+    with pytest.raises(SpecError, match=r"`budget.trials` must be int"):
         load_spec("bad")
     spec = spec_dict({"train": "t.json", "validation": "v.json"}, objective={"metric": "cer"})
     write_spec(project, "bad", spec)
-    with pytest.raises(HarnessError, match=r"`objective.metric` is 'cer'; use one of wer, wer_normalized, bleu, mix"):
+    with pytest.raises(SpecError, match=r"`objective.metric` is 'cer'; use one of wer, wer_normalized, bleu, mix"):
         load_spec("bad")
 
 
@@ -41,9 +41,9 @@ def test_missing_required_key_and_missing_file(project):
     spec = spec_dict({"train": "t.json", "validation": "v.json"})
     del spec["data"]["validation"]
     write_spec(project, "nodata", spec)
-    with pytest.raises(HarnessError, match=r"missing required key `data.validation`"):
+    with pytest.raises(SpecError, match=r"missing required key `data.validation`"):
         load_spec("nodata")
-    with pytest.raises(HarnessError, match=r"No sweep spec sweeps/nope.yaml"):
+    with pytest.raises(SpecError, match=r"No sweep spec sweeps/nope.yaml"):
         load_spec("nope")
 
 
@@ -86,10 +86,10 @@ def test_devices_per_trial_must_be_on_one_host(project):
     write_spec(project, "two", spec_dict(data, training={"devices": 2}))
     assert load_spec("two").training.devices == 2
     write_spec(project, "none", spec_dict(data, training={"devices": 0}))
-    with pytest.raises(HarnessError, match=r"^sweeps/none.yaml: `training.devices` is 0; it must be at least 1"):
+    with pytest.raises(SpecError, match=r"^sweeps/none.yaml: `training.devices` is 0; it must be at least 1"):
         load_spec("none")
     write_spec(project, "nodes", spec_dict(data, training={"num_nodes": 2}))
-    with pytest.raises(HarnessError) as error:
+    with pytest.raises(SpecError) as error:
         load_spec("nodes")
     message = str(error.value)
     assert message.startswith("sweeps/nodes.yaml: `training.num_nodes` is 2, but a trial runs on one host")
@@ -97,7 +97,7 @@ def test_devices_per_trial_must_be_on_one_host(project):
 
 
 RETENTION_RULE = (
-    "a fraction of at least 0 (0.05: up to 5 WER points above the zero-shot model's retention WER), or null"
+    "a fraction of at least 0 (0.05: up to 5 WER points above the zero-shot baseline's retention WER), or null"
 )
 
 
@@ -123,7 +123,7 @@ RETENTION_RULE = (
 )
 def test_out_of_range_numbers_name_the_key_on_load(project, section, key, value, rule):
     write_spec(project, "bad", spec_dict({"train": "t.json", "validation": "v.json"}, **{section: {key: value}}))
-    with pytest.raises(HarnessError) as caught:
+    with pytest.raises(SpecError) as caught:
         load_spec("bad")
     message = str(caught.value)
     assert message.startswith(f"sweeps/bad.yaml: `{section}.{key}` is ") and message.endswith(f"; it must be {rule}.")
@@ -132,20 +132,20 @@ def test_out_of_range_numbers_name_the_key_on_load(project, section, key, value,
 def test_min_duration_must_be_below_max_duration(project):
     spec = spec_dict({"train": "t.json", "validation": "v.json"}, training={"min_duration": 5, "max_duration": 5})
     write_spec(project, "bad", spec)
-    with pytest.raises(HarnessError, match=r"`training.min_duration` \(5s\) must be below `training.max_duration`"):
+    with pytest.raises(SpecError, match=r"`training.min_duration` \(5s\) must be below `training.max_duration`"):
         load_spec("bad")
 
 
 def test_misspelt_accelerator_is_refused_on_load(project):
     write_spec(project, "bad", spec_dict({"train": "t.json", "validation": "v.json"}, training={"accelerator": "gpus"}))
-    with pytest.raises(HarnessError, match=r"`training.accelerator` is 'gpus'; use one of auto, cpu, gpu, cuda"):
+    with pytest.raises(SpecError, match=r"`training.accelerator` is 'gpus'; use one of auto, cpu, gpu, cuda"):
         load_spec("bad")
 
 
 def test_non_utf8_spec_names_file_and_line(project):
     text = yaml.safe_dump(spec_dict({"train": "t.json", "validation": "v.json"}))
     (project / "sweeps" / "latin.yaml").write_bytes(b"# r\xe9glages\n" + text.encode())
-    with pytest.raises(HarnessError) as caught:
+    with pytest.raises(SpecError) as caught:
         load_spec("latin")
     assert str(caught.value) == (
         "sweeps/latin.yaml:1: not UTF-8 text (byte 0xe9 at column 4); save the file as UTF-8 "
@@ -157,13 +157,27 @@ def test_a_behaviour_name_must_be_usable_in_metric_names(project):
     """`val_wer/<name>_on` names a metric: a name MLflow refuses would fail every trial at its first validation."""
     tokens = {"on": "<|spltoken0|>", "off": "<|spltoken1|>", "field": "terse"}
     data = {"train": "t.json", "validation": "v.json"}
-    write_spec(project, "named", spec_dict(data, custom_tokens={"be terse!": tokens}))
-    with pytest.raises(HarnessError) as error:
+    write_spec(project, "named", spec_dict(data, behaviours={"be terse!": tokens}))
+    with pytest.raises(SpecError) as error:
         load_spec("named")
-    assert "sweeps/named.yaml: `custom_tokens.be terse!` is not a usable behaviour name" in str(error.value)
+    assert "sweeps/named.yaml: `behaviours.be terse!` is not a usable behaviour name" in str(error.value)
     assert "letters, digits, `_`, `-` and `.` only" in str(error.value)
-    write_spec(project, "named", spec_dict(data, custom_tokens={"terse-v2.1": tokens}))
-    assert list(load_spec("named").custom_tokens) == ["terse-v2.1"]
+    write_spec(project, "named", spec_dict(data, behaviours={"terse-v2.1": tokens}))
+    assert list(load_spec("named").behaviours) == ["terse-v2.1"]
+
+
+def test_the_old_behaviours_key_still_loads_with_one_warning(project, capsys):
+    """`custom_tokens:` is read as `behaviours:`, with one warning line per file naming the new key."""
+    tokens = {"terse": {"on": "<|spltoken0|>", "off": "<|spltoken1|>", "field": "terse"}}
+    data = {"train": "t.json", "validation": "v.json"}
+    write_spec(project, "old", spec_dict(data, custom_tokens=tokens))
+    assert list(load_spec("old").behaviours) == ["terse"]
+    assert list(load_spec("old").behaviours) == ["terse"]
+    warning = "warning: sweeps/old.yaml: `custom_tokens` is deprecated; rename it to `behaviours`.\n"
+    assert capsys.readouterr().err == warning
+    write_spec(project, "both", spec_dict(data, custom_tokens=tokens, behaviours=tokens))
+    with pytest.raises(SpecError, match=r"^sweeps/both.yaml: `custom_tokens` and `behaviours` are the same key"):
+        load_spec("both")
 
 
 def test_retention_manifests_and_their_limit(project):
@@ -178,14 +192,14 @@ def test_retention_manifests_and_their_limit(project):
 
     limit = {"retention_max_wer_increase": 0.05}
     write_spec(project, "nodata", spec_dict(data, budget={"baseline": True}, objective=limit))
-    with pytest.raises(HarnessError) as caught:
+    with pytest.raises(SpecError) as caught:
         load_spec("nodata")
     assert str(caught.value) == (
         "sweeps/nodata.yaml: `objective.retention_max_wer_increase` needs retention manifests to score: add "
         "`data.retention` (manifests of the model's old domain), or remove the limit."
     )
     write_spec(project, "nobase", spec_dict(data, data={"retention": "old.json"}, objective=limit))
-    with pytest.raises(HarnessError, match=r"^sweeps/nobase.yaml: `objective.retention_max_wer_increase` is measured"):
+    with pytest.raises(SpecError, match=r"^sweeps/nobase.yaml: `objective.retention_max_wer_increase` is measured"):
         load_spec("nobase")  # spec_dict turns the baseline off
     write_spec(
         project, "ok", spec_dict(data, data={"retention": "old.json"}, budget={"baseline": True}, objective=limit)
@@ -196,5 +210,5 @@ def test_retention_manifests_and_their_limit(project):
     )
     assert load_spec(write_spec(project, "strict", strict)).objective.retention_max_wer_increase == 0  # no forgetting
     write_spec(project, "typed", spec_dict(data, data={"retention": [3]}))
-    with pytest.raises(HarnessError, match=r"`data.retention\[0\]` must be str, not 3"):
+    with pytest.raises(SpecError, match=r"`data.retention\[0\]` must be str, not 3"):
         load_spec("typed")

@@ -6,6 +6,7 @@ import json
 import shutil
 import string
 import wave
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,8 @@ needs_espeak = pytest.mark.skipif(
     reason="espeak-ng and sox are not installed (apt-get install espeak-ng sox)",
 )
 
-TINY = dict(voices=["en-us+m3", "en-gb+f2"], rates=[160], translate_fraction=0.5, seed=0)
+# A corpus of two voices at one rate, half of it translated.
+build_tiny = partial(build_corpus, voices=["en-us+m3", "en-gb+f2"], rates=[160], translate_fraction=0.5, seed=0)
 
 
 def content_words(grammar) -> set[str]:
@@ -96,7 +98,7 @@ def test_tokenizer_text_covers_both_domains() -> None:
 
 @needs_espeak
 def test_build_corpus_writes_nemo_manifests(tmp_path: Path) -> None:
-    manifests = build_corpus("commands", tmp_path, splits={"train": 4, "test": 2}, **TINY)
+    manifests = build_tiny("commands", tmp_path, splits={"train": 4, "test": 2})
     train, test = manifest_lines(manifests["train"]), manifest_lines(manifests["test"])
     assert len(train) == 4 and len(test) == 2
     assert not {row["audio_filepath"] for row in train} & {row["audio_filepath"] for row in test}
@@ -109,14 +111,14 @@ def test_build_corpus_writes_nemo_manifests(tmp_path: Path) -> None:
 @needs_espeak
 def test_build_corpus_is_cached_and_rebuilt_when_arguments_change(tmp_path: Path) -> None:
     splits = {"train": 3, "validation": 2}
-    manifests = build_corpus("home", tmp_path, splits=splits, **TINY)
+    manifests = build_tiny("home", tmp_path, splits=splits)
     files = sorted(tmp_path.rglob("*.wav")) + list(manifests.values())
     before = {path: path.stat().st_mtime_ns for path in files}
 
-    assert build_corpus("home", tmp_path, splits=splits, **TINY) == manifests
+    assert build_tiny("home", tmp_path, splits=splits) == manifests
     assert {path: path.stat().st_mtime_ns for path in files} == before
 
-    build_corpus("home", tmp_path, splits=splits, **{**TINY, "seed": 1})
+    build_tiny("home", tmp_path, splits=splits, seed=1)
     assert manifests["train"].stat().st_mtime_ns != before[manifests["train"]]
 
 
@@ -124,24 +126,27 @@ def test_build_corpus_is_cached_and_rebuilt_when_arguments_change(tmp_path: Path
 def test_the_same_corpus_built_at_two_paths_is_the_same_data(tmp_path: Path) -> None:
     """Two checkouts synthesise byte-identical audio (sox dithers with a random seed unless told to
     repeat), so a trial trains on the same data wherever the demo was built."""
-    from harness.provenance import manifest_record
+    from harness.provenance import manifest_file
 
-    first = build_corpus("commands", tmp_path / "a", splits={"train": 6}, **TINY)["train"]
-    second = build_corpus("commands", tmp_path / "b" / "deeper", splits={"train": 6}, **TINY)["train"]
+    first = build_tiny("commands", tmp_path / "a", splits={"train": 6})["train"]
+    second = build_tiny("commands", tmp_path / "b" / "deeper", splits={"train": 6})["train"]
     for one, two in zip(manifest_lines(first), manifest_lines(second), strict=True):
         assert Path(one["audio_filepath"]).read_bytes() == Path(two["audio_filepath"]).read_bytes()
-    assert manifest_record("train", str(first)).sha256 == manifest_record("train", str(second)).sha256
+    assert manifest_file("train", str(first)).sha256 == manifest_file("train", str(second)).sha256
 
 
 @needs_espeak
 def test_the_retention_set_is_the_twins_pretraining_domain_in_unseen_sentences(tmp_path: Path, monkeypatch) -> None:
     """`commands` by the pretraining voices, in the sentences right after the pretraining splits: the twin
     heard the domain and the speakers, never these sentences. Only its own lines are synthesised."""
-    spoken = []
+    spoken: list[dict] = []
     real = synth_module.synthesize
-    monkeypatch.setattr(
-        "harness.speech.datasets.synthesize", lambda text, path, **kw: spoken.append(kw) or real(text, path, **kw)
-    )
+
+    def synthesize(text, path, **kw):
+        spoken.append(kw)
+        return real(text, path, **kw)
+
+    monkeypatch.setattr("harness.speech.datasets.synthesize", synthesize)
     manifest = build_retention_data(tmp_path, lines=12)
     assert manifest == tmp_path.resolve() / "retention.json"
     lines = manifest_lines(manifest)
@@ -157,5 +162,5 @@ def test_the_retention_set_is_the_twins_pretraining_domain_in_unseen_sentences(t
     assert build_retention_data(tmp_path, lines=12) == manifest and len(spoken) == 12
     stamp = json.loads((tmp_path / "retention" / "corpus-stamp.json").read_text())
     assert stamp["offset"] == sum(PRETRAIN_SPLITS.values())
-    build_corpus("commands", tmp_path / "plain", splits={"train": 2}, **TINY)
+    build_tiny("commands", tmp_path / "plain", splits={"train": 2})
     assert "offset" not in json.loads((tmp_path / "plain" / "corpus-stamp.json").read_text())

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from harness.cli import main
-from harness.errors import HarnessError
+from harness.errors import SpecError
 from harness.pruners import make_pruner
 from harness.spec import load_spec
 from harness.start_from import load_space, start_from_params
@@ -53,7 +53,7 @@ def _spec(project, entries, **overrides):
 )
 def test_start_from_entries_are_checked_against_the_search_space(project, entries, message):
     spec = _spec(project, entries)
-    with pytest.raises(HarnessError) as caught:
+    with pytest.raises(SpecError) as caught:
         load_space(spec)
     assert message in str(caught.value)
 
@@ -66,7 +66,7 @@ def test_a_bad_entry_stops_the_sweep_before_any_store_is_made(project, capsys):
 
 
 def test_entries_are_stored_as_the_space_holds_params(project):
-    with pytest.raises(HarnessError, match=r"`start_from\[0\]` must be a mapping"):
+    with pytest.raises(SpecError, match=r"`start_from\[0\]` must be a mapping"):
         _spec(project, [5])
     spec = _spec(project, [{"lr": "1e-3", "batch_duration": 20.0, "use_loss_mask_for_prompt": False}])
     (entry,) = start_from_params(spec, load_space(spec))

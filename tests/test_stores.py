@@ -17,9 +17,9 @@ from mlflow.tracking import MlflowClient
 
 from harness.cli import main
 from harness.definition import study_uid
-from harness.records import open_records
 from harness.search_space import load_search_space
 from harness.spec import SweepSpec, load_spec
+from harness.sweep_stores import open_sweep_stores
 from harness.tracking import UID_TAG
 from tests.conftest import spec_dict, write_spec
 from tests.helpers import free_port, mlflow_server
@@ -35,7 +35,7 @@ def _spec(project: Path, name: str, **overrides) -> SweepSpec:
 
 def _open(spec: SweepSpec):
     """The stores as a supervisor opens them, before its first trial."""
-    return open_records(spec, load_search_space(spec.search_space), params={"model": spec.model}, tags={})
+    return open_sweep_stores(spec, load_search_space(spec.search_space), params={"model": spec.model}, tags={})
 
 
 def _sweep_fails(capsys, *args: str) -> str:
@@ -50,7 +50,7 @@ def _sweep_fails(capsys, *args: str) -> str:
 
 
 def test_a_deleted_mlflow_db_stops_the_resumed_sweep(project, capsys):
-    """Today a fresh mlflow.db gets a new parent run and the finished trials silently drop out of MLflow."""
+    """A resumed sweep whose MLflow parent run is gone stops, naming both stores; it opens no new parent run."""
     spec = _spec(project, "lost")
     parent = _open(spec).parent_run
     (spec.state_dir / "mlflow.db").unlink()
@@ -67,7 +67,7 @@ def test_a_deleted_mlflow_db_stops_the_resumed_sweep(project, capsys):
 
 
 def test_a_deleted_optuna_db_does_not_take_over_the_old_parent_run(project, capsys):
-    """Today the new study's key equals the old one's, so one parent run collects two studies' trials."""
+    """A recreated study gets a new uid, so the old parent run never collects its trials."""
     spec = _spec(project, "fresh")
     first = _open(spec)
     assert _open(spec).parent_run == first.parent_run  # a resume finds its parent run by the study's uid
@@ -104,7 +104,7 @@ open_storage(f"sqlite:///{root / 'mlruns' / 'optuna.db'}")
 
 
 def test_fresh_sqlite_stores_open_in_many_processes_at_once(tmp_path):
-    """Today MLflow's schema creation races: most processes die with `duplicate column name: step`."""
+    """Fresh SQLite stores are created under a lock: every process opens them, none races on the schema."""
     count = 4
     procs = [
         subprocess.Popen(
@@ -129,7 +129,7 @@ def test_fresh_sqlite_stores_open_in_many_processes_at_once(tmp_path):
 
 
 def test_unreachable_network_stores_fail_in_seconds_with_one_message(project, capsys):
-    """Today: PostgreSQL, a 131-line traceback after 14 s; a tracking server, 250 s of silence first."""
+    """An unreachable PostgreSQL store or tracking server is reported in one line within seconds."""
     port = free_port()  # nothing listens on it
     _spec(project, "net")
     cases = [
@@ -186,7 +186,7 @@ def test_garbage_databases_and_a_mlruns_file_are_named(project, capsys):
 
 
 def test_report_on_a_sweep_that_never_ran_creates_nothing(project, capsys):
-    """Today it creates an empty mlruns/optuna.db and then says the study is missing."""
+    """`harness report` on a sweep that never ran says the study is missing and creates no store."""
     _spec(project, "never")
     out = _sweep_fails(capsys, "report", "never")
     assert "Sweep 'never' has no study yet" in out

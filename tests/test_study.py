@@ -10,9 +10,8 @@ import yaml
 
 from harness.cli import main
 from harness.definition import DEFINITION_ATTR, study_uid
-from harness.errors import HarnessError
+from harness.errors import DefinitionError
 from harness.pruners import LatestMedianPruner, TrialWarmup, make_pruner
-from harness.records import check_records, open_records
 from harness.samplers import TrialSeededSampler, make_sampler
 from harness.search_space import load_search_space
 from harness.spec import load_spec
@@ -26,6 +25,7 @@ from harness.study import (
     set_retention_constraint,
     tell_out_of_memory,
 )
+from harness.sweep_stores import check_sweep_stores, open_sweep_stores
 from harness.tracking import UID_TAG, Tracker
 from tests.conftest import SEARCH_SPACE, spec_dict, write_spec
 from tests.helpers import proposals_that_run_out_of_memory
@@ -145,7 +145,7 @@ def _started_sweep(project, name: str, **overrides):
     """A sweep whose stores are open and whose study holds one complete trial (WER 0.3)."""
     spec = load_spec(write_spec(project, name, spec_dict(NO_DATA, **overrides)))
     space = load_search_space(spec.search_space)
-    study = open_records(spec, space, params={}, tags={}).study
+    study = open_sweep_stores(spec, space, params={}, tags={}).study
     study.add_trial(optuna.trial.create_trial(params=PARAMS, distributions=space, value=0.3))
     return spec, space
 
@@ -158,7 +158,7 @@ def _fails(capsys, *args: str) -> str:
 
 
 def test_a_changed_objective_stops_the_resumed_sweep_and_its_report(project, capsys):
-    """Today wer -> bleu reuses the study's `minimize`: the best trial becomes the one with BLEU 0."""
+    """A resumed sweep whose objective changed direction (wer -> bleu) stops, and so does its report."""
     spec, space = _started_sweep(project, "obj")
     write_spec(project, "obj", spec_dict(NO_DATA, objective={"metric": "bleu"}))
 
@@ -170,7 +170,7 @@ def test_a_changed_objective_stops_the_resumed_sweep_and_its_report(project, cap
     assert "copy sweeps/obj.yaml to sweeps/<new-name>.yaml and run `harness sweep <new-name>`" in out
     report = _fails(capsys, "report", "obj")
     assert "the objective is now bleu (maximize)" in report and "(bleu, minimize)" not in report
-    with pytest.raises(HarnessError, match="objective is now bleu"):
+    with pytest.raises(DefinitionError, match="objective is now bleu"):
         open_study(load_spec("obj"), pruner=optuna.pruners.NopPruner())  # a trial process of the changed spec
 
     # The same direction is no excuse: WER as written and normalised WER are different rankings.
@@ -179,7 +179,7 @@ def test_a_changed_objective_stops_the_resumed_sweep_and_its_report(project, cap
         capsys, "sweep", "obj"
     )
     write_spec(project, "obj", spec_dict(NO_DATA))  # put back: the sweep is itself again
-    check_records(load_spec("obj"), space)
+    check_sweep_stores(load_spec("obj"), space)
 
 
 def test_a_changed_search_space_stops_the_resumed_sweep(project, capsys):
@@ -203,14 +203,14 @@ def test_a_study_made_by_an_older_harness_is_checked_then_adopted(project):
     study.add_trial(optuna.trial.create_trial(params=PARAMS, distributions=space, value=0.3))
 
     bleu = load_spec(write_spec(project, "old", spec_dict(NO_DATA, objective={"metric": "bleu"})))
-    with pytest.raises(HarnessError, match=r"created for an objective \(minimize\)"):
+    with pytest.raises(DefinitionError, match=r"created for an objective \(minimize\)"):
         open_study(bleu, space, pruner=optuna.pruners.NopPruner())
     # Its parent run, linked by run id only, is kept and tagged with the uid the study now gets.
     tracker = Tracker(spec.tracking_uri, spec.experiment_name)
     old_tags = {"harness.role": "sweep", "harness.sweep": "old", "harness.study_key": "sqlite:///...#old#1"}
     legacy = tracker.client.create_run(tracker.experiment_id, run_name="old", tags=old_tags).info.run_id
     study.set_user_attr("mlflow_parent_run_id", legacy)
-    resumed = open_records(spec, space, params={}, tags={})
+    resumed = open_sweep_stores(spec, space, params={}, tags={})
     assert resumed.study.user_attrs[DEFINITION_ATTR]["objective"] == "wer"
     assert resumed.study.metric_names is None  # it opens without objective names, as it was created
     assert resumed.parent_run == legacy
@@ -280,4 +280,4 @@ def test_a_changed_retention_limit_stops_the_resumed_sweep(project, capsys):
     assert "Put the limit back to use this sweep" in out
     limit = {"retention_max_wer_increase": 0.05}
     write_spec(project, "keep", spec_dict(NO_DATA, data=retention, budget={"baseline": True}, objective=limit))
-    check_records(load_spec("keep"), space)
+    check_sweep_stores(load_spec("keep"), space)

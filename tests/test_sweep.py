@@ -13,12 +13,13 @@ from optuna.trial import TrialState
 from rich.console import Console
 
 from harness.fault_injection import FAULT_ENV
-from harness.names import params_text
-from harness.provenance import manifest_record
+from harness.number_text import params_text
+from harness.provenance import manifest_file
 from harness.search_space import format_param, load_search_space
 from harness.spec import load_spec
 from harness.study import MEMORY_CONSTRAINT, open_storage
 from harness.sweep import Supervisor
+from harness.trial_dir import TrialDir
 from harness.trial_manifests import trial_data
 from harness.trial_record import OOM, TrialRecord
 from tests.conftest import RETENTION_LIMIT_KEPT, SEARCH_SPACE, spec_dict, write_spec
@@ -59,7 +60,7 @@ def test_sweep_records_every_trial_in_optuna_and_mlflow(report_sweep, monkeypatc
     best = study.best_trial
     assert parent.data.metrics["best_objective"] == pytest.approx(best.value)
     # Only the best trial keeps its checkpoint; it was scored on the test manifest.
-    kept = sorted(p.parent.name for p in spec.trials_dir.glob("trial-*/model.nemo"))
+    kept = sorted(d.name for d in spec.trials_dir.glob("trial-*") if TrialDir(d).model.is_file())
     assert kept == [f"trial-{best.number:04d}"]
     best_run = children[f"trial-{best.number:04d}"]
     assert {"test_wer", "test_wer_normalized", "test_bleu", "test_wer/en-en", "test_bleu/en-de"} <= set(
@@ -107,7 +108,7 @@ def test_sweep_records_every_trial_in_optuna_and_mlflow(report_sweep, monkeypatc
             "retention": manifests["retention"],
         }
         assert _datasets(run) == {**read, **test}
-        config = (spec.trials_dir / f"trial-{trial.number:04d}" / "config.yaml").read_text()
+        config = TrialDir.of(spec, trial.number).config.read_text()
         assert f"use_loss_mask_for_prompt: {str(trial.params['use_loss_mask_for_prompt']).lower()}" in config
         # Not a terminal: a line per validation as it happened, with the trial's ETA.
         name, final = f"trial-{trial.number:04d}", run.data.metrics["final_val_wer"]
@@ -143,7 +144,8 @@ def test_retention_sets_are_scored_on_every_complete_trial_and_on_the_baseline(r
 
 def _dataset(manifest: str) -> tuple[str, str, str]:
     """(name, digest, full hash) a run's input should show for `manifest`: provenance's content hash."""
-    full = manifest_record("manifest", manifest).sha256
+    full = manifest_file("manifest", manifest).sha256
+    assert full is not None, f"{manifest} is missing"
     return Path(manifest).name, full[:32], full
 
 
@@ -169,7 +171,7 @@ def test_pruned_trial_is_killed_in_mlflow_and_stops_early(project, speech_data):
 
     real = study.get_trials()[1]
     assert real.state == TrialState.PRUNED
-    assert real.user_attrs["pruned_at"] == 10
+    assert TrialRecord.of(real).pruned_at == 10
     run = children["trial-0001"]
     assert run.info.status == "KILLED"
     assert run.data.metrics["steps_trained"] == 10
@@ -183,25 +185,26 @@ def test_baseline_is_the_released_model_on_the_users_manifests(project, terse_da
     from nemo.collections.asr.models import EncDecMultiTaskModel
 
     terse = {"terse": {"on": "<|spltoken0|>", "off": "<|spltoken1|>", "field": "terse"}}
-    spec = load_spec(write_spec(project, "released", spec_dict(terse_data, full=True, custom_tokens=terse)))
+    spec = load_spec(write_spec(project, "released", spec_dict(terse_data, full=True, behaviours=terse)))
     supervisor = Supervisor(spec, console=Console(file=io.StringIO(), width=200))
-    baseline = supervisor.baseline()
+    baseline = supervisor.open().evaluations.baseline()
     assert {"val_wer", "val_wer_normalized", "val_bleu", "val_wer/en-en", "val_bleu/en-de"} <= set(baseline)
-    # Each behaviour's figures on its lines (the released model, no tokens): where a behaviour starts from.
+    # Each behaviour's figures on its lines (the pretrained model, no tokens): where a behaviour starts from.
     states = [json.loads(line)["terse"] for line in terse_data["validation"].read_text().splitlines()]
     assert set(states) == {True, False}
     assert {"val_wer/terse_on", "val_wer/terse_off", "val_wer_normalized/terse_on"} <= set(baseline)
     parent = MlflowClient(spec.tracking_uri).get_run(supervisor.parent_run).data.metrics
     assert parent["baseline_val_wer/terse_on"] == pytest.approx(baseline["val_wer/terse_on"])
 
-    lines = (spec.trials_dir / "baseline" / "predictions.jsonl").read_text().splitlines()
+    baseline_dir = TrialDir.of(spec, "baseline")
+    lines = baseline_dir.predictions.read_text().splitlines()
     recorded = [json.loads(line)["hypothesis"] for line in lines]
     assert [json.loads(line)["behaviours"] for line in lines] == [{"terse": state} for state in states]
     model = EncDecMultiTaskModel.restore_from(str(supervisor.nemo), map_location="cpu").eval()
     plain = model.transcribe(str(terse_data["validation"]), batch_size=16, verbose=False)
     assert recorded == [h.text for h in plain]
-    config = (spec.trials_dir / "baseline" / "config.yaml").read_text()
-    assert "spltoken" not in config and trial_data(spec, released=True).validation in config
+    config = baseline_dir.config.read_text()
+    assert "spltoken" not in config and trial_data(spec, baseline=True).validation in config
 
 
 def test_out_of_memory_is_recorded_as_oom_infeasible_for_the_sampler_and_not_retried(project, speech_data, monkeypatch):
@@ -224,12 +227,13 @@ def test_out_of_memory_is_recorded_as_oom_infeasible_for_the_sampler_and_not_ret
     trial = study.get_trials()[-1]  # the budget of 3 is used: OOMs count; no retry was queued
     assert [t.number for t in study.get_trials()] == [0, 1, 2] and trial.params == large
     assert trial.state == TrialState.PRUNED and trial.constraints == {MEMORY_CONSTRAINT: 1.0}
-    assert trial.user_attrs["fail_reason"] == "oom" and not trial.user_attrs["requeued"]
+    record = TrialRecord.of(trial)
+    assert record.fail_reason == "oom" and not record.requeued
     run = children["trial-0002"]
     assert run.info.status == STATUS[TrialState.FAIL] and run.data.tags["harness.fail_reason"] == "oom"
     tail = client.download_artifacts(run.info.run_id, "logs/trial-log-tail.txt", str(project))
     assert "OutOfMemoryError" in Path(tail).read_text()
-    result = json.loads((spec.trials_dir / "trial-0002" / "result.json").read_text())
+    result = json.loads(TrialDir.of(spec, 2).result().read_text())
     assert result == {**result, "state": "fail", "reason": "oom"}
     assert "trial-0002 OOM out of memory" in out.getvalue()
     assert parent.info.status == "FINISHED" and not supervisor.recorder.repeated_failure()
@@ -268,7 +272,7 @@ def test_pareto_sweep_optimises_wer_and_bleu_together(project, speech_data):
         run = children[f"trial-{trial.number:04d}"]
         assert trial.values == pytest.approx([run.data.metrics["final_val_wer"], run.data.metrics["final_val_bleu"]])
     front = {t.number for t in study.best_trials}
-    kept = {int(p.parent.name.split("-")[1]) for p in spec.trials_dir.glob("trial-*/model.nemo")}
+    kept = {t.number for t in trials if TrialDir.of(spec, t.number).model.is_file()}
     assert kept == front
 
 
@@ -294,7 +298,7 @@ def test_repeat_proposals_are_answered_from_the_trained_trial(project, speech_da
     assert [TrialRecord.of(t).repeat_of for t in trials] == [None, 0, 0]
     assert len({t.value for t in trials}) == 1 and all(t.params == params for t in trials)
     assert set(children) == {"trial-0000"}  # trained once
-    assert sorted(p.name for p in spec.trials_dir.iterdir()) == ["trial-0000"]
+    assert sorted(p.name for p in spec.trials_dir.iterdir()) == [TrialDir.of(spec, 0).name]
     console = out.getvalue()
     assert f"trial-0000 started: {params_text(trials[0].params)} (start_from[0])" in console
     for number in (1, 2):

@@ -304,7 +304,7 @@ def test_log_manifests_names_each_manifest_by_context_and_content_hash(tracker, 
     by_context = {{t.key: t.value for t in i.tags}["mlflow.data.context"]: i for i in inputs}
     assert set(by_context) == {"training", "validation"}
     for context, path, rows in (("training", train, 3), ("validation", validation, 1)):
-        full = provenance.manifest_record(context, str(path)).sha256  # the report's hash: audio bytes + fields
+        full = provenance.manifest_file(context, str(path)).sha256  # the report's hash: audio bytes + fields
         logged = by_context[context]
         assert logged.dataset.name == path.name
         assert logged.dataset.digest == full[:32] and len(logged.dataset.digest) == 32

@@ -8,8 +8,8 @@ import pytest
 import sacrebleu
 
 from harness.canary import inspect_checkpoint, trial_config
-from harness.evaluation import decode_manifest, score
 from harness.manifest import manifest_lines
+from harness.scoring import decode_manifest, score
 from harness.spec import BudgetSpec, DataSpec, SweepSpec, TrainingSpec
 from harness.training import build_trainer, restore_model
 from harness.transcripts import ValidationTranscripts

@@ -1,4 +1,4 @@
-"""The manifests trial processes read: every scored line numbered, the released model's copies without tokens."""
+"""The manifests trial processes read: every scored line numbered, the zero-shot baseline's copies without tokens."""
 
 import json
 from pathlib import Path
@@ -19,7 +19,7 @@ def test_scored_lines_carry_their_number_and_an_absolute_audio_path(project, sha
     data = {"train": shared_clips, "validation": shared_clips, "test": shared_clips, "retention": retention_data}
     spec = load_spec(write_spec(project, "plain", spec_dict(data, full=True)))
     copies = write_trial_manifests(spec)
-    assert copies == trial_data(spec, released=True)  # no behaviours: the baseline and the trials read one set
+    assert copies == trial_data(spec, baseline=True)  # no behaviours: the baseline and the trials read one set
     assert copies.train == spec.data.train  # nothing is scored on the training lines: no copy
     for user, copy in [(shared_clips, copies.validation), (shared_clips, copies.test)] + [
         (retention_data, copies.retention[0])
@@ -33,9 +33,9 @@ def test_scored_lines_carry_their_number_and_an_absolute_audio_path(project, sha
 
 
 def test_the_baseline_reads_no_behaviour_tokens_and_the_trials_do(project, terse_data):
-    spec = load_spec(write_spec(project, "terse", spec_dict(terse_data, custom_tokens=TERSE)))
+    spec = load_spec(write_spec(project, "terse", spec_dict(terse_data, behaviours=TERSE)))
     trials = write_trial_manifests(spec)
-    released = trial_data(spec, released=True)
+    released = trial_data(spec, baseline=True)
     assert trials.validation != released.validation and trials.train != spec.data.train
     plain, prompted = _lines(released.validation), _lines(trials.validation)
     assert {line["source_lang"] for line in plain} == {"en"} and not any(ORIGINAL_SOURCE_LANG in line for line in plain)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import optuna
 import pytest
-from optuna.trial import TrialState
 
 from harness.trial_record import KEYS, TrialRecord
 
@@ -77,16 +76,6 @@ def test_a_misspelt_key_is_an_error_and_stores_nothing(study):
     with pytest.raises(TypeError, match="fail_reasn"):
         TrialRecord.write(trial, fail_reasn="oom")
     assert trial.user_attrs == {}
-
-
-def test_a_frozen_trial_is_written_through_its_study(study):
-    study.ask()
-    frozen = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))[0]
-    TrialRecord.write(frozen, study=study, fail_reason="killed: its supervisor died", requeued=True)
-    record = TrialRecord.of(study.get_trials()[0])
-    assert record.fail_reason == "killed: its supervisor died" and record.requeued
-    with pytest.raises(TypeError, match="needs its study"):
-        TrialRecord.write(frozen, requeued=False)
 
 
 def test_a_retry_is_enqueued_with_its_record(study):

@@ -13,6 +13,8 @@ from harness.model_source import PACKAGED, packaged_model
 from harness.spec import load_spec
 from harness.study import open_storage
 from harness.sweep import Supervisor
+from harness.trial_dir import TrialDir
+from harness.trial_record import TrialRecord
 from tests.conftest import spec_dict, write_spec
 from tools import twins as recipe
 
@@ -48,8 +50,9 @@ def test_twin_runs_a_trial(project, speech_data, name):
     )
     Supervisor(spec, console=Console(file=io.StringIO())).run()
     (trial,) = optuna.load_study(study_name=name, storage=open_storage(spec.storage_url)).get_trials()
-    assert trial.state == TrialState.COMPLETE, (spec.trials_dir / "trial-0000" / "trial.log").read_text()[-2000:]
-    assert trial.user_attrs["final"]["val_wer"] >= 0 and trial.user_attrs["steps"] == 4
+    assert trial.state == TrialState.COMPLETE, TrialDir.of(spec, 0).log.read_text()[-2000:]
+    record = TrialRecord.of(trial)
+    assert record.final["val_wer"] >= 0 and record.steps == 4
 
 
 def test_the_recipe_builds_exactly_the_packaged_twins_into_harness_assets():

@@ -10,7 +10,7 @@ from types import ModuleType
 
 from rich.console import Console
 
-from harness.errors import HarnessError
+from harness.errors import LaunchError
 from harness.launch._jobs import STOP_WARNING_SECONDS, WorkerCommand, log_dir, run_worker, worker_command
 from harness.spec import SweepSpec
 
@@ -20,12 +20,12 @@ def check_shared_stores(spec: SweepSpec) -> None:
     from harness.stores import STORAGE_SETTING, TRACKING_SETTING, redact
 
     if spec.storage_url.startswith("sqlite"):
-        raise HarnessError(
+        raise LaunchError(
             f"Slurm workers run on other hosts and cannot share the SQLite study {redact(spec.storage_url)}: "
             f"set {STORAGE_SETTING} to a PostgreSQL or MySQL URL (README, 'Many workers')."
         )
     if not spec.tracking_uri.startswith(("http://", "https://")):
-        raise HarnessError(
+        raise LaunchError(
             f"Slurm workers run on other hosts and cannot share the MLflow store {redact(spec.tracking_uri)}: "
             f"set {TRACKING_SETTING} to an MLflow server, e.g. http://mlflow-host:5000 (README, 'Many workers')."
         )
@@ -79,7 +79,7 @@ def submit_slurm(submitit: ModuleType, spec: SweepSpec, *, dry_run: bool, consol
     if dry_run:
         return _slurm_dry_run(submitit, spec, folder, command)
     if shutil.which("sbatch") is None or shutil.which("srun") is None:
-        raise HarnessError(
+        raise LaunchError(
             "No `sbatch`/`srun` on this machine: run `harness launch` on a Slurm login node "
             "(`harness launch --dry-run` prints the job script anywhere)."
         )
@@ -92,7 +92,7 @@ def submit_slurm(submitit: ModuleType, spec: SweepSpec, *, dry_run: bool, consol
         else:
             jobs = [executor.submit(run_worker, *args) for _ in range(count)]
     except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError) as exc:
-        raise HarnessError(f"sbatch refused the job: {str(exc).strip().splitlines()[-1]}") from None
+        raise LaunchError(f"sbatch refused the job: {str(exc).strip().splitlines()[-1]}") from None
     console.print(f"Submitted {count} worker job(s) for sweep {spec.name}:", highlight=False)
     for job in jobs:
         console.print(f"  job {job.job_id}  log {job.paths.stdout}", highlight=False)

@@ -6,7 +6,7 @@ from types import ModuleType
 
 from rich.console import Console
 
-from harness.errors import HarnessError
+from harness.errors import LaunchError
 from harness.launch._local import run_local
 from harness.launch._slurm import check_shared_stores, submit_slurm
 from harness.spec import SweepSpec, check_values
@@ -19,7 +19,7 @@ def import_submitit() -> ModuleType:
     try:
         import submitit
     except ImportError:
-        raise HarnessError(INSTALL_HINT + ".") from None
+        raise LaunchError(INSTALL_HINT + ".") from None
     return submitit
 
 
@@ -40,7 +40,7 @@ def check_worker_gpus(spec: SweepSpec, *, where: str) -> None:
     a spec without `launch:` and with `training.devices: 2` still loads for `harness sweep`."""
     per_worker, devices = spec.launch.gpus_per_worker, spec.training.devices
     if per_worker % devices:
-        raise HarnessError(
+        raise LaunchError(
             f"{where}: `launch.gpus_per_worker` is {per_worker}, but each trial takes `training.devices` = "
             f"{devices} GPUs: give each worker a multiple of {devices} (or 0 for CPU workers)."
         )

@@ -11,7 +11,7 @@ trial); tests import the private module they test. Reading a study builds no pru
 torch nor Lightning (a test guards it). The modules, in import order:
 
 - `_summary`: the study read back (`SweepSummary`, `summarize`), trials in order, the baseline verdict;
-- `_comparison`: the best trial's figures against the zero-shot model's, one row builder for every such table;
+- `_comparison`: the best trial's figures against the zero-shot baseline's, one row builder for every such table;
 - `_retention`: in-domain gain against retention loss (each trial's retention WER, notes, verdict, rows);
 - `_trials`: the all-trials table, shared by the console and the page;
 - `_behaviours`: the custom behaviours section (each behaviour on and off, zero-shot against the trials);

@@ -1,10 +1,10 @@
 """The report's "Custom behaviours" section: did the trials learn each behaviour the sweep declares?
 
-For every behaviour (`custom_tokens`), the validation figures on the lines with it on and on those
-with it off (`val_wer/terse_on`, `val_wer/terse_off`: scored by `harness.evaluation` like the
+For every behaviour (`behaviours`), the validation figures on the lines with it on and on those
+with it off (`val_wer/terse_on`, `val_wer/terse_off`: scored by `harness.scoring` like the
 per-pair figures), zero-shot against the best trial, a one-line reading, and the same figure for
-every complete trial. The zero-shot model reads the user's manifests without the tokens: its
-figures are the released model's on the same lines, the level a behaviour starts from.
+every complete trial. The zero-shot baseline reads the user's manifests without the tokens: its
+figures are the pretrained model's on the same lines, the level a behaviour starts from.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from collections.abc import Mapping
 from optuna.trial import TrialState
 
 from harness.directions import figure_direction
-from harness.evaluation import BLEU, WER, WER_NORMALIZED, behaviour_group
-from harness.names import number_text, run_name
+from harness.names import run_name
+from harness.number_text import number_text
 from harness.report._blocks import Block, Heading, Table, Text
 from harness.report._comparison import COMPARISON_HEADERS, comparison_rows
 from harness.report._summary import SweepSummary, ordered_trials, shown_value
+from harness.scoring import BLEU, WER, WER_NORMALIZED, behaviour_group
 from harness.spec import SweepSpec
 from harness.trial_record import TrialRecord
 
@@ -28,7 +29,7 @@ UNCHANGED = 0.01  # a change smaller than this (figures are 0..1 fractions) read
 LABELS = {WER: "WER", WER_NORMALIZED: "normalised WER", BLEU: "BLEU"}
 INTRO = (
     "Validation figures on the lines where each behaviour is on and where it is off (`_on` / `_off`), computed "
-    "like the per-pair ones. Zero-shot is the released model on the same lines, without the tokens. A behaviour "
+    "like the per-pair ones. Zero-shot is the pretrained model on the same lines, without the tokens. A behaviour "
     f"reads as learnt when neither state scores worse than zero-shot and at least one improved (by more than "
     f"{UNCHANGED}); a token the model ignores usually leaves one state behind. Each trial's "
     "`predictions/predictions.jsonl` artifact shows every line's hypothesis with its behaviours."
@@ -37,16 +38,16 @@ INTRO = (
 
 def behaviour_metrics(spec: SweepSpec) -> set[str]:
     """Every per-behaviour validation figure the sweep can record."""
-    return {_metric(figure, name, state) for figure in FIGURES for name in spec.custom_tokens for state in STATES}
+    return {_metric(figure, name, state) for figure in FIGURES for name in spec.behaviours for state in STATES}
 
 
 def behaviour_blocks(spec: SweepSpec, summary: SweepSummary) -> list[Block]:
     """The section; nothing for a sweep without custom behaviours."""
-    if not spec.custom_tokens:
+    if not spec.behaviours:
         return []
     baseline, final = summary.baseline or {}, summary.best_final
     blocks: list[Block] = [Heading("Custom behaviours"), Text(INTRO)]
-    for name in sorted(spec.custom_tokens):
+    for name in sorted(spec.behaviours):
         names = [_metric(f, name, s) for f in FIGURES for s in STATES]
         names = [n for n in names if n in baseline or n in final]
         blocks.append(Text(reading(spec, name, baseline, final)))
@@ -101,7 +102,7 @@ def _every_trial(spec: SweepSpec, summary: SweepSummary) -> list[Block]:
     baseline, final = summary.baseline or {}, summary.best_final
     columns = [
         _metric(figure, name, state)
-        for name in sorted(spec.custom_tokens)
+        for name in sorted(spec.behaviours)
         if (figure := reading_figure(spec, name, final or baseline)) is not None
         for state in STATES
     ]

@@ -1,4 +1,4 @@
-"""The best trial's figures against the zero-shot model's: one row builder for every table that compares them.
+"""The best trial's figures against the zero-shot baseline's: one row builder for every table that compares them.
 
 The validation table, the retention table and each custom behaviour's table list a figure, its zero-shot and
 best-trial values, the change and which way is better, so they read one rule (`harness.directions`) and
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from harness.directions import Direction, figure_direction
-from harness.names import number_text
+from harness.number_text import number_text
 
 COMPARISON_HEADERS = ["metric", "baseline", "best trial", "change", "better is"]
 

@@ -6,8 +6,9 @@ from mlflow.exceptions import MlflowException
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from harness.errors import HarnessError
-from harness.names import metrics_text, run_name
+from harness.errors import StoreError
+from harness.names import run_name
+from harness.number_text import metrics_text
 from harness.report._behaviours import reading
 from harness.report._retention import retention_verdict
 from harness.report._summary import MEMORY_HEADERS, SweepSummary, memory_rows, summarize
@@ -40,7 +41,7 @@ def _runs_link(spec: SweepSpec, ui_url: str) -> str:
         tracker = Tracker(spec.tracking_uri, spec.experiment_name, create=False)
         view = runs_view_key(spec.name)
         return runs_link(ui_url, tracker.experiment_id, view if tracker.has_runs_view(view) else None)
-    except (HarnessError, MlflowException, OSError):
+    except (StoreError, MlflowException, OSError):
         return runs_link(ui_url, None)
 
 
@@ -85,7 +86,7 @@ def print_report(spec: SweepSpec, console: Console) -> SweepSummary:
         retention = retention_verdict(summary)
         if retention:
             console.print(f"  {retention}")
-    for name in sorted(spec.custom_tokens):  # did the trials learn each custom behaviour?
+    for name in sorted(spec.behaviours):  # did the trials learn each custom behaviour?
         console.print("Behaviour " + reading(spec, name, summary.baseline or {}, summary.best_final), markup=False)
     console.print(trials_table(summary))
     memory = memory_table(summary)

@@ -14,7 +14,8 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from harness import plots, provenance
-from harness.names import TEST_ATTR, number_text, run_name
+from harness.names import TEST_ATTR, run_name
+from harness.number_text import number_text
 from harness.report._behaviours import behaviour_blocks, behaviour_metrics
 from harness.report._blocks import Block, Code, Heading, Image, Table, Text
 from harness.report._comparison import COMPARISON_HEADERS, comparison_rows, figure_names
@@ -210,7 +211,7 @@ def _provenance(spec: SweepSpec, summary: SweepSummary) -> list[Block]:
     ]
 
 
-def _files_table(files: list[provenance.FileRecord]) -> Table:
+def _files_table(files: list[provenance.InputFile]) -> Table:
     """The checkpoint and every manifest, identified by content."""
     rows = [
         [

@@ -16,8 +16,9 @@ from mlflow.exceptions import MlflowException
 from optuna.trial import FrozenTrial, TrialState
 
 from harness import plots
-from harness.errors import HarnessError
-from harness.names import PARENT_ATTR, params_text, run_name
+from harness.errors import StoreError
+from harness.names import PARENT_ATTR, run_name
+from harness.number_text import params_text
 from harness.report._document import build_blocks, objective_text, reproduce_command
 from harness.report._render import to_html, to_markdown
 from harness.report._retention import retention_points, shows_retention
@@ -27,12 +28,12 @@ from harness.spec import SweepSpec
 from harness.stores import creation_lock
 from harness.tracking import Tracker
 from harness.trial import Result
+from harness.trial_dir import TrialDir
 from harness.trial_record import TrialRecord
 
 REPORTS_DIR = "reports"
 ARTIFACT_PATH = "report"
 BEST_CONFIG = "best.yaml"
-CONFIG_FILE = "config.yaml"
 
 
 @dataclass
@@ -107,7 +108,7 @@ def _curves(spec: SweepSpec, summary: SweepSummary) -> list[plots.Curve]:
 
 
 def _read_curves(spec: SweepSpec, trials: list[FrozenTrial], limit: int) -> list[plots.Curve]:
-    results = ((t, Result.read(spec.trials_dir / run_name(t.number))) for t in trials)
+    results = ((t, Result.read(TrialDir.of(spec, t.number))) for t in trials)
     curves = (
         plots.Curve(run_name(t.number), result.history, pruned=t.state == TrialState.PRUNED)
         for t, result in results
@@ -139,7 +140,7 @@ def write_best_config(spec: SweepSpec, summary: SweepSummary, out: Path) -> Path
     """best.yaml: the best trial's complete resolved NeMo config, headed by the command that re-runs it."""
     best = summary.best
     target = out / BEST_CONFIG
-    source = spec.trials_dir / run_name(best.number) / CONFIG_FILE if best else None
+    source = TrialDir.of(spec, best.number).config if best else None
     if best is None or source is None or not source.is_file():
         target.unlink(missing_ok=True)
         return None
@@ -169,7 +170,7 @@ def log_report(spec: SweepSpec, summary: SweepSummary, files: ReportFiles) -> No
         for plot in files.plots:
             if plot.path is not None:
                 tracker.log_artifact(parent, plot.path, f"{ARTIFACT_PATH}/plots")
-    except (HarnessError, MlflowException, OSError) as exc:  # HarnessError: the store is unreachable
+    except (StoreError, MlflowException, OSError) as exc:  # StoreError: the store is unreachable
         files.warnings.append(f"could not log the report to MLflow at {spec.tracking_uri}: {exc}")
         return
     files.logged_to = parent

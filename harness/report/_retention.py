@@ -1,4 +1,4 @@
-"""In-domain gain against retention loss: each trial's retention WER beside the zero-shot model's.
+"""In-domain gain against retention loss: each trial's retention WER beside the zero-shot baseline's.
 
 A trial the retention limit made infeasible carries the constraint Optuna was told (the increase
 minus the limit, `harness.study.RETENTION_CONSTRAINT`); its note says by how much it forgets. The
@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from optuna.trial import FrozenTrial, TrialState
 
-from harness.names import number_text, run_name
+from harness.names import run_name
+from harness.number_text import number_text
 from harness.report._comparison import comparison_rows, figure_names
 from harness.report._summary import SweepSummary
 from harness.retention import PREFIX, WER, forgets_text, wer_increase
@@ -26,7 +27,7 @@ def shows_retention(summary: SweepSummary) -> bool:
 
 
 def retention_cells(summary: SweepSummary, trial: FrozenTrial) -> list[str]:
-    """The trial's retention WER and its change against the zero-shot model's (empty where unknown)."""
+    """The trial's retention WER and its change against the zero-shot baseline's (empty where unknown)."""
     final = TrialRecord.of(trial).final
     increase = wer_increase(final, summary.baseline)
     return [number_text(final.get(WER)), "" if increase is None else f"{increase:+.4f}"]

@@ -13,7 +13,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from harness.definition import check_study
 from harness.directions import Direction
-from harness.names import BASELINE_ATTR, number_text, run_name
+from harness.names import BASELINE_ATTR, run_name
+from harness.number_text import number_text
 from harness.objective import objective_value
 from harness.search_space import format_param, load_search_space
 from harness.spec import SweepSpec
@@ -156,7 +157,7 @@ def _oom(trial: FrozenTrial) -> bool:
 
 
 def baseline_verdict(spec: SweepSpec, summary: SweepSummary) -> str:
-    """A warning when fine-tuning did not beat the zero-shot model: then the pretrained model is the answer."""
+    """A warning when fine-tuning did not beat the zero-shot baseline: then the pretrained model is the answer."""
     best, baseline = summary.best, summary.baseline
     if best is None or not baseline:
         return ""

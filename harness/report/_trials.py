@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from harness.names import number_text, run_name
+from harness.names import run_name
+from harness.number_text import number_text
 from harness.report._retention import RETENTION_HEADERS, retention_cells, retention_note, shows_retention
 from harness.report._summary import SweepSummary, ordered_trials, shown_value, state_text, trial_note, trial_steps
 from harness.search_space import format_param
@@ -13,7 +14,7 @@ FINAL_COLUMNS = ("val_wer", "val_wer_normalized", "val_bleu")
 
 def trial_rows(summary: SweepSummary) -> tuple[list[str], list[list[str]]]:
     """All trials as table rows, best first; with retention sets, each trial's retention WER and its change
-    against the zero-shot model's."""
+    against the zero-shot baseline's."""
     names = sorted({p for t in summary.trials for p in t.params})
     retention = shows_retention(summary)
     headers = ["trial", "state", "objective", *names, *FINAL_COLUMNS]

@@ -9,10 +9,9 @@ from __future__ import annotations
 import optuna
 from optuna.trial import TrialState
 
-from harness.names import run_name
 from harness.spec import SweepSpec
 from harness.study import best_trial
-from harness.trial import MODEL_FILE
+from harness.trial_dir import TrialDir
 
 
 def retain_checkpoints(spec: SweepSpec, study: optuna.Study) -> None:
@@ -26,4 +25,4 @@ def retain_checkpoints(spec: SweepSpec, study: optuna.Study) -> None:
         keep = {t.number for t in front}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         if t.number not in keep:
-            (spec.trials_dir / run_name(t.number) / MODEL_FILE).unlink(missing_ok=True)
+            TrialDir.of(spec, t.number).model.unlink(missing_ok=True)

@@ -11,7 +11,8 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.markup import escape
 
 from harness.canary import CheckpointInfo, released_overrides
-from harness.names import metrics_text, params_text, run_name, value_text
+from harness.names import run_name
+from harness.number_text import metrics_text, params_text, value_text
 from harness.progress import SweepView
 from harness.spec import SweepSpec
 from harness.study import primary_value
@@ -97,9 +98,7 @@ def sweep_params(spec: SweepSpec, info: CheckpointInfo, nemo: Path) -> dict:
         "search_space": spec.search_space,
         "tokenizer": info.tokenizer_kind,
         "prompt_format": info.prompt_format,
-        "custom_tokens": ", ".join(
-            f"{name}={b.on}/{b.off} ({b.field})" for name, b in sorted(spec.custom_tokens.items())
-        )
+        "behaviours": ", ".join(f"{name}={b.on}/{b.off} ({b.field})" for name, b in sorted(spec.behaviours.items()))
         or "none",
     }
 

@@ -22,7 +22,7 @@ import time
 import optuna
 from optuna.trial import TrialState
 
-from harness.errors import HarnessError
+from harness.errors import StoreError
 from harness.names import run_name
 from harness.spec import SweepSpec
 from harness.stores import full_store_text
@@ -44,7 +44,7 @@ def record_full_disk(
     running: list[TrialProcess],
     evaluation: tuple[subprocess.Popen, str, str] | None,
     parent_run: str | None,
-) -> HarnessError:
+) -> StoreError:
     """Stop the processes in flight, end their MLflow runs (and the parent) KILLED where MLflow takes it,
     leave the study untouched; the error to raise, naming the full store, its space left and the repair."""
     for process in running:
@@ -68,7 +68,7 @@ def record_full_disk(
     if unrepaired:
         parts.append(f"MLflow runs {', '.join(unrepaired)} stay RUNNING (MLflow refused the write; no run ends them)")
     repair = "; ".join(parts) + "; every trial recorded before is kept" if parts else _NOTHING_LEFT
-    return HarnessError(f"{head}, then run the same command: {repair}.")
+    return StoreError(f"{head}, then run the same command: {repair}.")
 
 
 _NOTHING_LEFT = "no trial was in flight and every MLflow run is closed, so it resumes where this one stopped"

@@ -15,13 +15,15 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from rich.markup import escape
 
-from harness.errors import HarnessError
-from harness.names import BASELINE_ATTR, BASELINE_OWNER_ATTR, TEST_ATTR, metrics_text, params_text, run_name
+from harness.errors import NoFeasibleTrialError, TrialsFailedError, UsageError
+from harness.names import BASELINE_ATTR, BASELINE_OWNER_ATTR, TEST_ATTR, run_name
+from harness.number_text import metrics_text, params_text
 from harness.spec import SweepSpec
 from harness.study import best_trial, no_best_reason, trained_trial
 from harness.sweep._process import Launcher, trial_result, worker_alive
 from harness.tracking import BASELINE_ROLE, REPRODUCTION_ROLE, Tracker
-from harness.trial import MODEL_FILE, Result
+from harness.trial import Result
+from harness.trial_dir import TrialDir
 from harness.trial_record import TrialRecord
 
 
@@ -52,7 +54,7 @@ class Evaluations:
             self.parent_run, name="baseline", role=BASELINE_ROLE, params={"model": self.spec.model}, tags={}
         )
         result = self.run_blocking(
-            self.spec.trials_dir / "baseline", run_id=run_id, mode="baseline", nemo=self.launcher.nemo
+            TrialDir.of(self.spec, "baseline"), run_id=run_id, mode="baseline", nemo=self.launcher.nemo
         )
         if result is None:
             return None
@@ -69,7 +71,7 @@ class Evaluations:
             return None
         if self.study.user_attrs.get(TEST_ATTR, {}).get("trial") == best.number:
             return self.study.user_attrs[TEST_ATTR]["metrics"]
-        checkpoint = self.spec.trials_dir / run_name(best.number) / MODEL_FILE
+        checkpoint = TrialDir.of(self.spec, best.number).model
         if not checkpoint.is_file():
             self.log(f"[yellow]No checkpoint of {run_name(best.number)} here ({checkpoint}); test set skipped.[/]")
             return None
@@ -79,7 +81,7 @@ class Evaluations:
             self.log(f"[yellow]{run_name(best.number)} has no MLflow run recorded; test set skipped.[/]")
             return None
         result = self.run_blocking(
-            self.spec.trials_dir / "test", run_id=run_id, mode="test", nemo=checkpoint, end_status=None
+            TrialDir.of(self.spec, "test"), run_id=run_id, mode="test", nemo=checkpoint, end_status=None
         )
         if result is None:
             return None
@@ -95,7 +97,7 @@ class Evaluations:
         record = TrialRecord.of(trial)
         seed = record.seed
         if seed is None:
-            raise HarnessError(f"{name} of sweep {self.spec.name} has no recorded seed; it cannot be reproduced.")
+            raise TrialsFailedError(f"{name} of sweep {self.spec.name} has no recorded seed; it cannot be reproduced.")
         run_id = self.tracker.child_run(
             self.parent_run,
             name=f"{name}-reproduction",
@@ -108,8 +110,9 @@ class Evaluations:
             },
         )
         self.log(f"Reproducing {name}: {params_text(trial.params)} seed={seed}")
+        trial_dir = TrialDir.of(self.spec, f"{name}-reproduction")
         result = self.run_blocking(
-            self.spec.trials_dir / f"{name}-reproduction",
+            trial_dir,
             run_id=run_id,
             mode="train",
             nemo=self.launcher.nemo,
@@ -118,29 +121,27 @@ class Evaluations:
             max_steps=self.spec.budget.max_steps if record.steps is None else record.steps,
         )
         if result is None:
-            raise HarnessError(
-                f"The reproduction of {name} failed; see {self.spec.trials_dir / (name + '-reproduction')}."
-            )
+            raise TrialsFailedError(f"The reproduction of {name} failed; see {trial_dir}.")
         return trial, {k: v for k, v in result.final.items() if k != "step"}
 
     def _complete_trial(self, number: int | None) -> FrozenTrial:
         complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         trial = best_trial(self.study) if number is None else next((t for t in complete if t.number == number), None)
         if trial is None and number is None:
-            raise HarnessError(
+            raise NoFeasibleTrialError(
                 f"Sweep {self.spec.name} has no best trial to reproduce ({no_best_reason(self.study)}); "
                 "pass `--trial N` to re-run a complete one."
             )
         if trial is None:
             known = ", ".join(str(t.number) for t in complete) or "none yet"
-            raise HarnessError(
+            raise UsageError(
                 f"Trial {number} of sweep {self.spec.name} did not complete (completed trial numbers: {known})."
             )
         return trained_trial(self.study, trial)  # a repeat trained nothing: reproduce the trial it repeats
 
     def run_blocking(
         self,
-        trial_dir: Path,
+        trial_dir: TrialDir,
         *,
         run_id: str,
         mode: str,
@@ -165,7 +166,7 @@ class Evaluations:
         if result.state != "complete":
             if end_status is not None:
                 self.tracker.end_run(run_id, "FAILED")
-            self.log(f"[red]{mode} evaluation failed ({escape(str(result.reason))}); see {trial_dir / 'trial.log'}[/]")
+            self.log(f"[red]{mode} evaluation failed ({escape(str(result.reason))}); see {trial_dir.log}[/]")
             return None
         if end_status is not None:
             self.tracker.end_run(run_id, end_status)

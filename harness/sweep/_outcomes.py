@@ -12,7 +12,6 @@ COMPLETE and infeasible: its retention constraint is set before it is told.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import optuna
 from optuna.distributions import CategoricalDistribution
@@ -26,6 +25,7 @@ from harness.study import set_retention_constraint, tell_out_of_memory
 from harness.sweep._process import TrialProcess, stop_process, write_tail
 from harness.tracking import Tracker
 from harness.trial import Result
+from harness.trial_dir import TrialDir
 from harness.trial_record import OOM, TrialRecord
 
 SUPERVISOR_DIED = "killed: its supervisor died"
@@ -50,14 +50,14 @@ class Outcome:
 
 
 @dataclass
-class Recorder:
+class OutcomeWriter:
     """Writes outcomes into the study and the trial's MLflow run."""
 
     spec: SweepSpec
     study: optuna.Study
     tracker: Tracker
 
-    def record(self, trial: optuna.Trial, result: Result, log: Path, run_id: str, attempt: int) -> Outcome:
+    def record(self, trial: optuna.Trial, result: Result, trial_dir: TrialDir, run_id: str, attempt: int) -> Outcome:
         """Tell Optuna and close the MLflow run with the matching status; re-queue failures but not OOMs."""
         number = trial.number
         if result.final:
@@ -73,10 +73,10 @@ class Recorder:
             self.tracker.end_run(run_id, "KILLED")
             return Outcome(number, TrialState.PRUNED, result.objective, f"pruned at step {result.pruned_at}", result)
         if result.reason == OOM:
-            self._close_failed_run(trial, run_id, OOM, requeued=False, log=log, status="FAILED")
+            self._close_failed_run(trial, run_id, OOM, requeued=False, trial_dir=trial_dir, status="FAILED")
             tell_out_of_memory(self.study, trial)
             return Outcome(number, TrialState.PRUNED, None, OOM, result)
-        self.fail(trial, run_id, str(result.reason), next_attempt=self.next_attempt(attempt), log=log)
+        self.fail(trial, run_id, str(result.reason), next_attempt=self.next_attempt(attempt), trial_dir=trial_dir)
         return Outcome(number, TrialState.FAIL, None, result.reason, result)
 
     def judge_retention(self, trial: optuna.Trial, final: dict) -> str | None:
@@ -98,27 +98,35 @@ class Recorder:
         reason: str,
         *,
         next_attempt: int | None,
-        log: Path | None,
+        trial_dir: TrialDir | None,
         status: str = "FAILED",
     ) -> None:
         """FAIL in Optuna with a reason, FAILED/KILLED in MLflow, and a retry with the same params."""
         handle = trial if isinstance(trial, optuna.Trial) else optuna.Trial(self.study, trial._trial_id)
-        self._close_failed_run(handle, run_id, reason, requeued=next_attempt is not None, log=log, status=status)
+        requeued = next_attempt is not None
+        self._close_failed_run(handle, run_id, reason, requeued=requeued, trial_dir=trial_dir, status=status)
         self.study.tell(handle, state=TrialState.FAIL)
         if next_attempt is not None:
             retry = TrialRecord.attrs(retry_of=trial.number, attempt=next_attempt)
             self.study.enqueue_trial(trial.params, user_attrs=retry)
 
     def _close_failed_run(
-        self, trial: optuna.Trial, run_id: str | None, reason: str, *, requeued: bool, log: Path | None, status: str
+        self,
+        trial: optuna.Trial,
+        run_id: str | None,
+        reason: str,
+        *,
+        requeued: bool,
+        trial_dir: TrialDir | None,
+        status: str,
     ) -> None:
         """The reason on the trial and on its MLflow run (with the log's tail), and the run ended."""
         TrialRecord.write(trial, fail_reason=reason, requeued=requeued)
         if run_id is None:
             return
         self.tracker.set_tags(run_id, {"harness.fail_reason": reason[:250]})
-        if log is not None:
-            self.tracker.log_artifact(run_id, write_tail(log), "logs")
+        if trial_dir is not None:
+            self.tracker.log_artifact(run_id, write_tail(trial_dir), "logs")
         self.tracker.end_run(run_id, status)
 
     def next_attempt(self, attempt: int) -> int | None:
@@ -130,7 +138,7 @@ class Recorder:
         the trial re-queued with the same params."""
         stop_process(running.proc)
         running.log.close()
-        self.fail(running.trial, running.run_id, reason, next_attempt=running.attempt, log=None, status="KILLED")
+        self.fail(running.trial, running.run_id, reason, next_attempt=running.attempt, trial_dir=None, status="KILLED")
 
     def budget_used(self) -> int:
         """Trials that count against the budget: decided ones (out of memory too; a re-queued failure

@@ -26,7 +26,8 @@ from harness.spec import DataSpec, SweepSpec
 from harness.stopping import RANK_VARIABLES, die_with_parent
 from harness.tokenizers import extract_tokenizers
 from harness.tracking import Tracker
-from harness.trial import EXIT_OOM, Job, Result, result_file
+from harness.trial import EXIT_OOM, Job, Result
+from harness.trial_dir import TrialDir
 from harness.trial_manifests import trial_data
 from harness.trial_record import OOM
 
@@ -40,7 +41,7 @@ class TrialProcess:
 
     trial: optuna.Trial
     proc: subprocess.Popen
-    trial_dir: Path
+    trial_dir: TrialDir
     run_id: str
     attempt: int
     slot: int
@@ -62,7 +63,7 @@ class Launcher:
 
     def start(
         self,
-        trial_dir: Path,
+        trial_dir: TrialDir,
         params: dict,
         *,
         run_id: str,
@@ -75,9 +76,9 @@ class Launcher:
         nemo: Path | None = None,
     ) -> tuple[subprocess.Popen, IO]:
         """Write the config and job, and start `python -m harness.trial` on `slot`."""
-        trial_dir.mkdir(parents=True, exist_ok=True)
-        for stale in ("progress.json", *(result_file(rank) for rank in range(self.spec.training.devices))):
-            (trial_dir / stale).unlink(missing_ok=True)
+        trial_dir.path.mkdir(parents=True, exist_ok=True)
+        for stale in (trial_dir.progress, *(trial_dir.result(rank) for rank in range(self.spec.training.devices))):
+            stale.unlink(missing_ok=True)
         self._write_config(trial_dir, params, run_id=run_id, seed=seed, mode=mode)
         self.tracker.log_manifests(run_id, self._manifests(mode), self.spec.state_dir / AUDIO_HASHES_FILE)
         Job(
@@ -94,11 +95,11 @@ class Launcher:
             storage=self.spec.storage_url,
             tracking_uri=self.spec.tracking_uri,
         ).write(trial_dir)
-        log = (trial_dir / "trial.log").open("w")
+        log = trial_dir.log.open("w")
         env = {k: v for k, v in os.environ.items() if k not in RANK_VARIABLES}
         env |= {"PYTHONUNBUFFERED": "1", **self.slots[slot % len(self.slots)]}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "harness.trial", str(trial_dir)],
+            [sys.executable, "-m", "harness.trial", str(trial_dir.path)],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -106,10 +107,10 @@ class Launcher:
         )
         return proc, log
 
-    def _write_config(self, trial_dir: Path, params: dict, *, run_id: str, seed: int, mode: str) -> None:
-        """The trial's resolved NeMo config, also an artifact of its run. The baseline is the model as
-        released: the user's manifests, without behaviour tokens it never learnt."""
-        released = mode == "baseline"
+    def _write_config(self, trial_dir: TrialDir, params: dict, *, run_id: str, seed: int, mode: str) -> None:
+        """The trial's resolved NeMo config, also an artifact of its run. The zero-shot baseline reads
+        the user's manifests, without behaviour tokens the pretrained model never learnt."""
+        baseline = mode == "baseline"
         cfg = trial_config(
             self.info.config,
             params,
@@ -117,22 +118,21 @@ class Launcher:
             training=self.spec.training,
             budget=self.spec.budget,
             seed=seed,
-            custom_tokens=None if released else self.spec.custom_tokens,
+            behaviours=None if baseline else self.spec.behaviours,
         )
         if self.spec.training.tokenizers == "extract":
-            extract_tokenizers(self.nemo, cfg, trial_dir / "tokenizers")
-        config_path = trial_dir / "config.yaml"
-        OmegaConf.save(cfg, config_path)
-        self.tracker.log_artifact(run_id, config_path, "config")
+            extract_tokenizers(self.nemo, cfg, trial_dir.tokenizers)
+        OmegaConf.save(cfg, trial_dir.config)
+        self.tracker.log_artifact(run_id, trial_dir.config, "config")
 
     def _data(self, mode: str) -> DataSpec:
         """The baseline reads the plain copies (no behaviour tokens); training and the test set the trials' set."""
-        return trial_data(self.spec, released=True) if mode == "baseline" else self.data
+        return trial_data(self.spec, baseline=True) if mode == "baseline" else self.data
 
     def _manifests(self, mode: str) -> dict[str, str | list[str] | None]:
         """The manifests the process reads, by MLflow dataset context (its run's Dataset column): the user's
         where the copy differs only by its line numbers (the same content hash), so the UI shows their names."""
-        data = self.data if self.spec.custom_tokens and mode != "baseline" else self.spec.data
+        data = self.data if self.spec.behaviours and mode != "baseline" else self.spec.data
         if mode == "test":
             return {"test": data.test}
         read: dict[str, str | list[str] | None] = {} if mode == "baseline" else {"training": data.train}
@@ -167,7 +167,7 @@ def worker_alive(worker: str) -> bool:
     return host != socket.gethostname() or (pid.isdigit() and alive(int(pid)))
 
 
-def trial_result(trial_dir: Path, code: int, devices: int) -> Result:
+def trial_result(trial_dir: TrialDir, code: int, devices: int) -> Result:
     """How a trial process ended, decided from every rank's result file and rank 0's exit code.
 
     When one DDP rank fails, Lightning SIGKILLs rank 0 (`_ChildProcessObserver`), which may first fail in
@@ -187,7 +187,7 @@ def trial_result(trial_dir: Path, code: int, devices: int) -> Result:
     return failures[0][1]
 
 
-def _rank_results(trial_dir: Path, devices: int) -> dict[int, Result]:
+def _rank_results(trial_dir: TrialDir, devices: int) -> dict[int, Result]:
     """rank -> its result, oldest written first, for the ranks that wrote a readable one (a process killed
     while writing leaves a torn file: nothing to read)."""
     written = []
@@ -195,7 +195,7 @@ def _rank_results(trial_dir: Path, devices: int) -> dict[int, Result]:
         try:
             result = Result.read(trial_dir, rank)
             if result is not None:
-                written.append(((trial_dir / result_file(rank)).stat().st_mtime_ns, rank, result))
+                written.append((trial_dir.result(rank).stat().st_mtime_ns, rank, result))
         except (OSError, ValueError):
             continue
     return {rank: result for _, rank, result in sorted(written, key=lambda w: w[:2])}
@@ -210,9 +210,9 @@ def exit_reason(code: int) -> str:
     return f"error: exit code {code}"
 
 
-def write_tail(log: Path) -> Path:
+def write_tail(trial_dir: TrialDir) -> Path:
     """The last lines of a trial's log, for its FAILED run."""
-    tail = log.with_name("trial-log-tail.txt")
+    log, tail = trial_dir.log, trial_dir.log_tail
     lines = log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:] if log.exists() else []
     tail.write_text("\n".join(lines) + "\n")
     return tail

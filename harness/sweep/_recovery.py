@@ -15,7 +15,7 @@ from collections.abc import Callable
 from optuna.trial import TrialState
 
 from harness.names import run_name
-from harness.sweep._outcomes import SUPERVISOR_DIED, Recorder
+from harness.sweep._outcomes import SUPERVISOR_DIED, OutcomeWriter
 from harness.sweep._process import alive
 from harness.trial_record import TrialRecord
 
@@ -23,7 +23,7 @@ HEARTBEAT_SECONDS = 30.0
 STALE_SECONDS = 600.0  # a RUNNING trial on another host with no heartbeat for this long is dead
 
 
-def reconcile(recorder: Recorder, log: Callable[[str], None]) -> list[int]:
+def reconcile(recorder: OutcomeWriter, log: Callable[[str], None]) -> list[int]:
     """Fail and re-queue RUNNING trials whose supervisor is gone; returns their numbers."""
     host, dead = socket.gethostname(), []
     for t in recorder.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -37,7 +37,7 @@ def reconcile(recorder: Recorder, log: Callable[[str], None]) -> list[int]:
         if here and record.trial_pid is not None and alive(record.trial_pid):
             os.kill(record.trial_pid, signal.SIGKILL)  # an orphan still training
         attempt = recorder.next_attempt(record.attempt)
-        recorder.fail(t, record.mlflow_run_id, SUPERVISOR_DIED, next_attempt=attempt, log=None)
+        recorder.fail(t, record.mlflow_run_id, SUPERVISOR_DIED, next_attempt=attempt, trial_dir=None)
         log(f"[yellow]{run_name(t.number)} was left RUNNING by a dead supervisor: FAIL, re-queued[/]")
         dead.append(t.number)
     return dead

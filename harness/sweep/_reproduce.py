@@ -6,7 +6,8 @@ from rich.console import Console
 from rich.table import Table
 
 from harness.devices import default_slots
-from harness.names import number_text, run_name
+from harness.names import run_name
+from harness.number_text import number_text
 from harness.spec import SweepSpec
 from harness.sweep._supervisor import Supervisor
 from harness.trial_record import TrialRecord

@@ -23,12 +23,11 @@ from rich.console import Console
 
 from harness.canary import CheckpointInfo, inspect_checkpoint
 from harness.devices import default_slots
-from harness.errors import HarnessError
+from harness.errors import HarnessError, StoreError, TrialsFailedError
 from harness.model_source import resolve_model
 from harness.names import run_name
 from harness.preflight import preflight
 from harness.progress import SweepView
-from harness.records import check_records, open_records
 from harness.spec import DataSpec, SweepSpec
 from harness.start_from import load_space
 from harness.stopping import TERMINATED, Stopped, reason_of, shielded, stop_requests
@@ -46,11 +45,13 @@ from harness.sweep._console import (
 )
 from harness.sweep._disk_full import record_full_disk
 from harness.sweep._evaluations import Evaluations
-from harness.sweep._outcomes import Outcome, Recorder
+from harness.sweep._outcomes import Outcome, OutcomeWriter
 from harness.sweep._process import Launcher, TrialProcess, stop_process, trial_result
 from harness.sweep._recovery import HEARTBEAT_SECONDS, reconcile
 from harness.sweep._repeats import answer_repeat
+from harness.sweep_stores import check_sweep_stores, open_sweep_stores
 from harness.tracking import TRIAL_ROLE, Tracker
+from harness.trial_dir import TrialDir
 from harness.trial_manifests import write_trial_manifests
 from harness.trial_record import OOM, TrialRecord
 
@@ -76,7 +77,7 @@ class Supervisor:
     parent_run: str
     view: SweepView
     launcher: Launcher
-    recorder: Recorder
+    recorder: OutcomeWriter
     evaluations: Evaluations
 
     def __init__(
@@ -106,22 +107,22 @@ class Supervisor:
         self.slots = self._slots_given or default_slots(None, devices=spec.training.devices)
         self.space = load_space(spec)  # the search space, `start_from` checked against it
         # A bad or mismatched store fails in seconds, before the model is fetched and the data checked.
-        check_records(spec, self.space)
+        check_sweep_stores(spec, self.space)
         self.nemo = resolve_model(spec.model)
         self.info = inspect_checkpoint(self.nemo)
         preflight(spec, self.info)
         self.data = write_trial_manifests(spec)  # copies with line numbers (and behaviour tokens)
         # Both stores exist before any trial process touches them; the study and its parent run are linked.
-        records = open_records(
+        stores = open_sweep_stores(
             spec,
             self.space,
             params=sweep_params(spec, self.info, self.nemo),
             tags={"optuna.study_name": spec.name, "optuna.storage": redact(spec.storage_url)},
         )
-        self.study, self.tracker, self.parent_run = records.study, records.tracker, records.parent_run
+        self.study, self.tracker, self.parent_run = stores.study, stores.tracker, stores.parent_run
         self.view = SweepView(self.console, name=spec.name, budget=spec.budget.trials)
         self.launcher = Launcher(spec, self.info, self.nemo, self.data, self.tracker, self.slots)
-        self.recorder = Recorder(spec, self.study, self.tracker)
+        self.recorder = OutcomeWriter(spec, self.study, self.tracker)
         self.evaluations = Evaluations(
             spec, self.study, self.tracker, self.parent_run, self.launcher, self.worker, self.view.log
         )
@@ -207,7 +208,7 @@ class Supervisor:
             tags=tags,
         )
         TrialRecord.write(trial, mlflow_run_id=run_id)
-        trial_dir = self.spec.trials_dir / run_name(number)
+        trial_dir = TrialDir.of(self.spec, number)
         self.view.log(started_text(number, params, record))
         proc, log = self.launcher.start(
             trial_dir,
@@ -234,9 +235,7 @@ class Supervisor:
         result = trial_result(running.trial_dir, running.proc.returncode, self.spec.training.devices)
         print_validations(self.view, [running])  # a last validation written since the latest refresh
         self.view.trial_finished(time.monotonic() - running.started)
-        outcome = self.recorder.record(
-            running.trial, result, running.trial_dir / "trial.log", running.run_id, running.attempt
-        )
+        outcome = self.recorder.record(running.trial, result, running.trial_dir, running.run_id, running.attempt)
         retain_checkpoints(self.spec, self.study)
         return self._announce(outcome)
 
@@ -261,8 +260,8 @@ class Supervisor:
         self.tracker.set_tags(self.parent_run, {"harness.fail_reason": reason[:250]})
         self.tracker.end_run(self.parent_run, "FAILED")
         self._parent_open = False
-        log = self.spec.trials_dir / run_name(last.number) / "trial.log"
-        raise HarnessError(
+        log = TrialDir.of(self.spec, last.number).log
+        raise TrialsFailedError(
             f"Stopped early: the first {len(failed)} trials of sweep {self.spec.name} all failed with "
             f"the same error ({reason}); {hint} ({log}), then run the same command to resume."
         )
@@ -305,7 +304,7 @@ class Supervisor:
         done = "; ".join(stopped) if stopped else "nothing was running"
         return Stopped(reason, f"{how}: recorded {done}. Run the same command to resume.")
 
-    def _record_full_disk(self, exc: Exception) -> HarnessError:
+    def _record_full_disk(self, exc: Exception) -> StoreError:
         """Stop what is in flight and hand the records to `_disk_full`, which writes nothing to the study."""
         running, self._running = list(self._running.values()), {}
         evaluation, self.evaluations.in_flight = self.evaluations.in_flight, None
@@ -322,9 +321,6 @@ class Supervisor:
         )
 
     # -- what the CLI and tests call --------------------------------------------------------
-
-    def baseline(self) -> dict | None:
-        return self.open().evaluations.baseline()
 
     def reproduce(self, number: int | None) -> tuple[FrozenTrial, dict]:
         self.open()

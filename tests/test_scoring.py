@@ -5,7 +5,7 @@ import math
 import pytest
 import sacrebleu
 
-from harness.evaluation import Transcript, corpus_wer, manifest_transcripts, normalize, score
+from harness.scoring import Transcript, corpus_wer, manifest_transcripts, normalize, score
 from harness.spec import BehaviourSpec
 
 

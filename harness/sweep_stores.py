@@ -1,4 +1,4 @@
-"""A sweep's records: its Optuna study and its MLflow parent run, opened together and checked to belong.
+"""A sweep's stores: its Optuna study and its MLflow parent run, opened together and checked to belong.
 
 The link is the study's uid (recorded with the study, tagged on the parent run) and the parent
 run id the study records. A recreated store breaks it, and that is reported with both stores
@@ -17,7 +17,7 @@ from optuna.distributions import BaseDistribution
 
 from harness.definition import check_study, study_uid
 from harness.directions import Direction
-from harness.errors import HarnessError
+from harness.errors import StoreError
 from harness.names import PARENT_ATTR
 from harness.pruners import make_pruner
 from harness.spec import SweepSpec
@@ -32,7 +32,7 @@ VIEW_METRICS = ("objective", "final_val_wer", "final_val_wer_normalized", "final
 
 
 @dataclass
-class Records:
+class SweepStores:
     """The opened stores of one sweep and the parent run that links them."""
 
     study: optuna.Study
@@ -40,7 +40,7 @@ class Records:
     parent_run: str
 
 
-def check_records(spec: SweepSpec, space: dict[str, BaseDistribution]) -> None:
+def check_sweep_stores(spec: SweepSpec, space: dict[str, BaseDistribution]) -> None:
     """Read-only: stores reachable and sane, spec matching the study, study and parent run linked.
 
     Cheap, so the supervisor runs it before fetching the model and checking the data; nothing is
@@ -57,13 +57,13 @@ def check_records(spec: SweepSpec, space: dict[str, BaseDistribution]) -> None:
     _linked_parent(spec, study, tracker, adopt=False)
 
 
-def open_records(
+def open_sweep_stores(
     spec: SweepSpec, space: dict[str, BaseDistribution], *, params: dict[str, Any], tags: dict[str, str]
-) -> Records:
+) -> SweepStores:
     """Create or resume the study and its parent run; both stores exist before any trial process starts.
 
     The read-only check runs first, so a mismatch creates nothing in either store."""
-    check_records(spec, space)
+    check_sweep_stores(spec, space)
     ensure_state_dir(spec.state_dir)
     study = open_study(spec, space, pruner=make_pruner(spec))
     tracker = Tracker(spec.tracking_uri, spec.experiment_name, artifact_root=spec.state_dir / "artifacts")
@@ -80,7 +80,7 @@ def open_records(
         order_by="objective",
         ascending=spec.direction is Direction.MINIMIZE,
     )
-    return Records(study, tracker, parent)
+    return SweepStores(study, tracker, parent)
 
 
 def _linked_parent(spec: SweepSpec, study: optuna.Study | None, tracker: Tracker | None, *, adopt: bool) -> str | None:
@@ -102,10 +102,10 @@ def _linked_parent(spec: SweepSpec, study: optuna.Study | None, tracker: Tracker
                 tracker.set_tags(recorded, {UID_TAG: uid})
             return recorded
         assert study is not None  # `recorded` and `tracked` come from the study
-        raise HarnessError(_lost_runs(spec, study, recorded))
+        raise StoreError(_lost_runs(spec, study, recorded))
     others = [r for r in (tracker.parents(sweep=spec.name) if tracker else []) if r.data.tags.get(UID_TAG) != uid]
     if others:
-        raise HarnessError(_lost_study(spec, others[0].info.run_id, exists=study is not None))
+        raise StoreError(_lost_study(spec, others[0].info.run_id, exists=study is not None))
     return None
 
 
