@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tarfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
 
-from harness.errors import DataError, HarnessError, ModelError, UsageError
-
-if TYPE_CHECKING:
-    from harness.canary import CheckpointInfo
+from harness.errors import HarnessError
 from harness.stopping import EXIT_CODES, INTERRUPTED, Stopped
 
 DEMO_DATA_DIR = Path("data/demo")
@@ -110,74 +105,19 @@ def _reproduce(args: argparse.Namespace, console: Console) -> int:
 
 def _transcribe(args: argparse.Namespace, console: Console) -> int:
     """Decode audio with a fine-tuned checkpoint, its custom behaviours switched per `--behaviour`."""
-    from harness.behaviours import is_on, transcribe
-    from harness.canary import inspect_checkpoint
-    from harness.model_source import resolve_model
+    from harness.transcription import transcribe_files
 
-    switches: dict[str, bool] = {}
-    for item in args.behaviour:
-        name, _, value = item.partition("=")
-        switch = is_on(value)
-        if switch is None:
-            raise UsageError(f"--behaviour {item!r}: write NAME=on or NAME=off.")
-        switches[name] = switch
-    given = Path(args.model).expanduser()
-    if given.is_dir():
-        raise ModelError(f"Model {given} is a directory; pass a .nemo file (e.g. from `harness export`).")
-    # An existing file is the model itself, whatever its name (not a Hugging Face id because it has a `/`).
-    nemo = given.resolve() if given.is_file() else resolve_model(args.model)
-    if not tarfile.is_tarfile(nemo):
-        raise ModelError(f"Model {nemo} is not a .nemo checkpoint (not a tar archive); pass a .nemo file.")
-    _check_transcribe_input(args, inspect_checkpoint(nemo), switches)  # before NeMo loads: seconds, not minutes
-    from nemo.collections.asr.models import EncDecMultiTaskModel
-
-    from harness.spec import TrainingSpec
-    from harness.training import inference_device
-
-    device = inference_device(TrainingSpec())  # accelerator auto: the GPU where there is one
-    model = EncDecMultiTaskModel.restore_from(str(nemo), map_location=device).eval()
-    texts = transcribe(
-        model,
-        [str(path) for path in args.audio],
+    texts = transcribe_files(
+        args.model,
+        args.audio,
         source_lang=args.source_lang,
-        target_lang=args.target_lang or args.source_lang,
-        behaviours=switches,
+        target_lang=args.target_lang,
+        behaviours=args.behaviour,
         pnc=args.pnc,
-        batch_size=8,
-        verbose=False,
     )
-    for path, hypothesis in zip(args.audio, texts, strict=True):
-        print(f"{path}\t{getattr(hypothesis, 'text', hypothesis).strip()}")  # plain tab-separated lines, for pipes
+    for path, text in zip(args.audio, texts, strict=True):
+        print(f"{path}\t{text}")  # plain tab-separated lines, for pipes
     return 0
-
-
-def _check_transcribe_input(args: argparse.Namespace, info: CheckpointInfo, switches: dict[str, bool]) -> None:
-    """Refuse what restoring the model and decoding would fail on, late and with pages of NeMo log:
-    audio that is missing, undecodable, stereo or at another rate, unknown languages and behaviours.
-    Reading `info` from the archive has already refused a file that is not a `.nemo`."""
-    from harness.behaviours import declared_behaviours
-    from harness.preflight import audio_problem, model_sample_rate
-
-    problems = [p for _, p in (audio_problem(path, model_sample_rate(info)) for path in args.audio) if p]
-    for option, lang in (("--source-lang", args.source_lang), ("--target-lang", args.target_lang)):
-        plain = lang and lang.removeprefix("<|").removesuffix("|>")
-        if info.languages and plain and plain not in info.languages:
-            problems.append(
-                f"{option} {lang!r} is not a language of {info.path.name} (it has {', '.join(info.languages)})"
-            )
-    declared = declared_behaviours(info.config)
-    for name in sorted(set(switches) - set(declared)):
-        problems.append(
-            f"--behaviour {name}: {info.path.name} declares no behaviour {name!r} "
-            f"(it has: {', '.join(sorted(declared)) or 'none'})"
-        )
-    for name, behaviour in sorted(declared.items()):
-        if name not in switches and behaviour.default is None:
-            problems.append(f"--behaviour {name}=on or {name}=off is required: {info.path.name} declares no default")
-    if len(problems) == 1:
-        raise DataError(problems[0] + ".")
-    if problems:
-        raise DataError("Nothing was transcribed:\n" + "\n".join(f"  {p}" for p in problems))
 
 
 def _demo_data(args: argparse.Namespace, console: Console) -> int:

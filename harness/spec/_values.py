@@ -1,0 +1,162 @@
+"""The values a sweep spec may hold, checked on load (`check_values`), each refusal naming the file and key.
+
+Keys and types are checked while the YAML is read (`harness.spec._loading.build`); these values load with the
+right type but would stop or silently break every trial, late (`max_steps: 0` trains nothing, `num_nodes: 2`
+waits for hosts nobody starts, `accelerator: gpus` fails in every trial).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+
+from harness.errors import SpecError
+from harness.spec._schema import LaunchSpec, PrunerSpec, SweepSpec, TrainingSpec
+
+
+def check_values(spec: SweepSpec, *, where: str) -> None:
+    """Every value check, in the order a user would fix them."""
+    _check_devices(spec.training, where=where)
+    _check_numbers(spec, where=where)
+    _check_pruner(spec.pruner, where=where)
+    _check_accelerator(spec.training, where=where)
+    _check_launch_env(spec.launch, where=where)
+    _check_behaviour_names(spec, where=where)
+    _check_retention_limit(spec, where=where)
+
+
+def _check_devices(training: TrainingSpec, *, where: str) -> None:
+    """A trial on one host: the supervisor starts each trial process itself, so a trial spanning hosts
+    would wait for processes nobody starts (the device count is one of the `_LIMITS`)."""
+    if training.num_nodes != 1:
+        raise SpecError(
+            f"{where}: `training.num_nodes` is {training.num_nodes!r}, but a trial runs on one host: set it to 1, "
+            "give each trial more GPUs with `training.devices`, and use more hosts by running more workers "
+            "(`harness launch`, or `harness worker` on each host, as the README's 'Many workers' describes)."
+        )
+
+
+# Numbers that load with the right type but would stop or silently break every trial, late:
+# `max_steps: 0` trains nothing, `trials: 0` runs nothing. Dotted key -> (test, the rule in words).
+_LIMITS: dict[str, tuple[Callable[[float], bool], str]] = {
+    "budget.trials": (lambda v: v >= 1, "at least 1 (trials in total, across runs and workers)"),
+    "budget.max_steps": (lambda v: v >= 1, "at least 1 (training steps per trial)"),
+    "budget.val_check_interval": (lambda v: v >= 1, "at least 1 (steps between validations)"),
+    "budget.timeout_minutes": (lambda v: v > 0, "a number of minutes > 0, or null for no wall-clock limit"),
+    "budget.warmup_fraction": (lambda v: 0 <= v < 1, "at least 0 and below 1 (the share of max_steps)"),
+    "budget.max_retries": (lambda v: v >= 0, "at least 0"),
+    "objective.bleu_weight": (lambda v: v >= 0, "at least 0"),
+    # Below 0 it demands that fine-tuning on a new domain improve the old one: every trial would be infeasible.
+    "objective.retention_max_wer_increase": (
+        lambda v: v >= 0,
+        "a fraction of at least 0 (0.05: up to 5 WER points above the zero-shot baseline's retention WER), or null",
+    ),
+    "pruner.n_startup_trials": (lambda v: v >= 0, "at least 0"),
+    "pruner.n_warmup_steps": (lambda v: v >= 0, "at least 0, or null for each trial's learning-rate warm-up"),
+    "pruner.reduction_factor": (lambda v: v >= 2, "at least 2 (each rung keeps the best 1/reduction_factor)"),
+    "training.devices": (lambda v: v >= 1, "at least 1 (devices per trial)"),
+    "training.num_workers": (lambda v: v >= 0, "at least 0 (dataloader worker processes)"),
+    "training.validation_batch_size": (lambda v: v >= 1, "at least 1"),
+    "training.max_duration": (lambda v: v > 0, "a number of seconds > 0"),
+    "training.min_duration": (lambda v: v >= 0, "a number of seconds >= 0"),
+    "launch.workers": (lambda v: v >= 1, "at least 1 (worker jobs)"),
+    "launch.gpus_per_worker": (lambda v: v >= 0, "at least 0 (0: CPU workers)"),
+    "launch.cpus_per_worker": (lambda v: v >= 1, "at least 1"),
+    "launch.mem_gb": (lambda v: v >= 1, "at least 1 (GB per worker job), or null for the partition's default"),
+    "launch.time_minutes": (lambda v: v >= 1, "at least 1 (minutes per worker job)"),
+}
+# Lightning's accelerator names (`gpu` is its alias of `cuda`); a typo would fail inside every trial.
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+
+
+def _check_numbers(spec: SweepSpec, *, where: str) -> None:
+    """Refuse out-of-range numbers on load, naming the key, before any model or data is touched."""
+    for key, (ok, rule) in _LIMITS.items():
+        section, name = key.split(".")
+        value = getattr(getattr(spec, section), name)
+        if value is not None and not (math.isfinite(value) and ok(value)):
+            raise SpecError(f"{where}: `{key}` is {value!r}; it must be {rule}.")
+    training = spec.training
+    if training.min_duration >= training.max_duration:
+        raise SpecError(
+            f"{where}: `training.min_duration` ({training.min_duration:g}s) must be below "
+            f"`training.max_duration` ({training.max_duration:g}s), or no utterance is trained on."
+        )
+
+
+# Pruner keys that mean something to some types only: set for another, they would silently do nothing.
+_PRUNER_KEYS = {
+    "compare": ("median",),
+    "n_startup_trials": ("median",),
+    "reduction_factor": ("successive_halving", "hyperband"),
+}
+
+
+def _check_pruner(pruner: PrunerSpec, *, where: str) -> None:
+    """Refuse a key the chosen pruner would ignore; `type: none` ignores them all, so pruning turns off and
+    back on by changing the type alone."""
+    if pruner.type == "none":
+        return
+    for key, owners in _PRUNER_KEYS.items():
+        if getattr(pruner, key) is not None and pruner.type not in owners:
+            raise SpecError(
+                f"{where}: `pruner.{key}` applies to `pruner.type: {' or '.join(owners)}` only, and the type is "
+                f"{pruner.type}; remove `pruner.{key}`, or set the type it belongs to."
+            )
+
+
+def _check_accelerator(training: TrainingSpec, *, where: str) -> None:
+    """A misspelt accelerator is a Lightning error in every trial; name the choices once, on load."""
+    if training.accelerator not in ACCELERATORS:
+        raise SpecError(
+            f"{where}: `training.accelerator` is {training.accelerator!r}; use one of {', '.join(ACCELERATORS)} "
+            "(auto: the GPU where there is one, else the CPU)."
+        )
+
+
+def _check_retention_limit(spec: SweepSpec, *, where: str) -> None:
+    """The retention limit compares each trial's retention WER with the baseline's: it needs both."""
+    if spec.objective.retention_max_wer_increase is None:
+        return
+    if not spec.data.retention:
+        raise SpecError(
+            f"{where}: `objective.retention_max_wer_increase` needs retention manifests to score: add "
+            "`data.retention` (manifests of the model's old domain), or remove the limit."
+        )
+    if not spec.budget.baseline:
+        raise SpecError(
+            f"{where}: `objective.retention_max_wer_increase` is measured against the pretrained model's retention "
+            "WER: set `budget.baseline: true`, or remove the limit."
+        )
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# `launch.env` is written into job scripts and logs, and the YAML is committed: secrets come from the environment.
+_SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "CREDENTIAL")
+
+
+def _check_launch_env(launch: LaunchSpec, *, where: str) -> None:
+    """`launch.env` holds plain settings (NCCL, threads) under valid names, never secrets."""
+    for name in launch.env:
+        if not _ENV_NAME.fullmatch(name):
+            raise SpecError(f"{where}: `launch.env.{name}` is not an environment variable name (A-Z, 0-9, _).")
+        if any(word in name.upper() for word in _SECRET_WORDS):
+            raise SpecError(
+                f"{where}: `launch.env.{name}` looks like a credential; set it in the environment you run "
+                "`harness launch` from (workers inherit it), never in the sweep YAML."
+            )
+
+
+_BEHAVIOUR_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def _check_behaviour_names(spec: SweepSpec, *, where: str) -> None:
+    """A behaviour's name is part of its metric names (`val_wer/terse_on`), which MLflow refuses with
+    most punctuation: every trial would fail at its first validation."""
+    for name in spec.behaviours:
+        if not _BEHAVIOUR_NAME.fullmatch(name):
+            raise SpecError(
+                f"{where}: `behaviours.{name}` is not a usable behaviour name: it names metrics "
+                f"(`val_wer/{name}_on`), so use letters, digits, `_`, `-` and `.` only (e.g. `terse`, `digits`)."
+            )
