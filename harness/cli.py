@@ -86,12 +86,22 @@ def _publish(spec, console: Console, *, html: bool) -> bool:
 
 
 def _export(args: argparse.Namespace, console: Console) -> int:
+    """Copy the chosen trial's `.nemo` (`--out`), register it in the MLflow Model Registry (`--register`), or both."""
+    from harness.errors import UsageError
     from harness.export import export_model
     from harness.spec import load_spec
     from harness.tracking import run_name
 
-    trial, path = export_model(load_spec(args.sweep), args.trial, args.out)
-    console.print(f"Exported {run_name(trial.number)} to {path}", highlight=False)
+    if args.out is None and args.register is None:
+        raise UsageError("`harness export` needs `--out PATH` (a .nemo file or a folder), `--register NAME`, or both.")
+    spec = load_spec(args.sweep)
+    if args.out is not None:
+        trial, path = export_model(spec, args.trial, args.out)
+        console.print(f"Exported {run_name(trial.number)} to {path}", highlight=False)
+    if args.register is not None:
+        from harness.registry import register_model, registration_text
+
+        console.print(escape(registration_text(register_model(spec, args.trial, args.register))), highlight=False)
     return 0
 
 
@@ -188,10 +198,17 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("sweep")
     report.add_argument("--no-html", action="store_true", help="write report.md only, no report.html")
     report.set_defaults(func=_report)
-    export = sub.add_parser("export", help="copy the best (or a chosen) trial's fine-tuned model.nemo")
+    export = sub.add_parser(
+        "export", help="copy the best (or a chosen) trial's fine-tuned model.nemo, or register it in MLflow"
+    )
     export.add_argument("sweep")
     export.add_argument("--trial", type=_trial_number, help="trial number (default: the best trial)")
-    export.add_argument("--out", type=Path, required=True, help="target .nemo file, or a directory")
+    export.add_argument("--out", type=Path, help="target .nemo file, or a directory")
+    export.add_argument(
+        "--register",
+        metavar="NAME",
+        help="register it as a new version of MLflow model NAME in the sweep's tracking store (alias champion)",
+    )
     export.set_defaults(func=_export)
     reproduce = sub.add_parser("reproduce", help="re-run a trial from its recorded params and seed")
     reproduce.add_argument("sweep")
@@ -228,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         console.print("[yellow]Interrupted; no trial or run was in flight, so nothing needed recording.[/]")
         return EXIT_CODES[INTERRUPTED]
     except Exception as exc:  # a full disk where no store handler met it (report files, manifests): one line
-        from harness.stores import disk_full, full_disk_text
+        from harness.disk_space import disk_full
+        from harness.stores import full_disk_text
 
         if not disk_full(exc):
             raise

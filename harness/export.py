@@ -39,14 +39,8 @@ def choose_trial(spec: SweepSpec, number: int | None) -> FrozenTrial:
     )
 
 
-def export_model(spec: SweepSpec, number: int | None, out: Path) -> tuple[FrozenTrial, Path]:
-    """Copy the trial's `model.nemo` to `out` (a file, or a directory to put `<sweep>-trial-NNNN.nemo` in).
-
-    An `out` that cannot be written (a file where a folder must be) is refused before the study is read."""
-    what = f"`--out {out}`"
-    if not out.is_dir():
-        check_dir(out.parent, what)
-    trial = choose_trial(spec, number)
+def kept_model(spec: SweepSpec, trial: FrozenTrial) -> Path:
+    """The trial's `model.nemo` in its trial folder; an error saying how to keep it when it was not kept."""
     source = TrialDir.of(spec, trial.number).model
     if not source.is_file():
         raise UsageError(
@@ -55,6 +49,18 @@ def export_model(spec: SweepSpec, number: int | None, out: Path) -> tuple[Frozen
             f"set `training.keep_checkpoints: all` to keep every trial's, or re-run it with "
             f"`harness reproduce {spec.name} --trial {trial.number}`."
         )
+    return source
+
+
+def export_model(spec: SweepSpec, number: int | None, out: Path) -> tuple[FrozenTrial, Path]:
+    """Copy the trial's `model.nemo` to `out` (a file, or a directory to put `<sweep>-trial-NNNN.nemo` in).
+
+    An `out` that cannot be written (a file where a folder must be) is refused before the study is read."""
+    what = f"`--out {out}`"
+    if not out.is_dir():
+        check_dir(out.parent, what)
+    trial = choose_trial(spec, number)
+    source = kept_model(spec, trial)
     target = out / f"{spec.name}-{run_name(trial.number)}.nemo" if out.is_dir() else out
     make_dir(target.parent, what)
     try:

@@ -76,13 +76,18 @@ def collect(spec: SweepSpec, trial_seeds: dict[int, int]) -> Provenance:
 
 def package_versions() -> dict[str, str]:
     """Installed versions of the harness and the libraries whose behaviour decides the metrics."""
-    versions = {"harness": harness.__version__}
-    for name in PACKAGES:
+    return {"harness": harness.__version__, **installed_versions(PACKAGES)}
+
+
+def installed_versions(names: tuple[str, ...]) -> dict[str, str]:
+    """Each package's installed version, "not installed" where it is missing."""
+    found = {}
+    for name in names:
         try:
-            versions[name] = metadata.version(name)
+            found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
+            found[name] = "not installed"
+    return found
 
 
 def sha256(path: Path) -> str:

@@ -29,6 +29,7 @@ import jiwer
 import sacrebleu
 
 from harness.behaviours import line_states, original_source_lang
+from harness.errors import DataError
 from harness.manifest import manifest_lines
 from harness.spec import BehaviourSpec
 
@@ -135,6 +136,46 @@ def _figures(kind: str, rows: list[Transcript], suffix: str) -> dict[str, float]
     }
 
 
+def write_predictions(path: Path, transcripts: Iterable[Transcript], *, with_behaviours: bool) -> Path:
+    """Transcripts as JSON lines in order (`predictions.jsonl`: validation and test runs, one format):
+    `{"pair", "reference", "hypothesis"}`, and with custom behaviours the line's `behaviours` states."""
+    lines = [
+        json.dumps(
+            {"pair": t.pair, "reference": t.reference, "hypothesis": t.hypothesis}
+            | ({"behaviours": dict(t.behaviours)} if with_behaviours else {}),
+            ensure_ascii=False,
+        )
+        for t in transcripts
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def read_predictions(path: Path) -> list[Transcript]:
+    """A predictions file back as transcripts, in order; a line that is not one names its file and number."""
+    rows = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            source, target = _languages(str(record["pair"]))
+            behaviours = {str(k): bool(v) for k, v in (record.get("behaviours") or {}).items()}
+            rows.append(Transcript(source, target, str(record["reference"]), str(record["hypothesis"]), behaviours))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise DataError(f"{path}:{number}: not a predictions line ({type(exc).__name__}: {exc}).") from None
+    return rows
+
+
+def _languages(pair: str) -> tuple[str, str]:
+    """`en-en` -> (en, en): a same-language pair splits in its middle, so a code holding `-` reads back too."""
+    half = (len(pair) - 1) // 2
+    if len(pair) % 2 and pair[half] == "-" and pair[:half] == pair[half + 1 :]:
+        return pair[:half], pair[:half]
+    source, _, target = pair.partition("-")
+    return source, target
+
+
 def manifest_transcripts(
     entries: list[dict], hypotheses: list[str], text_field: str, behaviours: Mapping[str, BehaviourSpec] | None = None
 ) -> list[Transcript]:
@@ -165,15 +206,3 @@ def decode_manifest(
     hypotheses = model.transcribe(str(manifest), batch_size=batch_size, verbose=False)
     texts = [h.text if hasattr(h, "text") else str(h) for h in hypotheses]
     return manifest_transcripts(entries, texts, text_field, behaviours)
-
-
-def evaluate_manifest(
-    model,
-    manifest: Path,
-    text_field: str,
-    behaviours: Mapping[str, BehaviourSpec] | None = None,
-    *,
-    batch_size: int = 16,
-) -> dict[str, float]:
-    """Decode and score one manifest (the test set), per behaviour state too when `behaviours` are given."""
-    return score(decode_manifest(model, manifest, text_field, behaviours, batch_size=batch_size))

@@ -9,19 +9,15 @@ because MLflow's and Optuna's schema creation race when several processes meet a
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
-import io
-import logging
 import random
-import shutil
 import ssl
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import TypeVar
 
 import sqlalchemy
@@ -29,6 +25,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from sqlalchemy.exc import SQLAlchemyError
 
+from harness.disk_space import causes, disk_full, free_bytes, full_file, quiet_full_disk_logs, space_left
 from harness.errors import HarnessError, StoreError
 
 T = TypeVar("T")
@@ -39,9 +36,6 @@ STORAGE_SETTING = "`storage:` in the sweep spec, `--storage` or $HARNESS_STORAGE
 TRACKING_SETTING = "`tracking.uri` in the sweep spec, `--tracking-uri` or $HARNESS_TRACKING_URI"
 OPTUNA_STORE = "Optuna storage"
 MLFLOW_STORE = "MLflow tracking store"
-SQLITE_FULL = 13  # sqlite3's result code for "database or disk is full"
-# How a store on a server says its disk is full (PostgreSQL, MySQL, an MLflow server's 500), where no errno travels.
-NO_SPACE_TEXTS = ("database or disk is full", "No space left on device", "Disk quota exceeded")
 
 
 def redact(url: str) -> str:
@@ -128,80 +122,6 @@ def creation_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    """`exc` and what it wraps: Optuna and MLflow re-raise SQLAlchemy's error `from` it, which holds the
-    driver's (`orig`)."""
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        current = todo.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        todo += [current.__cause__, current.__context__, getattr(current, "orig", None)]
-
-
-def disk_full(exc: BaseException) -> bool:
-    """Whether `exc` is (or wraps) a write that failed for want of disk space: a file's ENOSPC or EDQUOT,
-    SQLite's SQLITE_FULL, or a database server saying so."""
-    for cause in _causes(exc):
-        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if getattr(cause, "sqlite_errorcode", None) == SQLITE_FULL:
-            return True
-        if any(text in str(cause) for text in NO_SPACE_TEXTS):
-            return True
-    return False
-
-
-def full_file(exc: BaseException) -> Path | None:
-    """The file a write that found no space was writing, if the failure was a file's.
-
-    `open()` names its file in the OSError, a failed `write()` or `close()` does not: then the innermost frame
-    holding a path or an open file (pathlib's `write_text` holds both) stands for it."""
-    for cause in _causes(exc):
-        if not (isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT)):
-            continue
-        if cause.filename:
-            return Path(cause.filename)
-        frames = []
-        trace = cause.__traceback__
-        while trace is not None:
-            frames.append(trace.tb_frame)
-            trace = trace.tb_next
-        for frame in reversed(frames):
-            for value in frame.f_locals.values():
-                if isinstance(value, PurePath):
-                    return Path(value)
-                name = getattr(value, "name", None) if isinstance(value, io.IOBase) else None
-                if isinstance(name, str):
-                    return Path(name)
-    return None
-
-
-def space_left(path: Path) -> str:
-    """'12 KiB free of 3.0 MiB in DIR' for the file system that holds `path` (or would: its nearest existing
-    folder), as `shutil.disk_usage` sees it; an unreadable one says so."""
-    folder = next((p for p in (path, *path.parents) if p.is_dir()), Path("."))
-    try:
-        usage = shutil.disk_usage(folder)
-    except OSError as exc:
-        return f"the free space in {folder} cannot be read: {reason(exc)}"
-    return f"{_size(usage.free)} free of {_size(usage.total)} in {folder}"
-
-
-def _size(count: int) -> str:
-    if count < 1024:
-        return f"{count} bytes"
-    value = float(count)
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
-        value /= 1024
-        if value < 1024 or unit == "TiB":
-            return f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"
-    raise AssertionError("unreachable")
-
-
 def out_of_space(store: str, url: str, setting: str) -> str:
     """The first half of the one sentence a full store gets: which store, how much space is left, the fix."""
     path = sqlite_path(url)
@@ -228,25 +148,17 @@ def full_store_text(exc: BaseException, *, storage_url: str, tracking_uri: str) 
     file = full_file(exc)
     if file is not None:
         return f"The disk under {file} is full ({space_left(file)}): free space there"
-    causes = list(_causes(exc))
-    if any(isinstance(c, MlflowException) for c in causes):
+    chain = list(causes(exc))
+    if any(isinstance(c, MlflowException) for c in chain):
         return out_of_space(MLFLOW_STORE, tracking_uri, TRACKING_SETTING)
-    if any(type(c).__module__.startswith("optuna") for c in causes):
+    if any(type(c).__module__.startswith("optuna") for c in chain):
         return out_of_space(OPTUNA_STORE, storage_url, STORAGE_SETTING)
     paths = {url: sqlite_path(url) for url in (storage_url, tracking_uri)}
     if all(paths.values()):
-        emptier = min(paths, key=lambda url: _free_bytes(paths[url]))
+        emptier = min(paths, key=lambda url: free_bytes(paths[url]))
         if emptier == tracking_uri:
             return out_of_space(MLFLOW_STORE, tracking_uri, TRACKING_SETTING)
     return out_of_space(OPTUNA_STORE, storage_url, STORAGE_SETTING)
-
-
-def _free_bytes(path: Path | None) -> int:
-    folder = next((p for p in (path, *path.parents) if p.is_dir()), None) if path is not None else None
-    try:
-        return shutil.disk_usage(folder).free if folder is not None else 0
-    except OSError:
-        return 0
 
 
 @contextlib.contextmanager
@@ -363,27 +275,9 @@ def probe_tracking_server(uri: str) -> None:
         ) from None
 
 
-class _FullDiskLogs(logging.Filter):
-    """MLflow's SQL store logs every database error with its traceback before raising it; a full disk is then
-    reported by the harness in one sentence (`disk_full`), so that page is dropped."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        return error is None or not disk_full(error)
-
-
-_MLFLOW_DB_LOGGER = "mlflow.store.db.utils"
-
-
-def _quiet_full_disk_logs() -> None:
-    logger = logging.getLogger(_MLFLOW_DB_LOGGER)
-    if not any(isinstance(f, _FullDiskLogs) for f in logger.filters):
-        logger.addFilter(_FullDiskLogs())
-
-
 def open_mlflow(uri: str) -> MlflowClient:
     """An MLflow client whose store is known to be reachable (a server) or a sane file (SQLite)."""
-    _quiet_full_disk_logs()
+    quiet_full_disk_logs()
     path = sqlite_path(uri)
     if uri.startswith(("http://", "https://")):
         probe_tracking_server(uri)

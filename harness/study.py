@@ -22,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from harness.definition import check_study, save_definition
 from harness.directions import Direction
 from harness.errors import StoreError
+from harness.names import DECISION_ATTR
 from harness.objective import objective_names
 from harness.samplers import MEMORY_CONSTRAINT, TrialSeededSampler, make_sampler
 from harness.spec import SweepSpec
@@ -176,13 +177,33 @@ def feasible(trial: optuna.trial.FrozenTrial) -> bool:
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     """The best feasible complete trial; for a Pareto study, the front's trial with the best first objective.
     None when no trial completed or every complete one is infeasible (Optuna raises ValueError then).
-    A repeat ties with the trial it repeats: that one, which trained, is the best (checkpoint, run, seed)."""
-    if not any(feasible(t) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))):
+    A repeat ties with the trial it repeats: that one, which trained, is the best (checkpoint, run, seed).
+    Once seed confirmation has decided (`harness.confirmation`), the decision's run is the best."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    decided = (study.user_attrs.get(DECISION_ATTR) or {}).get("model_trial")
+    chosen = next((t for t in complete if t.number == decided), None)
+    if chosen is not None:
+        return chosen
+    if not any(feasible(t) for t in complete):
         return None
     if len(study.directions) == 1:
         return trained_trial(study, study.best_trial)
     sign = Direction.of(study.directions[0]).sign
     return trained_trial(study, min(study.best_trials, key=lambda t: (sign * t.values[0], t.number)))
+
+
+def runner_up(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The best feasible complete trial of another setting than the best's (a repeat or a seed-confirmation run
+    of the best's setting is no rival), by the first objective: the best's closest rival, which the intervals
+    (`harness.intervals`) tell apart from it or not. None without one."""
+    best = best_trial(study)
+    if best is None:
+        return None
+    sign = Direction.of(study.directions[0]).sign
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    trained = {t.number: t for t in (trained_trial(study, c) for c in complete if feasible(c))}
+    ranked = [t for t in trained.values() if t.params != best.params and primary_value(t) is not None]
+    return min(ranked, key=lambda t: (sign * (primary_value(t) or 0.0), t.number), default=None)
 
 
 def trained_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> optuna.trial.FrozenTrial:

@@ -8,7 +8,7 @@ archive: seconds, not minutes.
 from __future__ import annotations
 
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from harness.behaviours import declared_behaviours, is_on, transcribe
@@ -50,13 +50,33 @@ def transcribe_files(
     if not tarfile.is_tarfile(nemo):
         raise ModelError(f"Model {nemo} is not a .nemo checkpoint (not a tar archive); pass a .nemo file.")
     check_input(inspect_checkpoint(nemo), audio, source_lang=source_lang, target_lang=target_lang, switches=switches)
+    restored = restore_for_decoding(nemo)
+    return decode(restored, audio, source_lang=source_lang, target_lang=target_lang, switches=switches, pnc=pnc)
+
+
+def restore_for_decoding(nemo: Path):
+    """`nemo` restored for decoding (eval mode) on the GPU where there is one (accelerator auto)."""
     from nemo.collections.asr.models import EncDecMultiTaskModel
 
     from harness.spec import TrainingSpec
     from harness.training import inference_device
 
-    device = inference_device(TrainingSpec())  # accelerator auto: the GPU where there is one
-    restored = EncDecMultiTaskModel.restore_from(str(nemo), map_location=device).eval()
+    device = inference_device(TrainingSpec())
+    return EncDecMultiTaskModel.restore_from(str(nemo), map_location=device).eval()
+
+
+def decode(
+    restored,
+    audio: Sequence[Path | str],
+    *,
+    source_lang: str,
+    target_lang: str | None,
+    switches: Mapping[str, bool],
+    pnc: str,
+) -> list[str]:
+    """One hypothesis per audio file (checked by `check_input`), in order, from a `restore_for_decoding` model, its
+    behaviours switched by `switches`; `harness transcribe` and the registered pyfunc (`harness.pyfunc`) both
+    decode here."""
     hypotheses = transcribe(
         restored,
         [str(path) for path in audio],

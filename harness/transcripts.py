@@ -15,7 +15,6 @@ recording) and same-named files in different folders have in common.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -25,7 +24,7 @@ from lhotse.cut import MixedCut
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from harness.behaviours import ORIGINAL_SOURCE_LANG, line_states
-from harness.scoring import Transcript, score
+from harness.scoring import Transcript, score, write_predictions
 from harness.spec import BehaviourSpec
 from harness.trial_manifests import LINE_FIELD, line_number
 
@@ -97,17 +96,8 @@ class ValidationTranscripts(Callback):
 
     def write(self, path: Path) -> Path:
         """The last validation's transcripts as JSON lines (a trial artifact a user can read); with custom
-        behaviours each line also says which were on."""
-        lines = [
-            json.dumps(
-                {"pair": t.pair, "reference": t.reference, "hypothesis": t.hypothesis}
-                | ({"behaviours": dict(t.behaviours)} if self.behaviours else {}),
-                ensure_ascii=False,
-            )
-            for t in self.transcripts
-        ]
-        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        return path
+        behaviours each line also says which were on (`scoring.write_predictions`, the test runs' format too)."""
+        return write_predictions(path, self.transcripts, with_behaviours=bool(self.behaviours))
 
 
 def _cut(cut):

@@ -26,6 +26,8 @@ from harness.trial_dir import TrialDir
 
 EXIT_OOM = 3
 State = Literal["complete", "pruned", "fail"]
+TEST_MODES = ("test", "test_baseline")  # score a model on data.test: a fine-tuned checkpoint, the pretrained one
+PRETRAINED_MODES = ("baseline", "test_baseline")  # the pretrained model: plain manifests, no behaviour tokens
 
 
 @dataclass
@@ -41,9 +43,11 @@ class Job:
     trial_id: int | None = None
     number: int | None = None
     storage: str | None = None  # the supervisor's URIs win over the spec's (`harness worker --storage`)
-    mode: str = "train"  # train | baseline (validate the pretrained model) | test (score `nemo` on data.test)
+    mode: str = "train"  # train | baseline (validate the pretrained model) | TEST_MODES (score `nemo` on data.test)
     save_model: bool = True
     tracking_uri: str | None = None
+    threads: int | None = None  # torch's intra-op threads; a reproduction sets its trial's (`harness.numerics`)
+    confirm: bool = False  # a seed-confirmation run (`harness.confirmation`): never pruned, its checkpoint saved
 
     def write(self, trial_dir: TrialDir) -> None:
         trial_dir.job.write_text(json.dumps(asdict(self), indent=2))
@@ -67,6 +71,7 @@ class Result:
     pruned_at: int | None = None
     reason: str | None = None
     wall_seconds: float = 0.0
+    numerics: dict = field(default_factory=dict)  # what the figures depend on (`harness.numerics.Numerics`)
 
     def write(self, trial_dir: TrialDir, rank: int = 0) -> None:
         trial_dir.result(rank).write_text(json.dumps(asdict(self), indent=2))
@@ -79,20 +84,26 @@ class Result:
 
 def run(trial_dir: TrialDir) -> Result:
     """Dispatch on the job's mode: fine-tune (a trial), baseline (zero-shot) or test (best checkpoint)."""
+    import torch
     from lightning.pytorch import seed_everything
 
+    from harness import numerics
     from harness.stopping import trial_rank
     from harness.system_metrics import monitored
 
     job = Job.read(trial_dir)
     spec = load_spec(job.spec)
     spec.use_stores(storage=job.storage, tracking_uri=job.tracking_uri)
+    if job.threads is not None:  # before any torch work: the thread count decides the order of every sum
+        torch.set_num_threads(job.threads)
     seed_everything(job.seed, workers=True)
     started = time.monotonic()
     # System metrics on the run for the process's life; not for a test-set score (a finished trial's run).
-    with monitored(job.run_id, spec.tracking_uri, enabled=job.mode != "test" and trial_rank() == 0):
-        result = _test(job, spec) if job.mode == "test" else _train_or_validate(job, spec, trial_dir)
+    testing = job.mode in TEST_MODES
+    with monitored(job.run_id, spec.tracking_uri, enabled=not testing and trial_rank() == 0):
+        result = _test(job, spec, trial_dir) if testing else _train_or_validate(job, spec, trial_dir)
     result.wall_seconds = time.monotonic() - started
+    result.numerics = numerics.collect(spec.training, job.seed).as_dict()  # the Trainer's torch flags still hold
     return result
 
 
@@ -111,6 +122,8 @@ class _Reporting:
 
 def _reporting(job: Job, spec: SweepSpec, trial_dir: TrialDir) -> _Reporting:
     """Figures from NeMo's own decode feed the history, MLflow, the progress file and the pruner."""
+    from optuna.pruners import NopPruner
+
     from harness.callbacks import MetricsLogger, ProgressWriter, PruningReporter
     from harness.fault_injection import injected_faults
     from harness.freezing import FreezeCallback
@@ -142,7 +155,8 @@ def _reporting(job: Job, spec: SweepSpec, trial_dir: TrialDir) -> _Reporting:
     ]
     pruning = study = None
     if job.trial_id is not None and not spec.multi_objective:  # every rank takes part in the prune decision
-        study = open_study(spec, pruner=make_pruner(spec)) if trial_rank() == 0 else None
+        pruner = NopPruner() if job.confirm else make_pruner(spec)  # a confirmation run trains to full length
+        study = open_study(spec, pruner=pruner) if trial_rank() == 0 else None
         handle = trial_handle(study, job.trial_id) if study is not None else None
         pruning = PruningReporter(handle, lambda m: objective_value(collect(m), spec.objective))
         callbacks.append(pruning)
@@ -193,7 +207,8 @@ def _conclude(
         predictions = reporting.transcripts.write(trial_dir.predictions)
         reporting.tracker.log_artifact(job.run_id, predictions, "predictions")
     values = objective_values(final, spec.objective)
-    if not pruned and job.mode == "train" and job.save_model and _may_be_kept(spec, reporting.study, values[0]):
+    keep = job.confirm or _may_be_kept(spec, reporting.study, values[0])  # the decision may pick any confirmed run
+    if not pruned and job.mode == "train" and job.save_model and keep:
         model.save_to(str(trial_dir.model))
     summary = {f"final_{k}": v for k, v in final.items() if k != "step"}
     summary |= {f"best_{k}": v for k, v in history.best.items() if k != "step"}
@@ -227,21 +242,23 @@ def _may_be_kept(spec: SweepSpec, study, value: float) -> bool:
     return not spec.direction.better(best_value, value)
 
 
-def _test(job: Job, spec: SweepSpec) -> Result:
-    """Score a fine-tuned checkpoint on the test manifest and log `test_*` metrics on its run."""
+def _test(job: Job, spec: SweepSpec, trial_dir: TrialDir) -> Result:
+    """Score a checkpoint on the test manifest (the pretrained model on its plain copy), log `test_*` metrics on
+    its run and keep its transcripts as predictions (the report's intervals pair them with another run's)."""
     from nemo.collections.asr.models import EncDecMultiTaskModel
 
-    from harness.scoring import evaluate_manifest
+    from harness.scoring import decode_manifest, score, write_predictions
     from harness.tracking import Tracker
     from harness.training import inference_context, inference_device
     from harness.trial_manifests import trial_data
 
     model = EncDecMultiTaskModel.restore_from(job.nemo, map_location=inference_device(spec.training)).eval()
-    test_manifest = trial_data(spec).test
+    test_manifest = trial_data(spec, baseline=job.mode in PRETRAINED_MODES).test
     assert test_manifest is not None, "the supervisor starts a test run only with data.test"
     with inference_context(spec.training):
-        scores = evaluate_manifest(model, Path(test_manifest), spec.data.text_field, spec.behaviours)
-    metrics = {f"test_{k}": v for k, v in scores.items()}
+        transcripts = decode_manifest(model, Path(test_manifest), spec.data.text_field, spec.behaviours)
+    write_predictions(trial_dir.predictions, transcripts, with_behaviours=bool(spec.behaviours))
+    metrics = {f"test_{k}": v for k, v in score(transcripts).items()}
     Tracker(spec.tracking_uri, spec.experiment_name).log_metrics(job.run_id, metrics)
     return Result(state="complete", final=metrics)
 

@@ -29,7 +29,8 @@ class _File:
 
 @dataclass(frozen=True)
 class TrialDir:
-    """The folder of one process: a trial (`trial-0007`), `baseline`, `test` or `trial-0007-reproduction`.
+    """The folder of one process: a trial (`trial-0007`), `baseline`, the test runs (`test`, `test-baseline`,
+    `test-runner-up`: `harness.names`) or `trial-0007-reproduction`.
 
     Example:
         >>> TrialDir(Path("mlruns/trials/demo/trial-0007")).result(1).name
@@ -44,7 +45,7 @@ class TrialDir:
     log = _File("trial.log")  # the process's stdout and stderr
     log_tail = _File("trial-log-tail.txt")  # the log's last lines, an artifact of a failed run
     progress = _File("progress.json")  # the last validation's report, read by the live view
-    predictions = _File("predictions.jsonl")  # the last validation's transcripts, one JSON line each
+    predictions = _File("predictions.jsonl")  # the last validation's (a test run's) transcripts, a JSON line each
     model = _File("model.nemo")  # the fine-tuned checkpoint, where `training.keep_checkpoints` keeps it
 
     @classmethod

@@ -3,7 +3,8 @@
 A trial's record lives in its Optuna `user_attrs`: who runs it (seed, host, pid, worker,
 heartbeat, trial_pid), its MLflow run, how it ended (final metrics, steps, pruned_at,
 fail_reason, requeued), whose retry it is (retry_of, attempt), which `start_from` entry gave its
-params, and whose result answered it (repeat_of). Every read goes through
+params, whose result answered it (repeat_of), which setting it confirms (confirms), and what its
+figures depend on (numerics: threads, device, precision, determinism, versions). Every read goes through
 `TrialRecord.of` and every write through `TrialRecord.write` (or `TrialRecord.attrs` for a trial
 not created yet), because a bare-string key spelt wrong in one place silently loses a record:
 the writer stores under a name nobody reads, the reader finds nothing and falls back to its
@@ -57,6 +58,8 @@ class TrialRecord:
     attempt: int = 0  # 0 for a first try, n for the n-th retry
     start_from: int | None = None  # its params came from the sweep's `start_from` list, at this index
     repeat_of: int | None = None  # the finished trial with the same params whose result it was told (none trained)
+    confirms: int | None = None  # a seed-confirmation run of the setting of this search trial (`confirmation`)
+    numerics: dict[str, Any] = field(default_factory=dict)  # what its figures depend on (`harness.numerics`)
 
     @classmethod
     def of(cls, trial: FrozenTrial | optuna.Trial) -> TrialRecord:
@@ -79,6 +82,8 @@ class TrialRecord:
             attempt=int(attrs.get("attempt") or 0),
             start_from=_maybe(int, attrs.get("start_from")),
             repeat_of=_maybe(int, attrs.get("repeat_of")),
+            confirms=_maybe(int, attrs.get("confirms")),
+            numerics=dict(attrs.get("numerics") or {}),
         )
 
     @property

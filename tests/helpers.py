@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from harness.numerics import Numerics
+
 if TYPE_CHECKING:
     import optuna
 
@@ -191,3 +193,23 @@ def proposals_that_run_out_of_memory(build: Callable, seed: int, *, trials: int,
         else:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
     return landed
+
+
+# A CPU trial's numerics as `harness.numerics` records them (test_numerics, test_reproduce).
+VERSIONS = {"torch": "2.5.1", "nemo_toolkit": "3.0.0", "lightning": "2.5.0", "numpy": "1.26.4"}
+CPU_TRIAL = Numerics(
+    threads=1,
+    omp_num_threads="1",
+    mkl_num_threads=None,
+    device="cpu",
+    cpu="AMD EPYC 7B13",
+    accelerator="cpu",
+    precision="32-true",
+    devices=1,
+    deterministic=False,
+    cudnn_deterministic=False,
+    cudnn_benchmark=False,
+    cublas_workspace_config=None,
+    seed=300_000,
+    versions=VERSIONS,
+)

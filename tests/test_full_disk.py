@@ -22,9 +22,10 @@ import pytest
 from optuna.trial import TrialState
 
 from harness.cli import main
+from harness.disk_space import disk_full
 from harness.errors import StoreError
 from harness.spec import load_spec
-from harness.stores import OPTUNA_STORE, STORAGE_SETTING, disk_full, full_store_text, reported
+from harness.stores import OPTUNA_STORE, STORAGE_SETTING, full_store_text, reported
 from harness.study import open_storage
 from harness.sweep import Supervisor
 from harness.sweep._outcomes import SUPERVISOR_DIED

@@ -88,6 +88,13 @@ def test_report_holds_decision_evidence_and_provenance(sweep, written):
     assert test["trial"] == best.number
     for metric in ("test_wer", "test_wer_normalized", "test_bleu", "test_wer/en-en", "test_bleu/en-de"):
         assert f"| {metric} | {test['metrics'][metric]:.4f} |" in md
+    # How sure: each comparison with its interval, from the runs' predictions (the runner-up's checkpoint is gone).
+    interval = r"[+-]\d\.\d{3} (WER|BLEU)( en-\w\w)? \[-?\d\.\d{3}, -?\d\.\d{3}\]( \(includes 0: not separable\))?"
+    for split, figure in [("validation", "wer"), ("test", "bleu")]:
+        row = rf"^\| {split} \| the zero-shot baseline \| {figure} \| {interval} \|$"
+        assert re.search(row, md, re.M), (split, figure)
+    assert re.search(r"^\| validation \| trial-000\d \(runner-up\) \| wer/en-en \| ", md, re.M)
+    assert re.search(r"test set against trial-000\d \(runner-up\): not scored on the test set\.", md)
     # Every trial, with its state and the reason it did not complete.
     for t in study.trials:
         row = next(line for line in md.splitlines() if line.startswith(f"| {run_name(t.number)} | {t.state.name} |"))

@@ -44,7 +44,7 @@ def _records(spec):
     return study, client, parents[0], children
 
 
-def test_sweep_records_every_trial_in_optuna_and_mlflow(report_sweep, monkeypatch):
+def test_sweep_records_every_trial_in_optuna_and_mlflow(report_sweep, monkeypatch, tmp_path):
     """The full sweep (baseline, 3 unpruned trials, test set) that test_report.py and test_export.py read too."""
     spec = report_sweep.enter(monkeypatch)
     study, client, parent, children = _records(spec)
@@ -67,12 +67,36 @@ def test_sweep_records_every_trial_in_optuna_and_mlflow(report_sweep, monkeypatc
         best_run.data.metrics
     )
     assert parent.data.metrics["best_test_wer"] == best_run.data.metrics["test_wer"]
+    # Beside it, the zero-shot baseline on the test set; the runner-up's checkpoint was not kept.
+    baseline_run, metrics = children["baseline"], parent.data.metrics
+    baseline_test = study.user_attrs["test_baseline"]["metrics"]
+    assert metrics["baseline_test_wer"] == baseline_run.data.metrics["test_wer"] == baseline_test["test_wer"]
+    assert "test_runner_up" not in study.user_attrs and not any(k.startswith("runner_up_") for k in metrics)
+    assert re.search(r"No checkpoint of the runner-up trial-000\d \(training.keep_checkpoints: best\)", console)
+    for folder in ("test", "test-baseline"):  # the test runs' transcripts, one line per test manifest line
+        lines = TrialDir.of(spec, folder).predictions.read_text().splitlines()
+        assert len(lines) == len(Path(spec.data.test).read_text().splitlines()), folder
+    # The intervals on the parent run: over every line their change is the figures' (best minus zero-shot).
+    best_final = TrialRecord.of(best).final
+    for figure in ("wer", "wer/en-en", "bleu"):
+        assert metrics[f"ci_val_{figure}_vs_baseline_delta"] == pytest.approx(
+            best_final[f"val_{figure}"] - study.user_attrs["baseline"][f"val_{figure}"]
+        )
+        change = metrics[f"ci_test_{figure}_vs_baseline_delta"]
+        assert change == pytest.approx(metrics[f"best_test_{figure}"] - metrics[f"baseline_test_{figure}"])
+        assert metrics[f"ci_test_{figure}_vs_baseline_low"] <= change <= metrics[f"ci_test_{figure}_vs_baseline_high"]
+        assert f"ci_val_{figure}_vs_runner_up_delta" in metrics
+    assert (parent.data.params["bootstrap_resamples"], parent.data.params["bootstrap_seed"]) == (
+        "1000",
+        str(spec.training.seed),
+    )
     manifests = {role: _dataset(getattr(spec.data, role)) for role in ("train", "validation", "test")}
     manifests["retention"] = _dataset(spec.data.retention[0])
-    # It only validates, and scores the retention set.
+    # It validates and scores the retention set; after the trials, the test set.
     assert _datasets(children["baseline"]) == {
         "validation": manifests["validation"],
         "retention": manifests["retention"],
+        "test": manifests["test"],
     }
     assert "system/cpu_utilization_percentage" in children["baseline"].data.metrics
     for trial in trials:
@@ -95,6 +119,8 @@ def test_sweep_records_every_trial_in_optuna_and_mlflow(report_sweep, monkeypatc
         assert run.data.metrics["train_batch_seconds_max"] <= trial.params["batch_duration"]
         artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "config")]
         assert artifacts == ["config/config.yaml"]
+        logged = client.download_artifacts(run.info.run_id, "config/config.yaml", str(tmp_path))
+        assert Path(logged).read_text() == TrialDir.of(spec, trial.number).config.read_text()  # not a test run's
         # System metrics through the trial (every 2 s here, then a last sample), and its peak memory.
         for metric in ("system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"):
             assert len(client.get_metric_history(run.info.run_id, metric)) >= 2, metric
@@ -185,7 +211,8 @@ def test_baseline_is_the_released_model_on_the_users_manifests(project, terse_da
     from nemo.collections.asr.models import EncDecMultiTaskModel
 
     terse = {"terse": {"on": "<|spltoken0|>", "off": "<|spltoken1|>", "field": "terse"}}
-    spec = load_spec(write_spec(project, "released", spec_dict(terse_data, full=True, behaviours=terse)))
+    data = {**terse_data, "test": terse_data["validation"]}  # a test set: its zero-shot score reads plain lines too
+    spec = load_spec(write_spec(project, "released", spec_dict(data, full=True, behaviours=terse)))
     supervisor = Supervisor(spec, console=Console(file=io.StringIO(), width=200))
     baseline = supervisor.open().evaluations.baseline()
     assert {"val_wer", "val_wer_normalized", "val_bleu", "val_wer/en-en", "val_bleu/en-de"} <= set(baseline)
@@ -205,6 +232,18 @@ def test_baseline_is_the_released_model_on_the_users_manifests(project, terse_da
     assert recorded == [h.text for h in plain]
     config = baseline_dir.config.read_text()
     assert "spltoken" not in config and trial_data(spec, baseline=True).validation in config
+
+    # Its test-set score (beside the best trial's, for the intervals) decodes the plain copy and keeps its
+    # transcripts as predictions, in the validation's format.
+    supervisor.evaluations._test_baseline()
+    tested = [json.loads(line) for line in TrialDir.of(spec, "test-baseline").predictions.read_text().splitlines()]
+    assert [line["hypothesis"] for line in tested] == [h.text for h in plain]
+    assert [line["behaviours"] for line in tested] == [{"terse": state} for state in states]
+    scored = load_study(spec).user_attrs["test_baseline"]["metrics"]
+    assert {"test_wer", "test_wer/terse_on", "test_bleu/en-de"} <= set(scored)
+    assert MlflowClient(spec.tracking_uri).get_run(supervisor.parent_run).data.metrics["baseline_test_wer"] == (
+        pytest.approx(scored["test_wer"])
+    )
 
 
 def test_out_of_memory_is_recorded_as_oom_infeasible_for_the_sampler_and_not_retried(project, speech_data, monkeypatch):

@@ -22,6 +22,7 @@ FULL = TrialRecord(
     requeued=True,
     retry_of=2,
     attempt=1,
+    confirms=0,
 )
 
 

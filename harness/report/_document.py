@@ -19,6 +19,8 @@ from harness.number_text import number_text
 from harness.report._behaviours import behaviour_blocks, behaviour_metrics
 from harness.report._blocks import Block, Code, Heading, Image, Table, Text
 from harness.report._comparison import COMPARISON_HEADERS, comparison_rows, figure_names
+from harness.report._confirmation import confirmation_blocks, decision_text
+from harness.report._intervals import interval_blocks
 from harness.report._retention import retention_rows, retention_verdict
 from harness.report._summary import MEMORY_HEADERS, SweepSummary, baseline_verdict, memory_rows, pruning_savings
 from harness.report._trials import trial_rows
@@ -43,10 +45,12 @@ def build_blocks(
         ),
     ]
     blocks += _decision(spec, summary, best_config)
+    blocks += confirmation_blocks(spec, summary)
     blocks += _against_baseline(spec, summary)
     blocks += _retention(spec, summary)
     blocks += behaviour_blocks(spec, summary)
     blocks += _test_set(spec, summary)
+    blocks += interval_blocks(spec, summary)
     headers, rows = trial_rows(summary)
     blocks += [
         Heading("All trials"),
@@ -76,6 +80,9 @@ def _decision(spec: SweepSpec, summary: SweepSummary, best_config: Path | None) 
         if verdict
         else f"Fine-tune `{spec.model}` with the settings of {run_name(best.number)} ({objective_text(spec, best)})."
     )
+    confirmed = decision_text(spec, summary)  # seed confirmation decided: its means, not one run, lead
+    if confirmed is not None:
+        lead = f"{confirmed} {verdict}".strip()
     blocks: list[Block] = [
         Heading("Decision"),
         Text(lead),

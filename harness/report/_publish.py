@@ -19,6 +19,7 @@ from harness import plots
 from harness.errors import StoreError
 from harness.names import PARENT_ATTR, run_name
 from harness.number_text import params_text
+from harness.report._confirmation import decision_text
 from harness.report._document import build_blocks, objective_text, reproduce_command
 from harness.report._render import to_html, to_markdown
 from harness.report._retention import retention_points, shows_retention
@@ -144,9 +145,11 @@ def write_best_config(spec: SweepSpec, summary: SweepSummary, out: Path) -> Path
     if best is None or source is None or not source.is_file():
         target.unlink(missing_ok=True)
         return None
+    confirmed = decision_text(spec, summary)
     header = (
         f"# Resolved NeMo config of {run_name(best.number)}, the best trial of sweep `{spec.name}`\n"
-        f"# ({objective_text(spec, best)}; params: {params_text(best.params)}).\n"
+        + (f"# {confirmed}\n" if confirmed else "")
+        + f"# ({objective_text(spec, best)}; params: {params_text(best.params)}).\n"
         f"# Re-run it: {reproduce_command(spec, best.number)}\n"
     )
     target.write_text(header + source.read_text())

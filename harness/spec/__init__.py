@@ -15,21 +15,25 @@ from harness.spec._schema import (
     STATE_DIR,
     BehaviourSpec,
     BudgetSpec,
+    ConfirmSpec,
     DataSpec,
     ObjectiveSpec,
+    RegistrySpec,
     SweepSpec,
     TrackingSpec,
     TrainingSpec,
     store_uris,
 )
-from harness.spec._values import check_values
+from harness.spec._values import check_values, registry_name_problem
 
 __all__ = [
     "STATE_DIR",
     "BehaviourSpec",
     "BudgetSpec",
+    "ConfirmSpec",
     "DataSpec",
     "ObjectiveSpec",
+    "RegistrySpec",
     "SweepSpec",
     "TrackingSpec",
     "TrainingSpec",
@@ -37,5 +41,6 @@ __all__ = [
     "check_values",
     "load_spec",
     "read_yaml",
+    "registry_name_problem",
     "store_uris",
 ]

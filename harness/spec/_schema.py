@@ -36,8 +36,18 @@ class DataSpec:
 
 
 @dataclass
+class ConfirmSpec:
+    """Seed confirmation (`harness.confirmation`): after the search, each of the `top` best settings trains
+    `seeds` more times with new training seeds, full length and unpruned; the winner is the best mean."""
+
+    top: int = 2
+    seeds: int = 2
+
+
+@dataclass
 class BudgetSpec:
-    """How much compute the sweep may spend: trials in total and steps per trial."""
+    """How much compute the sweep may spend: trials in total and steps per trial (confirmation runs have
+    their own budget: `confirm.top` x `confirm.seeds`)."""
 
     trials: int = 6
     max_steps: int = 200
@@ -46,6 +56,7 @@ class BudgetSpec:
     warmup_fraction: float = 0.1
     max_retries: int = 1
     baseline: bool = True  # evaluate the pretrained model once, so every trial is read against it
+    confirm: ConfirmSpec | None = None  # null: the best single run is the decision
 
 
 @dataclass
@@ -166,6 +177,15 @@ class LaunchSpec:
 
 
 @dataclass
+class RegistrySpec:
+    """The MLflow Model Registry entry the sweep's chosen model lands in (`harness.registry`), in the sweep's
+    tracking store: at the sweep's end the chosen trial's `.nemo` becomes a new version of registered model
+    `name` (an MLflow pyfunc that transcribes); the alias `champion` moves only to a version that beats it."""
+
+    name: str
+
+
+@dataclass
 class SweepSpec:
     """One sweep: the model, the data, the search space and the budget."""
 
@@ -182,6 +202,7 @@ class SweepSpec:
     behaviours: dict[str, BehaviourSpec] = field(default_factory=dict)
     launch: LaunchSpec = field(default_factory=LaunchSpec)
     start_from: list[dict[str, Any]] = field(default_factory=list)  # params of the first trials (harness.start_from)
+    registry: RegistrySpec | None = None  # null: the sweep registers nothing (`harness export --register` still can)
     storage: str | None = None
     source: str = ""
 

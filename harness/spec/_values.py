@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from typing import Any
 
 from harness.errors import SpecError
 from harness.spec._schema import LaunchSpec, PrunerSpec, SweepSpec, TrainingSpec
@@ -24,6 +25,8 @@ def check_values(spec: SweepSpec, *, where: str) -> None:
     _check_launch_env(spec.launch, where=where)
     _check_behaviour_names(spec, where=where)
     _check_retention_limit(spec, where=where)
+    _check_confirm(spec, where=where)
+    _check_registry(spec, where=where)
 
 
 def _check_devices(training: TrainingSpec, *, where: str) -> None:
@@ -46,6 +49,8 @@ _LIMITS: dict[str, tuple[Callable[[float], bool], str]] = {
     "budget.timeout_minutes": (lambda v: v > 0, "a number of minutes > 0, or null for no wall-clock limit"),
     "budget.warmup_fraction": (lambda v: 0 <= v < 1, "at least 0 and below 1 (the share of max_steps)"),
     "budget.max_retries": (lambda v: v >= 0, "at least 0"),
+    "budget.confirm.top": (lambda v: v >= 1, "at least 1 (settings whose seeds are confirmed)"),
+    "budget.confirm.seeds": (lambda v: v >= 1, "at least 1 (new training seeds per setting)"),
     "objective.bleu_weight": (lambda v: v >= 0, "at least 0"),
     # Below 0 it demands that fine-tuning on a new domain improve the old one: every trial would be infeasible.
     "objective.retention_max_wer_increase": (
@@ -73,8 +78,9 @@ ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 def _check_numbers(spec: SweepSpec, *, where: str) -> None:
     """Refuse out-of-range numbers on load, naming the key, before any model or data is touched."""
     for key, (ok, rule) in _LIMITS.items():
-        section, name = key.split(".")
-        value = getattr(getattr(spec, section), name)
+        value: Any = spec
+        for name in key.split("."):  # a section left out (`budget.confirm: null`) has no numbers to check
+            value = getattr(value, name) if value is not None else None
         if value is not None and not (math.isfinite(value) and ok(value)):
             raise SpecError(f"{where}: `{key}` is {value!r}; it must be {rule}.")
     training = spec.training
@@ -128,6 +134,47 @@ def _check_retention_limit(spec: SweepSpec, *, where: str) -> None:
         raise SpecError(
             f"{where}: `objective.retention_max_wer_increase` is measured against the pretrained model's retention "
             "WER: set `budget.baseline: true`, or remove the limit."
+        )
+
+
+def _check_confirm(spec: SweepSpec, *, where: str) -> None:
+    """A confirmed winner is the best mean of one figure; a Pareto front has no single mean to rank."""
+    if spec.budget.confirm is not None and spec.multi_objective:
+        raise SpecError(
+            f"{where}: `budget.confirm` ranks settings by the mean of one objective, but `objective.metric` is "
+            "`pareto`: choose `wer`, `wer_normalized`, `bleu` or `mix`, or remove `budget.confirm`."
+        )
+
+
+# MLflow refuses `/` and `:` in a registered model's name; `@` and the rest would break `models:/NAME@champion`
+# URIs and registry search filters. Names are the registry's `String(256)` column.
+_REGISTRY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+REGISTRY_NAME_CHARS = 256
+
+
+def registry_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a registered model (in MLflow and in a `models:/NAME@champion` URI); None if it can."""
+    if len(name) > REGISTRY_NAME_CHARS:
+        return f"it is {len(name)} characters long; MLflow takes at most {REGISTRY_NAME_CHARS}"
+    if not _REGISTRY_NAME.fullmatch(name):
+        return (
+            "use letters, digits, `_`, `-` and `.`, starting with a letter or digit (e.g. `canary-demo`): MLflow "
+            "refuses `/` and `:` in model names, and `models:/NAME@champion` URIs need the rest"
+        )
+    return None
+
+
+def _check_registry(spec: SweepSpec, *, where: str) -> None:
+    """A registry name MLflow would refuse fails at the sweep's end, after every trial: refuse it on load."""
+    if spec.registry is None:
+        return
+    problem = registry_name_problem(spec.registry.name)
+    if problem:
+        raise SpecError(f"{where}: `registry.name` is {spec.registry.name!r}; {problem}.")
+    if spec.training.keep_checkpoints == "none":
+        raise SpecError(
+            f"{where}: `registry.name` registers the chosen trial's checkpoint, but `training.keep_checkpoints` is "
+            "none: set it to best (or all), or remove `registry`."
         )
 
 

@@ -62,6 +62,8 @@ class OutcomeWriter:
         number = trial.number
         if result.final:
             TrialRecord.write(trial, final={k: v for k, v in result.final.items() if k != "step"}, steps=result.steps)
+        if result.numerics:  # what `harness reproduce` re-creates (threads) or names (device, versions, ...)
+            TrialRecord.write(trial, numerics=result.numerics)
         if result.state == "complete":
             note = self.judge_retention(trial, result.final)
             self.study.tell(trial, result.objective)
@@ -107,7 +109,8 @@ class OutcomeWriter:
         self._close_failed_run(handle, run_id, reason, requeued=requeued, trial_dir=trial_dir, status=status)
         self.study.tell(handle, state=TrialState.FAIL)
         if next_attempt is not None:
-            retry = TrialRecord.attrs(retry_of=trial.number, attempt=next_attempt)
+            confirms = TrialRecord.of(trial).confirms  # a confirmation run's retry confirms the same setting
+            retry = TrialRecord.attrs(retry_of=trial.number, attempt=next_attempt, confirms=confirms)
             self.study.enqueue_trial(trial.params, user_attrs=retry)
 
     def _close_failed_run(
@@ -141,10 +144,12 @@ class OutcomeWriter:
         self.fail(running.trial, running.run_id, reason, next_attempt=running.attempt, trial_dir=None, status="KILLED")
 
     def budget_used(self) -> int:
-        """Trials that count against the budget: decided ones (out of memory too; a re-queued failure
-        does not) and running ones."""
+        """Search trials that count against the budget: decided ones (out of memory too; a re-queued failure
+        does not) and running ones. Confirmation runs have their own budget (`budget.confirm`)."""
         used = 0
         for t in self.study.get_trials(deepcopy=False):
+            if TrialRecord.of(t).confirms is not None:
+                continue
             if (
                 t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
                 or t.state == TrialState.FAIL

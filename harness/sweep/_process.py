@@ -21,12 +21,13 @@ import optuna
 from omegaconf import OmegaConf
 
 from harness.canary import CheckpointInfo, trial_config
+from harness.numerics import Numerics, recreate_env
 from harness.provenance import AUDIO_HASHES_FILE
 from harness.spec import DataSpec, SweepSpec
 from harness.stopping import RANK_VARIABLES, die_with_parent
 from harness.tokenizers import extract_tokenizers
 from harness.tracking import Tracker
-from harness.trial import EXIT_OOM, Job, Result
+from harness.trial import EXIT_OOM, PRETRAINED_MODES, TEST_MODES, Job, Result
 from harness.trial_dir import TrialDir
 from harness.trial_manifests import trial_data
 from harness.trial_record import OOM
@@ -74,8 +75,12 @@ class Launcher:
         number: int | None = None,
         mode: str = "train",
         nemo: Path | None = None,
+        confirm: bool = False,
+        recreate: Numerics | None = None,
     ) -> tuple[subprocess.Popen, IO]:
-        """Write the config and job, and start `python -m harness.trial` on `slot`."""
+        """Write the config and job, and start `python -m harness.trial` on `slot` (`confirm`: a seed-confirmation
+        run, never pruned, its checkpoint saved; `recreate`: a recorded trial's numerics, whose threads a
+        reproduction runs with)."""
         trial_dir.path.mkdir(parents=True, exist_ok=True)
         for stale in (trial_dir.progress, *(trial_dir.result(rank) for rank in range(self.spec.training.devices))):
             stale.unlink(missing_ok=True)
@@ -91,26 +96,38 @@ class Launcher:
             trial_id=trial_id,
             number=number,
             mode=mode,
+            confirm=confirm,
             save_model=trial_id is not None and self.spec.training.keep_checkpoints != "none",
             storage=self.spec.storage_url,
             tracking_uri=self.spec.tracking_uri,
+            threads=None if recreate is None else recreate.threads,
         ).write(trial_dir)
         log = trial_dir.log.open("w")
-        env = {k: v for k, v in os.environ.items() if k not in RANK_VARIABLES}
-        env |= {"PYTHONUNBUFFERED": "1", **self.slots[slot % len(self.slots)]}
         proc = subprocess.Popen(
             [sys.executable, "-m", "harness.trial", str(trial_dir.path)],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=env,
+            env=self.env(slot, recreate),
             preexec_fn=die_with_parent,
         )
         return proc, log
 
+    def env(self, slot: int, recreate: Numerics | None = None) -> dict[str, str]:
+        """A process's environment on `slot`: the supervisor's (no rank variables), the slot's, and with
+        `recreate` the recorded trial's thread variables."""
+        env = {k: v for k, v in os.environ.items() if k not in RANK_VARIABLES}
+        env |= {"PYTHONUNBUFFERED": "1", **self.slots[slot % len(self.slots)]}
+        for key, value in (recreate_env(recreate) if recreate is not None else {}).items():
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = value
+        return env
+
     def _write_config(self, trial_dir: TrialDir, params: dict, *, run_id: str, seed: int, mode: str) -> None:
         """The trial's resolved NeMo config, also an artifact of its run. The zero-shot baseline reads
         the user's manifests, without behaviour tokens the pretrained model never learnt."""
-        baseline = mode == "baseline"
+        baseline = mode in PRETRAINED_MODES
         cfg = trial_config(
             self.info.config,
             params,
@@ -123,17 +140,18 @@ class Launcher:
         if self.spec.training.tokenizers == "extract":
             extract_tokenizers(self.nemo, cfg, trial_dir.tokenizers)
         OmegaConf.save(cfg, trial_dir.config)
-        self.tracker.log_artifact(run_id, trial_dir.config, "config")
+        if mode not in TEST_MODES:  # a test run scores a finished run's model: its config artifact stays the run's
+            self.tracker.log_artifact(run_id, trial_dir.config, "config")
 
     def _data(self, mode: str) -> DataSpec:
         """The baseline reads the plain copies (no behaviour tokens); training and the test set the trials' set."""
-        return trial_data(self.spec, baseline=True) if mode == "baseline" else self.data
+        return trial_data(self.spec, baseline=True) if mode in PRETRAINED_MODES else self.data
 
     def _manifests(self, mode: str) -> dict[str, str | list[str] | None]:
         """The manifests the process reads, by MLflow dataset context (its run's Dataset column): the user's
         where the copy differs only by its line numbers (the same content hash), so the UI shows their names."""
-        data = self.data if self.spec.behaviours and mode != "baseline" else self.spec.data
-        if mode == "test":
+        data = self.data if self.spec.behaviours and mode not in PRETRAINED_MODES else self.spec.data
+        if mode in TEST_MODES:
             return {"test": data.test}
         read: dict[str, str | list[str] | None] = {} if mode == "baseline" else {"training": data.train}
         return read | {"validation": data.validation, "retention": data.retention}

@@ -12,7 +12,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from harness.names import run_name
 from harness.sweep._outcomes import SUPERVISOR_DIED, OutcomeWriter
@@ -23,17 +23,24 @@ HEARTBEAT_SECONDS = 30.0
 STALE_SECONDS = 600.0  # a RUNNING trial on another host with no heartbeat for this long is dead
 
 
+def owner_alive(trial: FrozenTrial) -> bool:
+    """Whether the supervisor of a RUNNING trial lives: its pid on this host, else a heartbeat within
+    `STALE_SECONDS` (a trial just asked by another worker has no owner attrs yet: its start is its heartbeat)."""
+    record = TrialRecord.of(trial)
+    if record.host == socket.gethostname():
+        return alive(record.pid)
+    beat = record.heartbeat or (trial.datetime_start.timestamp() if trial.datetime_start else time.time())
+    return time.time() - beat <= STALE_SECONDS
+
+
 def reconcile(recorder: OutcomeWriter, log: Callable[[str], None]) -> list[int]:
     """Fail and re-queue RUNNING trials whose supervisor is gone; returns their numbers."""
-    host, dead = socket.gethostname(), []
+    dead = []
     for t in recorder.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        record = TrialRecord.of(t)
-        here = record.host == host
-        # A trial just asked by another worker has no owner attrs yet: its start time is its heartbeat.
-        beat = record.heartbeat or (t.datetime_start.timestamp() if t.datetime_start else time.time())
-        gone = not alive(record.pid) if here else time.time() - beat > STALE_SECONDS
-        if not gone:
+        if owner_alive(t):
             continue
+        record = TrialRecord.of(t)
+        here = record.host == socket.gethostname()
         if here and record.trial_pid is not None and alive(record.trial_pid):
             os.kill(record.trial_pid, signal.SIGKILL)  # an orphan still training
         attempt = recorder.next_attempt(record.attempt)

@@ -1,10 +1,11 @@
 """The supervisor: the loop that asks Optuna, starts trial processes on free slots and records each outcome.
 
 Data flow: spec -> stores check -> model source -> preflight -> study + parent run -> baseline ->
-trials -> test set -> summary. The supervisor never imports NeMo, nor torch (but for `sampler.type: gp`);
-it moves configs, processes and records. What it delegates: launching a process (`_process`), recording an outcome
-(`_outcomes`), recovering dead trials (`_recovery`), the baseline / test-set / reproduction runs
-(`_evaluations`), checkpoint retention (`_checkpoints`) and proposals that repeat a finished trial (`_repeats`).
+trials -> seed confirmation (`budget.confirm`) -> test set -> summary. The supervisor never imports NeMo,
+nor torch (but for `sampler.type: gp`); it moves configs, processes and records. What it delegates:
+launching a process (`_process`), recording an outcome (`_outcomes`), recovering dead trials (`_recovery`),
+the baseline / test-set / reproduction runs (`_evaluations`), checkpoint retention (`_checkpoints`),
+proposals that repeat a finished trial (`_repeats`) and the confirmation phase (`_confirming`).
 """
 
 from __future__ import annotations
@@ -22,18 +23,22 @@ from optuna.trial import FrozenTrial
 from rich.console import Console
 
 from harness.canary import CheckpointInfo, inspect_checkpoint
+from harness.confirmation import is_confirmation
 from harness.devices import default_slots
+from harness.disk_space import disk_full
 from harness.errors import HarnessError, StoreError, TrialsFailedError
 from harness.model_source import resolve_model
 from harness.names import run_name
 from harness.preflight import preflight
 from harness.progress import SweepView
+from harness.registry import register_best
 from harness.spec import DataSpec, SweepSpec
 from harness.start_from import load_space
 from harness.stopping import TERMINATED, Stopped, reason_of, shielded, stop_requests
-from harness.stores import disk_full, redact
+from harness.stores import redact
 from harness.study import best_trial, training_seed
 from harness.sweep._checkpoints import retain_checkpoints
+from harness.sweep._confirming import await_trials, queue, queued_runs, record_decision
 from harness.sweep._console import (
     note_reset_keys,
     print_outcome,
@@ -44,7 +49,7 @@ from harness.sweep._console import (
     sweep_params,
 )
 from harness.sweep._disk_full import record_full_disk
-from harness.sweep._evaluations import Evaluations
+from harness.sweep._evaluations import Evaluations, Reproduction
 from harness.sweep._outcomes import Outcome, OutcomeWriter
 from harness.sweep._process import Launcher, TrialProcess, stop_process, trial_result
 from harness.sweep._recovery import HEARTBEAT_SECONDS, reconcile
@@ -145,24 +150,32 @@ class Supervisor:
             reconcile(self.recorder, self.view.log)
             self.evaluations.baseline()
             outcomes = self._fill_slots()
+            outcomes += self._confirm()
             self.evaluations.test_best()
+            self.evaluations.log_intervals()
+            register_best(self.spec, self.view.log)  # issue 21: the chosen model into the registry (`registry.name`)
             summarise_on_parent(self.tracker, self.parent_run, self.best_trial())
             self.tracker.end_run(self.parent_run, "FINISHED")
         return outcomes
 
-    def _fill_slots(self) -> list[Outcome]:
-        """Start trials while the budget, the clock and the failures allow; record each as it ends."""
+    def _fill_slots(self, *, confirming: bool = False) -> list[Outcome]:
+        """Start trials while the budget, the clock and the failures allow; record each as it ends.
+        `confirming`: start queued confirmation runs instead, while any are queued (their own budget)."""
         deadline = None
-        if self.spec.budget.timeout_minutes:
+        if self.spec.budget.timeout_minutes and not confirming:
             deadline = time.monotonic() + 60 * self.spec.budget.timeout_minutes
         outcomes: list[Outcome] = []
         hopeless: list[FrozenTrial] = []
         budget = self.spec.budget.trials
+
+        def done() -> bool:
+            return queued_runs(self.study) == 0 if confirming else self.budget_used() >= budget
+
         with self.view:
             while True:
                 out_of_time = deadline is not None and time.monotonic() > deadline
                 for slot in range(len(self.slots)):  # a repeat answered at once leaves its slot free: ask again
-                    while not (slot in self._running or out_of_time or hopeless or self.budget_used() >= budget):
+                    while not (slot in self._running or out_of_time or hopeless or done()):
                         started = self._start(slot)
                         if isinstance(started, Outcome):
                             outcomes.append(started)
@@ -188,7 +201,8 @@ class Supervisor:
     def _start(self, slot: int) -> TrialProcess | Outcome:
         """Ask Optuna for a trial, create its MLflow run and start its process; a repeat is answered instead."""
         trial = self.study.ask(self.space)
-        repeat = answer_repeat(self.study, trial, self.worker)
+        confirm = is_confirmation(trial)  # same params as a finished trial on purpose: never a repeat
+        repeat = None if confirm else answer_repeat(self.study, trial, self.worker)
         if repeat is not None:
             return self._announce(repeat)
         number, params = trial.number, dict(trial.params)
@@ -200,6 +214,8 @@ class Supervisor:
         record = TrialRecord.of(trial)
         if record.retry_of is not None:
             tags["optuna.retry_of"] = str(record.retry_of)
+        if record.confirms is not None:
+            tags["harness.confirms"] = run_name(record.confirms)
         run_id = self.tracker.child_run(
             self.parent_run,
             name=run_name(number),
@@ -219,9 +235,23 @@ class Supervisor:
             slot=slot,
             trial_id=trial._trial_id,
             number=number,
+            confirm=confirm,
         )
         TrialRecord.write(trial, trial_pid=proc.pid)
         return TrialProcess(trial, proc, trial_dir, run_id, record.attempt, slot, log)
+
+    def _confirm(self) -> list[Outcome]:
+        """Seed confirmation (`budget.confirm`) once the search has ended everywhere; then the decision."""
+        if self.spec.budget.confirm is None:
+            return []
+        log = self.view.log
+        await_trials(self.study, confirmations=False, log=log)
+        queue(self.study, self.spec, log)
+        outcomes = self._fill_slots(confirming=True)
+        await_trials(self.study, confirmations=True, log=log)
+        record_decision(self.study, self.spec, self.tracker, self.parent_run, log)
+        retain_checkpoints(self.spec, self.study)  # decided: only the model handed over stays
+        return outcomes
 
     def _heartbeat(self, running: TrialProcess) -> None:
         now = time.monotonic()
@@ -322,7 +352,7 @@ class Supervisor:
 
     # -- what the CLI and tests call --------------------------------------------------------
 
-    def reproduce(self, number: int | None) -> tuple[FrozenTrial, dict]:
+    def reproduce(self, number: int | None) -> Reproduction:
         self.open()
         with self._stoppable():
             return self.evaluations.reproduce(number)

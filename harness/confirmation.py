@@ -1,0 +1,224 @@
+"""Seed confirmation: the decision ranks settings by their mean over training seeds, not by one lucky run.
+
+One fine-tune of Canary is one sample: the same setting with another seed can land 2-3x apart in WER, as
+far apart as most settings the search ranks. With `budget.confirm: {top: K, seeds: S}` the K best distinct
+settings of the search each train S more times (new seeds, full length, unpruned), as trials of the study
+marked `confirms` (`TrialRecord.confirms`: the search trial whose setting they repeat). The winner is the
+best mean over a setting's complete runs, the search run included. Whether it is separable from the
+runner-up is a bootstrap over seeds (each setting's run values resampled with replacement, seeded): when
+the interval of the difference of means includes 0, the cheapest setting among those not separable from
+the best mean is chosen instead (something frozen before nothing frozen, then the smaller
+`batch_duration`), and the decision says so. The model handed over (test set, export, reproduce) is the
+chosen setting's best confirmation run (they always keep their checkpoint; the search run's may have been
+deleted by `keep_checkpoints: best`): a real run of that setting, whose test figure is measured on data no
+choice was made on. The decision is kept in a study attribute, which
+`study.best_trial` follows, so every reader of "the best trial" follows the decision.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from harness.directions import Direction
+from harness.names import DECISION_ATTR
+from harness.spec import SweepSpec
+from harness.trial_record import TrialRecord
+
+RESAMPLES = 2000  # bootstrap resamples of the seeds; the seed is the sweep's training seed
+
+
+def is_confirmation(trial: FrozenTrial | optuna.Trial) -> bool:
+    return TrialRecord.of(trial).confirms is not None
+
+
+def _feasible(trial: FrozenTrial) -> bool:
+    return all(value <= 0 for value in trial.constraints.values())
+
+
+def _key(params: dict) -> tuple:
+    return tuple(sorted(params.items()))
+
+
+def candidates(study: optuna.Study, spec: SweepSpec) -> list[FrozenTrial]:
+    """The search's `confirm.top` best distinct settings, best first: one complete feasible search trial each
+    (a repeat stands for the trial it repeats, which trained)."""
+    assert spec.budget.confirm is not None
+    sign = spec.direction.sign
+    searched = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if not is_confirmation(t) and TrialRecord.of(t).repeat_of is None and _feasible(t) and t.values
+    ]
+    chosen: dict[tuple, FrozenTrial] = {}
+    for trial in sorted(searched, key=lambda t: (sign * t.values[0], t.number)):
+        chosen.setdefault(_key(trial.params), trial)
+    return list(chosen.values())[: spec.budget.confirm.top]
+
+
+def runs_to_queue(study: optuna.Study, spec: SweepSpec) -> list[FrozenTrial]:
+    """One entry per confirmation run still to queue: a candidate, once for each seed it lacks. A run that
+    is queued, running, complete, pruned or out of memory counts; a failure is re-queued by its retry."""
+    assert spec.budget.confirm is not None
+    counted = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    have: dict[int, int] = {}
+    for t in study.get_trials(deepcopy=False, states=counted):
+        record = TrialRecord.of(t)
+        if record.confirms is not None and not (t.state == TrialState.FAIL and record.requeued):
+            have[record.confirms] = have.get(record.confirms, 0) + 1
+    missing = []
+    for trial in candidates(study, spec):
+        missing += [trial] * max(0, spec.budget.confirm.seeds - have.get(trial.number, 0))
+    return missing
+
+
+def queue_runs(study: optuna.Study, spec: SweepSpec) -> int:
+    """Queue the missing confirmation runs (Optuna's `enqueue_trial`: fixed params, any worker runs them).
+    Two workers queueing at the same moment can add one seed too many to a setting: it only adds a sample."""
+    missing = runs_to_queue(study, spec)
+    for trial in missing:
+        study.enqueue_trial(dict(trial.params), user_attrs=TrialRecord.attrs(confirms=trial.number))
+    return len(missing)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One confirmed setting: its search trial and the values of its complete runs (search run first)."""
+
+    trial: int
+    params: dict
+    runs: tuple[int, ...]
+    values: tuple[float, ...]
+    best_run: int  # the run whose checkpoint stands for the setting: its best confirmation run
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values)
+
+    @property
+    def sd(self) -> float:
+        return statistics.stdev(self.values) if len(self.values) > 1 else float("nan")
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def cost(self) -> tuple:
+        """Cheaper first: something frozen before nothing frozen, then the smaller `batch_duration`."""
+        return (self.params.get("freeze", "none") == "none", self.params.get("batch_duration", 0))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The confirmed decision: every setting, the chosen one, and how sure the choice over the runner-up is."""
+
+    settings: tuple[Setting, ...]  # best mean first
+    chosen: int  # the search trial number of the chosen setting
+    low: float | None  # interval (95%, bootstrap over seeds) of runner-up mean minus best mean, signed so that
+    high: float | None  # > 0 means worse than the best; None with one setting
+    reason: str
+
+    @property
+    def setting(self) -> Setting:
+        return next(s for s in self.settings if s.trial == self.chosen)
+
+    @property
+    def separable(self) -> bool:
+        return self.low is not None and self.low > 0
+
+    def record(self) -> dict:
+        """What the study keeps (`DECISION_ATTR`), JSON only."""
+        return {
+            "model_trial": self.setting.best_run,
+            "chosen": self.chosen,
+            "low": self.low,
+            "high": self.high,
+            "reason": self.reason,
+            "settings": [
+                {
+                    "trial": s.trial,
+                    "params": s.params,
+                    "runs": list(s.runs),
+                    "values": list(s.values),
+                    "best_run": s.best_run,
+                }
+                for s in self.settings
+            ],
+        }
+
+    @classmethod
+    def read(cls, study: optuna.Study) -> Decision | None:
+        raw = study.user_attrs.get(DECISION_ATTR)
+        if not raw:
+            return None
+        settings = tuple(
+            Setting(s["trial"], s["params"], tuple(s["runs"]), tuple(s["values"]), s["best_run"])
+            for s in raw["settings"]
+        )
+        return cls(settings, raw["chosen"], raw["low"], raw["high"], raw["reason"])
+
+
+def settings(study: optuna.Study, spec: SweepSpec) -> list[Setting]:
+    """Each candidate with its complete feasible runs (the search run and its confirmations), best mean first."""
+    sign = spec.direction.sign
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    found = []
+    for trial in candidates(study, spec):
+        runs = [trial] + [t for t in complete if TrialRecord.of(t).confirms == trial.number and _feasible(t)]
+        # Confirmation runs always keep their checkpoint; the search run's may be gone (`keep_checkpoints: best`).
+        best = min(runs[1:] or runs, key=lambda t: (sign * t.values[0], t.number))
+        found.append(
+            Setting(
+                trial.number,
+                dict(trial.params),
+                tuple(t.number for t in runs),
+                tuple(float(t.values[0]) for t in runs),
+                best.number,
+            )
+        )
+    return sorted(found, key=lambda s: (sign * s.mean, s.trial))
+
+
+def gap_interval(best: Setting, other: Setting, direction: Direction, *, seed: int) -> tuple[float, float]:
+    """95% interval of how much worse `other`'s mean is than `best`'s (> 0: worse), resampling each
+    setting's run values with replacement."""
+    rng = np.random.default_rng(seed)
+    a, b = np.asarray(best.values), np.asarray(other.values)
+    means_a = a[rng.integers(0, a.size, (RESAMPLES, a.size))].mean(axis=1)
+    means_b = b[rng.integers(0, b.size, (RESAMPLES, b.size))].mean(axis=1)
+    gaps = direction.sign * (means_b - means_a)
+    low, high = np.percentile(gaps, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def decide(study: optuna.Study, spec: SweepSpec) -> Decision | None:
+    """The decision over the confirmed settings; None before any candidate exists."""
+    ranked = settings(study, spec)
+    if not ranked:
+        return None
+    best = ranked[0]
+    if len(ranked) == 1:
+        return Decision(tuple(ranked), best.trial, None, None, f"only one setting was confirmed (n={best.n})")
+    gaps = {s.trial: gap_interval(best, s, spec.direction, seed=spec.training.seed) for s in ranked[1:]}
+    low, high = gaps[ranked[1].trial]
+    tied = [best] + [s for s in ranked[1:] if gaps[s.trial][0] <= 0]
+    cheapest = min(tied, key=lambda s: (s.cost, spec.direction.sign * s.mean))
+    if low > 0:
+        reason = f"trial-{best.trial:04d}'s setting has the best mean and is separable from the runner-up"
+    elif cheapest is best:
+        reason = (
+            f"trial-{best.trial:04d}'s setting has the best mean but is not separable from the runner-up "
+            "(the interval includes 0); it is also the cheapest of the settings it cannot be told apart from"
+        )
+    else:
+        reason = (
+            f"no setting is separable from trial-{best.trial:04d}'s (best mean; the interval includes 0), so the "
+            f"cheaper trial-{cheapest.trial:04d} setting is chosen (something frozen before nothing frozen, then "
+            "the smaller batch_duration)"
+        )
+    return Decision(tuple(ranked), cheapest.trial, low, high, reason)
