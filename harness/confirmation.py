@@ -5,9 +5,9 @@ far apart as most settings the search ranks. With `budget.confirm: {top: K, seed
 settings of the search each train S more times (new seeds, full length, unpruned), as trials of the study
 marked `confirms` (`TrialRecord.confirms`: the search trial whose setting they repeat). The winner is the
 best mean over a setting's complete runs, the search run included. Whether it is separable from the
-runner-up is a bootstrap over seeds (each setting's run values resampled with replacement, seeded): when
-the interval of the difference of means includes 0, the cheapest setting among those not separable from
-the best mean is chosen instead (something frozen before nothing frozen, then the smaller
+runner-up is Welch's t-interval over the runs' seeds (two runs each give a wide one, as they should):
+when the interval of the difference of means includes 0 (or a setting has one run), the cheapest setting
+among those not separable from the best mean is chosen instead (something frozen before nothing frozen, then the smaller
 `batch_duration`), and the decision says so. The model handed over (test set, export, reproduce) is the
 chosen setting's best confirmation run (they always keep their checkpoint; the search run's may have been
 deleted by `keep_checkpoints: best`): a real run of that setting, whose test figure is measured on data no
@@ -17,19 +17,18 @@ choice was made on. The decision is kept in a study attribute, which
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
 
-import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+from scipy import stats
 
 from harness.directions import Direction
 from harness.names import DECISION_ATTR
 from harness.spec import SweepSpec
 from harness.trial_record import TrialRecord
-
-RESAMPLES = 2000  # bootstrap resamples of the seeds; the seed is the sweep's training seed
 
 
 def is_confirmation(trial: FrozenTrial | optuna.Trial) -> bool:
@@ -119,8 +118,8 @@ class Decision:
 
     settings: tuple[Setting, ...]  # best mean first
     chosen: int  # the search trial number of the chosen setting
-    low: float | None  # interval (95%, bootstrap over seeds) of runner-up mean minus best mean, signed so that
-    high: float | None  # > 0 means worse than the best; None with one setting
+    low: float | None  # 95% interval (Welch, over seeds) of runner-up mean minus best mean, signed so that
+    high: float | None  # > 0 means worse than the best; None with one setting, or one run of either
     reason: str
 
     @property
@@ -184,16 +183,21 @@ def settings(study: optuna.Study, spec: SweepSpec) -> list[Setting]:
     return sorted(found, key=lambda s: (sign * s.mean, s.trial))
 
 
-def gap_interval(best: Setting, other: Setting, direction: Direction, *, seed: int) -> tuple[float, float]:
-    """95% interval of how much worse `other`'s mean is than `best`'s (> 0: worse), resampling each
-    setting's run values with replacement."""
-    rng = np.random.default_rng(seed)
-    a, b = np.asarray(best.values), np.asarray(other.values)
-    means_a = a[rng.integers(0, a.size, (RESAMPLES, a.size))].mean(axis=1)
-    means_b = b[rng.integers(0, b.size, (RESAMPLES, b.size))].mean(axis=1)
-    gaps = direction.sign * (means_b - means_a)
-    low, high = np.percentile(gaps, [2.5, 97.5])
-    return float(low), float(high)
+def gap_interval(best: Setting, other: Setting, direction: Direction) -> tuple[float, float] | None:
+    """95% interval of how much worse `other`'s mean is than `best`'s (> 0: worse): Welch's t-interval over the
+    runs' seeds, whose width follows each setting's own spread and few runs (2 runs each: a t quantile of ~12).
+    A percentile bootstrap of 2-3 values per setting would claim certainty it does not have. None when a setting
+    has a single run: its spread is unknown, so nothing can be told apart."""
+    if best.n < 2 or other.n < 2:
+        return None
+    gap = direction.sign * (other.mean - best.mean)
+    shares = (best.sd**2 / best.n, other.sd**2 / other.n)
+    error = math.sqrt(sum(shares))
+    if error == 0:
+        return gap, gap
+    freedom = sum(shares) ** 2 / (shares[0] ** 2 / (best.n - 1) + shares[1] ** 2 / (other.n - 1))
+    half = float(stats.t.ppf(0.975, freedom)) * error
+    return gap - half, gap + half
 
 
 def decide(study: optuna.Study, spec: SweepSpec) -> Decision | None:
@@ -204,16 +208,16 @@ def decide(study: optuna.Study, spec: SweepSpec) -> Decision | None:
     best = ranked[0]
     if len(ranked) == 1:
         return Decision(tuple(ranked), best.trial, None, None, f"only one setting was confirmed (n={best.n})")
-    gaps = {s.trial: gap_interval(best, s, spec.direction, seed=spec.training.seed) for s in ranked[1:]}
-    low, high = gaps[ranked[1].trial]
-    tied = [best] + [s for s in ranked[1:] if gaps[s.trial][0] <= 0]
+    gaps = {s.trial: gap_interval(best, s, spec.direction) for s in ranked[1:]}
+    low, high = gaps[ranked[1].trial] or (None, None)
+    tied = [best] + [s for s in ranked[1:] if (gaps[s.trial] or (0.0, 0.0))[0] <= 0]
     cheapest = min(tied, key=lambda s: (s.cost, spec.direction.sign * s.mean))
-    if low > 0:
+    if low is not None and low > 0:
         reason = f"trial-{best.trial:04d}'s setting has the best mean and is separable from the runner-up"
     elif cheapest is best:
         reason = (
             f"trial-{best.trial:04d}'s setting has the best mean but is not separable from the runner-up "
-            "(the interval includes 0); it is also the cheapest of the settings it cannot be told apart from"
+            "(the interval includes 0, or a setting has one run); it is also the cheapest of the settings it cannot be told apart from"
         )
     else:
         reason = (

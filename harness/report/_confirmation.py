@@ -66,13 +66,15 @@ def confirmation_blocks(spec: SweepSpec, summary: SweepSummary) -> list[Block]:
 
 def _gap_text(decision: Decision) -> str:
     if decision.low is None or decision.high is None:
-        return "With one setting there is no runner-up to compare."
+        if len(decision.settings) < 2:
+            return "With one setting there is no runner-up to compare."
+        return "A setting with one complete run has no spread to compare: the settings cannot be told apart."
     runner_up = decision.settings[1]
     interval = f"[{number_text(decision.low)}, {number_text(decision.high)}]"
     doubt = "includes 0: not separable" if decision.low <= 0 <= decision.high else "excludes 0"
     return (
-        f"The runner-up ({run_name(runner_up.trial)}'s setting) is worse by {interval} (95% bootstrap over the runs' "
-        f"seeds, {doubt}); with a handful of seeds per setting this interval is approximate."
+        f"The runner-up ({run_name(runner_up.trial)}'s setting) is worse by {interval} (95% Welch t-interval over the "
+        f"runs' seeds, {doubt}); with two or three runs per setting it is wide, as it should be."
     )
 
 
