@@ -217,7 +217,8 @@ def decide(study: optuna.Study, spec: SweepSpec) -> Decision | None:
     elif cheapest is best:
         reason = (
             f"trial-{best.trial:04d}'s setting has the best mean but is not separable from the runner-up "
-            "(the interval includes 0, or a setting has one run); it is also the cheapest of the settings it cannot be told apart from"
+            "(the interval includes 0, or a setting has one run); it is also the cheapest of the settings it "
+            "cannot be told apart from"
         )
     else:
         reason = (
