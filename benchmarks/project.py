@@ -123,8 +123,8 @@ class Project:
 
     def spec(self, name: str, **overrides: Any) -> Any:
         """The demo sweep spec (sweeps/canary-tiny.yaml) on this project's data, sections merged with `overrides`
-        (a `pruner` given replaces the demo's whole); no test manifest (scoring the best trial is not what these
-        benchmarks measure)."""
+        (a `pruner` given replaces the demo's whole); no test manifest, retention sets, seed confirmation or
+        registration (not what these benchmarks measure)."""
         import yaml
 
         from harness.spec import load_spec
@@ -137,6 +137,10 @@ class Project:
         for key, value in overrides.items():
             merge = isinstance(value, dict) and key != "pruner"
             raw[key] = {**raw.get(key, {}), **value} if merge else value
+        # Seed confirmation would train runs beyond the measured trials, and registration adds an MLflow model
+        # at the end: neither is what these benchmarks measure (each pair must train exactly its one trial).
+        raw["budget"].pop("confirm", None)
+        raw.pop("registry", None)
         (self.root / "sweeps" / f"{name}.yaml").write_text(yaml.safe_dump(raw))
         return load_spec(name)
 
