@@ -23,20 +23,16 @@ from dataclasses import dataclass
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
-from scipy import stats
 
 from harness.directions import Direction
 from harness.names import DECISION_ATTR
 from harness.spec import SweepSpec
+from harness.study import feasible
 from harness.trial_record import TrialRecord
 
 
 def is_confirmation(trial: FrozenTrial | optuna.Trial) -> bool:
     return TrialRecord.of(trial).confirms is not None
-
-
-def _feasible(trial: FrozenTrial) -> bool:
-    return all(value <= 0 for value in trial.constraints.values())
 
 
 def _key(params: dict) -> tuple:
@@ -51,7 +47,7 @@ def candidates(study: optuna.Study, spec: SweepSpec) -> list[FrozenTrial]:
     searched = [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if not is_confirmation(t) and TrialRecord.of(t).repeat_of is None and _feasible(t) and t.values
+        if not is_confirmation(t) and TrialRecord.of(t).repeat_of is None and feasible(t) and t.values
     ]
     chosen: dict[tuple, FrozenTrial] = {}
     for trial in sorted(searched, key=lambda t: (sign * t.values[0], t.number)):
@@ -168,7 +164,7 @@ def settings(study: optuna.Study, spec: SweepSpec) -> list[Setting]:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     found = []
     for trial in candidates(study, spec):
-        runs = [trial] + [t for t in complete if TrialRecord.of(t).confirms == trial.number and _feasible(t)]
+        runs = [trial] + [t for t in complete if TrialRecord.of(t).confirms == trial.number and feasible(t)]
         # Confirmation runs always keep their checkpoint; the search run's may be gone (`keep_checkpoints: best`).
         best = min(runs[1:] or runs, key=lambda t: (sign * t.values[0], t.number))
         found.append(
@@ -190,6 +186,8 @@ def gap_interval(best: Setting, other: Setting, direction: Direction) -> tuple[f
     has a single run: its spread is unknown, so nothing can be told apart."""
     if best.n < 2 or other.n < 2:
         return None
+    from scipy import stats  # only once a decision is made: the supervisor and the report start without it
+
     gap = direction.sign * (other.mean - best.mean)
     shares = (best.sd**2 / best.n, other.sd**2 / other.n)
     error = math.sqrt(sum(shares))

@@ -10,11 +10,11 @@ from __future__ import annotations
 import optuna
 from optuna.trial import TrialState
 
+from harness.confirmation import is_confirmation
 from harness.names import DECISION_ATTR
 from harness.spec import SweepSpec
 from harness.study import best_trial
 from harness.trial_dir import TrialDir
-from harness.trial_record import TrialRecord
 
 
 def retain_checkpoints(spec: SweepSpec, study: optuna.Study) -> None:
@@ -28,7 +28,7 @@ def retain_checkpoints(spec: SweepSpec, study: optuna.Study) -> None:
         keep = {t.number for t in front}
     if spec.budget.confirm is not None and not study.user_attrs.get(DECISION_ATTR):
         # Until the confirmed decision is made, any confirmation run may become the model handed over.
-        keep |= {t.number for t in study.get_trials(deepcopy=False) if TrialRecord.of(t).confirms is not None}
+        keep |= {t.number for t in study.get_trials(deepcopy=False) if is_confirmation(t)}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         if t.number not in keep:
             TrialDir.of(spec, t.number).model.unlink(missing_ok=True)

@@ -17,6 +17,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from harness.confirmation import is_confirmation
 from harness.names import BASELINE_ATTR
 from harness.retention import forgets_text, wer_increase
 from harness.spec import SweepSpec
@@ -148,7 +149,7 @@ class OutcomeWriter:
         does not) and running ones. Confirmation runs have their own budget (`budget.confirm`)."""
         used = 0
         for t in self.study.get_trials(deepcopy=False):
-            if TrialRecord.of(t).confirms is not None:
+            if is_confirmation(t):
                 continue
             if (
                 t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
