@@ -23,9 +23,11 @@ def parse_args(
     smoke: dict[str, int],
     switches: dict[str, str] | None = None,
     lists: dict[str, Sequence[str]] | None = None,
+    paths: dict[str, str] | None = None,
 ) -> argparse.Namespace:
     """`--smoke` (tiny, for the test suite), `--data`, `--keep`, each size knob with its full/smoke default, the
-    benchmark's own on/off `switches` ({name: help}) and `lists` of choices ({name: all choices, the default})."""
+    benchmark's own on/off `switches` ({name: help}), `lists` of choices ({name: all choices, the default}) and
+    file `paths` ({name: help}, default none)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--smoke", action="store_true", help="a tiny run that checks the benchmark works (not speed)")
     parser.add_argument("--data", type=Path, default=DEMO_DATA, help="dir with train.json and validation.json")
@@ -40,6 +42,8 @@ def parse_args(
         parser.add_argument("--" + key.replace("_", "-"), action="store_true", help=text)
     for key, choices in (lists or {}).items():
         parser.add_argument("--" + key, nargs="+", choices=choices, default=list(choices), help="default: all")
+    for key, text in (paths or {}).items():
+        parser.add_argument("--" + key.replace("_", "-"), type=Path, default=None, help=text)
     for key, value in full.items():
         parser.add_argument(
             "--" + key.replace("_", "-"), type=type(value), default=None, help=f"default {value} (smoke: {smoke[key]})"

@@ -124,7 +124,7 @@ class Project:
     def spec(self, name: str, **overrides: Any) -> Any:
         """The demo sweep spec (sweeps/canary-tiny.yaml) on this project's data, sections merged with `overrides`
         (a `pruner` given replaces the demo's whole); no test manifest, retention sets, seed confirmation or
-        registration (not what these benchmarks measure)."""
+        registration (not what these benchmarks measure), unless `budget` gives a `confirm`."""
         import yaml
 
         from harness.spec import load_spec
@@ -139,7 +139,10 @@ class Project:
             raw[key] = {**raw.get(key, {}), **value} if merge else value
         # Seed confirmation would train runs beyond the measured trials, and registration adds an MLflow model
         # at the end: neither is what these benchmarks measure (each pair must train exactly its one trial).
+        confirm = overrides.get("budget", {}).get("confirm")
         raw["budget"].pop("confirm", None)
+        if confirm:
+            raw["budget"]["confirm"] = confirm
         raw.pop("registry", None)
         (self.root / "sweeps" / f"{name}.yaml").write_text(yaml.safe_dump(raw))
         return load_spec(name)

@@ -2,9 +2,12 @@
 
 Each version records one figure: the objective's metric on the test set when the chosen trial was scored on
 it, else on the validation set, with the content digest of that manifest (as `tracking.log_manifests` names
-datasets). A new version takes the alias when the model has no champion yet, or when its figure strictly beats
-the champion's: the same figure (same set kind, same objective) on the same manifest digest. Otherwise the
-champion stays, and the version says why in one line with the call that moves the alias by hand.
+datasets), and the predictions behind it (an artifact of its registration run). A new version takes the alias
+when the model has no champion yet, or when its figure beats the champion's beyond its interval: the same figure
+(same set kind, same objective) on the same manifest digest, and the paired bootstrap interval of the difference
+over that manifest's lines (`intervals.compare`) excludes 0 on the better side. A better figure whose interval
+includes 0 could be the next seed's luck: the champion stays, and the version says why in one line with the
+interval and the call that moves the alias by hand.
 """
 
 from __future__ import annotations
@@ -12,20 +15,27 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from harness.directions import Direction
+from harness.errors import DataError
+from harness.intervals import Interval, compare_files
+from harness.names import TEST_DIR
 from harness.objective import objective_names, objective_value
 from harness.provenance import AUDIO_HASHES_FILE, manifest_file
 from harness.spec import SweepSpec
 from harness.tracking import DIGEST_CHARS
+from harness.trial_dir import TrialDir
 
 CHAMPION = "champion"
 FIGURE_TAG, FIGURE_VALUE_TAG = "harness.figure", "harness.figure_value"
 DIRECTION_TAG, DIGEST_TAG, MANIFEST_TAG = "harness.figure_direction", "harness.manifest_digest", "harness.manifest"
+PREDICTIONS_TAG = "harness.figure_predictions"  # the artifact path, on the version's run, of its figure's predictions
+PREDICTIONS_FOLDER = "figure"
 
 
 @dataclass(frozen=True)
@@ -87,10 +97,41 @@ def decision_figure(spec: SweepSpec, final: Mapping[str, float], test: Mapping[s
     return None
 
 
+def figure_predictions(spec: SweepSpec, number: int, figure: Figure | None) -> Path | None:
+    """The predictions file behind trial `number`'s figure: its test run's, or its own last validation's."""
+    if figure is None:
+        return None
+    path = TrialDir.of(spec, TEST_DIR if figure.split == "test" else number).predictions
+    return path if path.is_file() else None
+
+
+def held_predictions(client: MlflowClient, champion: ModelVersion | None, into: Path) -> Path | None:
+    """The champion's predictions behind its figure, downloaded into `into`; None when it recorded none."""
+    artifact = (champion.tags or {}).get(PREDICTIONS_TAG) if champion else None
+    if not artifact or champion is None or not champion.run_id:
+        return None
+    try:
+        return Path(client.download_artifacts(champion.run_id, artifact, str(into)))
+    except (MlflowException, OSError):
+        return None
+
+
+def figure_interval(figure: Figure | None, new: Path | None, held: Path | None, seed: int) -> Interval | None:
+    """The new version's figure minus the champion's, with its paired 95% interval over the manifest's lines;
+    None without both predictions files, or for a figure intervals do not cover (`mix`)."""
+    if figure is None or new is None or held is None:
+        return None
+    try:
+        return compare_files(held, new, seed=seed).get(figure.name.split("_", 1)[1])
+    except DataError:
+        return None
+
+
 def champion_decision(
-    name: str, version: str, figure: Figure | None, champion: ModelVersion | None, uri: str
+    name: str, version: str, figure: Figure | None, champion: ModelVersion | None, uri: str, interval: Interval | None
 ) -> tuple[bool, str]:
-    """Whether version `version` (judged by `figure`) takes the alias from `champion`, and why, in one line."""
+    """Whether version `version` (judged by `figure`, `interval` against the champion's) takes the alias from
+    `champion`, and why, in one line."""
     if champion is None:
         return True, f"Version {version} of {name} is the champion: {name} had none."
     held = Figure.of_tags(champion.tags)
@@ -119,10 +160,23 @@ def champion_decision(
             f"{stays}: version {version}'s {figure.name} {figure.value:.4f} does not beat its {held.value:.4f} on "
             f"the same {figure.split} manifest ({figure.direction.word} is better); {by_hand}."
         )
+    if interval is None:
+        return False, (
+            f"{stays}: version {version}'s {figure.name} {figure.value:.4f} beats its {held.value:.4f}, but without "
+            f"both versions' predictions (or for {figure.name}) there is no interval to say it is beyond noise; "
+            f"{by_hand}."
+        )
+    sign = figure.direction.sign
+    if max(sign * interval.low, sign * interval.high) >= 0:
+        return False, (
+            f"{stays}: version {version}'s {figure.name} {figure.value:.4f} beats its {held.value:.4f} on the same "
+            f"{figure.split} manifest, but not beyond the interval ({interval.text}, 95%, {interval.lines} lines); "
+            f"{by_hand}."
+        )
     return True, (
         f"Version {version} is the champion of {name}: its {figure.name} {figure.value:.4f} beats version "
-        f"{champion.version}'s {held.value:.4f} on the same {figure.split} manifest "
-        f"({figure.direction.word} is better)."
+        f"{champion.version}'s {held.value:.4f} on the same {figure.split} manifest beyond the interval "
+        f"({interval.text}, 95%, {interval.lines} lines; {figure.direction.word} is better)."
     )
 
 

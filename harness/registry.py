@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import os
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -33,13 +34,23 @@ from rich.markup import escape
 import harness
 from harness.behaviours import declared_behaviours
 from harness.canary import inspect_checkpoint
-from harness.champion import CHAMPION, Figure, champion_decision, champion_version, decision_figure
+from harness.champion import (
+    CHAMPION,
+    PREDICTIONS_FOLDER,
+    PREDICTIONS_TAG,
+    Figure,
+    champion_decision,
+    champion_version,
+    decision_figure,
+    figure_interval,
+    figure_predictions,
+    held_predictions,
+)
 from harness.definition import study_uid
 from harness.errors import HarnessError, StoreError, UsageError
 from harness.export import choose_trial, kept_model
+from harness.model_card import description
 from harness.names import PARENT_ATTR, TEST_ATTR, run_name
-from harness.number_text import metrics_text, params_text
-from harness.objective import objective_names
 from harness.report import report_dir
 from harness.spec import SweepSpec, registry_name_problem
 from harness.stores import MLFLOW_STORE, TRACKING_SETTING, open_mlflow, reported
@@ -141,6 +152,9 @@ def register_model(spec: SweepSpec, number: int | None, name: str) -> Registrati
             "optuna.trial_number": str(trial.number),
         },
     )
+    predictions = figure_predictions(spec, trial.number, figure)
+    if predictions is not None:  # the lines behind the figure: the next version's interval against this one
+        tracker.client.log_artifact(run_id, str(predictions), PREDICTIONS_FOLDER)
     tags = {
         SWEEP_TAG: spec.name,
         STUDY_TAG: study.study_name,
@@ -155,6 +169,7 @@ def register_model(spec: SweepSpec, number: int | None, name: str) -> Registrati
         TEST_TAG: json.dumps(test, sort_keys=True),
         REPORT_TAG: str(report_dir(spec) / "report.md"),
         **(figure.tags() if figure else {}),
+        **({PREDICTIONS_TAG: f"{PREDICTIONS_FOLDER}/{predictions.name}"} if predictions else {}),
     }
     # MLflow resolves a `models:/<model id>` source through the fluent API's tracking URI: both in one context.
     with _fluent_tracking(uri), reported(MLFLOW_STORE, uri, TRACKING_SETTING):
@@ -165,12 +180,17 @@ def register_model(spec: SweepSpec, number: int | None, name: str) -> Registrati
             model_uri,
             run_id=run_id,
             tags=tags,
-            description=description(spec, trial, figure, test, run_id=run_id, parent=parent, name=name),
+            description=description(
+                spec, trial, figure, test, run_id=run_id, parent=parent, name=name, client=tracker.client
+            ),
             model_id=model_id,
         )
         registered = str(version.version)  # the SQL store's is an int, the REST client's a string
         champion = champion_version(client, name)
-        move, note = champion_decision(name, registered, figure, champion, uri)
+        with tempfile.TemporaryDirectory() as held:
+            held_file = held_predictions(client, champion, Path(held))
+            interval = figure_interval(figure, predictions, held_file, spec.training.seed)
+        move, note = champion_decision(name, registered, figure, champion, uri, interval)
         if move:
             client.set_registered_model_alias(name, CHAMPION, registered)
         client.set_model_version_tag(name, registered, DECISION_TAG, note)
@@ -182,41 +202,6 @@ def registry_client(uri: str) -> MlflowClient:
     $MLFLOW_REGISTRY_URI says."""
     open_mlflow(uri)  # the store checks (a reachable server, a sane SQLite file), one line on failure
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-
-def description(
-    spec: SweepSpec,
-    trial: FrozenTrial,
-    figure: Figure | None,
-    test: Mapping[str, float],
-    *,
-    run_id: str,
-    parent: str,
-    name: str,
-) -> str:
-    """The version's description: where it came from, its setting and figures, and how to load it."""
-    record = TrialRecord.of(trial)
-    judged = (
-        f"{figure.name} = {figure.value:.4f} on {figure.manifest} (digest {figure.digest or 'unknown'})"
-        if figure
-        else "none (no objective value recorded)"
-    )
-    lines = [
-        f"{run_name(trial.number)} of sweep `{spec.name}` (Optuna study `{spec.name}`), fine-tuned from "
-        f"`{spec.model}`.",
-        "",
-        f"- setting: {params_text(trial.params)}",
-        f"- objective ({', '.join(objective_names(spec.objective))}): {trial.values}",
-        f"- validation: {metrics_text(record.final) or 'none recorded'}",
-        f"- test: {metrics_text(test) or 'not scored'}",
-        f"- judged by: {judged}",
-        f"- MLflow runs: sweep {parent}, trial {record.mlflow_run_id}, registration {run_id}",
-        f"- report: {report_dir(spec) / 'report.md'} (`harness report {spec.name}`)",
-        "",
-        f'Load: `mlflow.pyfunc.load_model("models:/{name}@{CHAMPION}").predict(["a.wav"], '
-        'params={"source_lang": "en", "target_lang": "en"})`',
-    ]
-    return "\n".join(lines)
 
 
 def pip_requirements() -> list[str]:

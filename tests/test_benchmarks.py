@@ -12,14 +12,14 @@ import pytest
 
 # The ones that train (or time) trials take minutes together: `make test-extended` runs them (marker
 # `extended`), keeping `make test` under its 15 minutes; batch_fill runs in every `make test`.
-TRAINING = ["overhead", "throughput", "pruning", "memory", "samplers", "startup"]
+TRAINING = ["overhead", "throughput", "pruning", "memory", "samplers", "startup", "decision"]
 SIDE_BY_SIDE = {"overhead", "throughput", "startup"}
 BENCHMARKS = [pytest.param(name, marks=pytest.mark.extended) for name in TRAINING] + ["batch_fill"]
 RESULT = re.compile(r"^RESULT .+ = -?\d+\.\d+.* \(target .+\): (met|NOT met)$")
 
 
 @pytest.mark.parametrize("name", BENCHMARKS)
-def test_benchmark_smoke_prints_figures_and_ratio_last(name, terse_data, capsys):
+def test_benchmark_smoke_prints_figures_and_ratio_last(name, terse_data, capsys, tmp_path):
     """On data shaped like the demo's (the demo spec declares the `terse` behaviour). The side-by-side ones run
     two pairs on the demo spec with its `start_from`: a sweep feature that made a pair train twice, or answered
     the second pair from the first, broke them silently once."""
@@ -29,6 +29,8 @@ def test_benchmark_smoke_prints_figures_and_ratio_last(name, terse_data, capsys)
     if name in SIDE_BY_SIDE:
         assert Project("check").demo["start_from"], f"{DEMO_SPEC} lost its start_from: give this smoke a spec with one"
         argv += ["--repetitions", "2"]
+    if name == "decision":
+        argv += ["--collect", str(tmp_path / "pool.json")]
     module = importlib.import_module(f"benchmarks.{name}")
     assert module.main(argv) == 0
     lines = capsys.readouterr().out.strip().splitlines()
@@ -178,3 +180,28 @@ def test_replay_prunes_as_the_harness_pruner_would_on_one_slot_and_not_before_a_
     assert two.pruned_at == {} and two.best == 0.1 and two.gap == 0
     none = replay(_spec(tmp_path, {"type": "none"}), _curves(), slots=1)
     assert none.pruned_at == {} and none.saved == 0 and none.gap == 0
+
+
+def test_decision_replay_judges_each_choice_by_true_means_and_never_reuses_a_run():
+    """Two settings: a steady one (true mean 0.115) and one with a lucky seed (0.01) among bad ones (true mean
+    0.3925). The single best run falls for the lucky seed whenever the search drew it; the best mean over two runs
+    never does; and a run is drawn once, so the runs a choice never saw exclude what it drew."""
+    from benchmarks.decision import POOL, Pool, replay
+    from benchmarks.project import Project
+
+    params = [dict(zip(("lr", "batch_duration", "freeze", "use_loss_mask_for_prompt"), s, strict=True)) for s in POOL]
+    pool = Pool(params[:2], [[0.10, 0.11, 0.12, 0.13], [0.01, 0.50, 0.52, 0.54]], "hand-made")
+    means = [0.115, 0.3925]
+    fooled = 0
+    with Project("decision-check") as project:
+        spec = project.spec("plan", budget={"confirm": {"top": 2, "seeds": 1}})
+        for seed in range(12):
+            choices = replay(pool, (2, 2, 1), seed, spec)
+            for choice in choices.values():
+                assert choice.regret == pytest.approx(means[choice.setting] - means[0])
+            assert choices["confirmed, best mean (no cheaper-setting rule)"].setting == 0
+            single = choices["single best run"]
+            fooled += single.setting == 1
+            if single.setting == 1:  # it drew the lucky run: the three it never saw average 0.52
+                assert single.unseen_regret == pytest.approx(0.52 - means[0])
+    assert 0 < fooled < 12

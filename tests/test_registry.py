@@ -28,7 +28,8 @@ from harness.champion import CHAMPION, DIGEST_TAG, FIGURE_TAG, FIGURE_VALUE_TAG,
 from harness.cli import main
 from harness.directions import Direction
 from harness.errors import SpecError
-from harness.names import PARENT_ATTR, TEST_ATTR, run_name
+from harness.intervals import Interval
+from harness.names import PARENT_ATTR, TEST_ATTR, TEST_DIR, run_name
 from harness.provenance import manifest_file
 from harness.registry import (
     DECISION_TAG,
@@ -41,6 +42,7 @@ from harness.registry import (
     register_best,
     register_model,
 )
+from harness.scoring import Transcript, write_predictions
 from harness.spec import RegistrySpec, SweepSpec, load_spec
 from harness.start_from import load_space
 from harness.sweep_stores import open_sweep_stores
@@ -87,6 +89,8 @@ def sweep_project(tmp_path_factory, retention_data, tiny_nemo) -> Path:
             else:
                 shutil.copyfile(tiny_nemo, model)
         stores.study.set_user_attr(TEST_ATTR, {"trial": BEST, "metrics": {"test_wer": TEST_WER, "test_bleu": 0.2}})
+        interval = {"delta": -0.083, "low": -0.110, "high": -0.057}  # as the sweep logs it (`log_intervals`)
+        stores.tracker.log_metrics(stores.parent_run, {f"ci_test_wer_vs_baseline_{k}": v for k, v in interval.items()})
         stores.tracker.end_run(stores.parent_run, "FINISHED")
     return root
 
@@ -147,7 +151,14 @@ def test_export_register_makes_the_champion_a_pyfunc_that_transcribes_like_harne
     # The figure the champion rule compares: the objective's metric on the test set, and that manifest's digest.
     assert (tags[FIGURE_TAG], float(tags[FIGURE_VALUE_TAG])) == ("test_wer", TEST_WER)
     assert tags[DIGEST_TAG] == manifest_file("test", str(retention_data)).sha256[:DIGEST_CHARS]
-    for text in (run_name(BEST), f"sweep `{SWEEP}`", "test_wer=0.2500", "val_wer=0.2000", "report.md"):
+    for text in (
+        run_name(BEST),
+        f"sweep `{SWEEP}`",
+        "test_wer=0.2500",
+        "val_wer=0.2000",
+        "report.md",
+        "test_wer_vs_baseline -0.083 [-0.110, -0.057]",
+    ):
         assert text in version.description
     run = client.get_run(version.run_id)  # a registration run under the sweep's parent run
     assert run.data.tags["mlflow.parentRunId"] == study.user_attrs[PARENT_ATTR]
@@ -180,41 +191,56 @@ def test_export_register_makes_the_champion_a_pyfunc_that_transcribes_like_harne
     assert len(client.search_model_versions("name='canary-demo'")) == 1
 
 
+def _test_predictions(spec: SweepSpec, manifest: Path, wrong: bool) -> None:
+    """The test run's predictions of `manifest`: every line exact, or every line mis-transcribed."""
+    lines = [json.loads(line) for line in manifest.read_text().splitlines()]
+    path = TrialDir.of(spec, TEST_DIR).predictions
+    path.parent.mkdir(parents=True, exist_ok=True)
+    said = [Transcript(x["source_lang"], x["target_lang"], x["text"], "no" if wrong else x["text"]) for x in lines]
+    write_predictions(path, said, with_behaviours=False)
+
+
 def test_the_champion_moves_only_for_a_better_figure_on_the_same_test_manifest(spec, retention_data, tmp_path):
     study = load_study(spec)
     client = _client(spec)
     name = "canary-rule"
 
-    def register(number: int, test_wer: float):
+    def register(number: int, test_wer: float, wrong: bool = False):
         study.set_user_attr(TEST_ATTR, {"trial": number, "metrics": {"test_wer": test_wer}})
+        _test_predictions(spec, Path(spec.data.test or ""), wrong)
         registration = register_model(spec, number, name)
         champion = str(client.get_model_version_by_alias(name, CHAMPION).version)
         decision = client.get_model_version(name, registration.version).tags[DECISION_TAG]
         return registration, champion, decision
 
     try:
-        first, champion, _ = register(BEST, 0.25)
+        first, champion, _ = register(BEST, 0.25, wrong=True)
         assert (first.version, champion, first.champion) == ("1", "1", True)
         better, champion, decision = register(0, 0.20)
         assert (better.version, champion, better.champion) == ("2", "2", True)
-        assert decision == (
-            "Version 2 is the champion of canary-rule: its test_wer 0.2000 beats version 1's 0.2500 on the same "
-            "test manifest (lower is better)."
-        )
-        worse, champion, decision = register(2, 0.40)
-        assert (worse.version, champion, worse.champion) == ("3", "2", False)
         assert decision.startswith(
-            "Version 2 stays the champion of canary-rule: version 3's test_wer 0.4000 does not beat its 0.2000 on "
+            "Version 2 is the champion of canary-rule: its test_wer 0.2000 beats version 1's 0.2500 on the same "
+            "test manifest beyond the interval (-1.000 WER [-1.000, -1.000], 95%, "
+        )
+        # A better figure from the same predictions (a seed's luck, say): the interval includes 0, the champion stays.
+        lucky, champion, decision = register(3, 0.15)
+        assert (lucky.version, champion, lucky.champion) == ("3", "2", False)
+        assert "version 3's test_wer 0.1500 beats its 0.2000 on the same test manifest, but not beyond the " in decision
+        assert "+0.000 WER [0.000, 0.000] (includes 0: not separable)" in decision
+        worse, champion, decision = register(2, 0.40)
+        assert (worse.version, champion, worse.champion) == ("4", "2", False)
+        assert decision.startswith(
+            "Version 2 stays the champion of canary-rule: version 4's test_wer 0.4000 does not beat its 0.2000 on "
             "the same test manifest (lower is better); to move it anyway: MlflowClient("
         )
-        assert decision.endswith(".set_registered_model_alias('canary-rule', 'champion', '3').")
+        assert decision.endswith(".set_registered_model_alias('canary-rule', 'champion', '4').")
         # A far better figure on another test manifest (one line fewer) does not compare: the champion stays.
         other = tmp_path / "test-other.json"
         other.write_text("\n".join(retention_data.read_text().splitlines()[1:]) + "\n")
         spec.data.test = str(other)
-        elsewhere, champion, decision = register(3, 0.01)
-        assert (elsewhere.version, champion, elsewhere.champion) == ("4", "2", False)
-        assert "version 4's test_wer was measured on another test manifest" in decision
+        elsewhere, champion, decision = register(4, 0.01)
+        assert (elsewhere.version, champion, elsewhere.champion) == ("5", "2", False)
+        assert "version 5's test_wer was measured on another test manifest" in decision
         assert "so the figures do not compare" in decision
     finally:
         study.set_user_attr(TEST_ATTR, {"trial": BEST, "metrics": {"test_wer": TEST_WER, "test_bleu": 0.2}})
@@ -294,20 +320,33 @@ def _version(version: str, figure: Figure | None) -> ModelVersion:
     return ModelVersion("m", version, 0, tags=[ModelVersionTag(key, value) for key, value in tags.items()])
 
 
+def _gap(low: float, high: float) -> Interval:
+    return Interval("wer", (low + high) / 2, low, high, resamples=1000, seed=0, lines=40)
+
+
 @pytest.mark.parametrize(
-    ("new", "held", "moves", "why"),
+    ("new", "held", "interval", "moves", "why"),
     [
-        (0.1, None, True, "m had none"),
-        (0.1, 0.2, True, "beats version 1's 0.2000"),
-        (0.2, 0.2, False, "does not beat its 0.2000"),  # a tie keeps the champion
-        (0.3, 0.2, False, "does not beat its 0.2000"),
+        (0.1, None, None, True, "m had none"),
+        (0.1, 0.2, _gap(-0.15, -0.05), True, "beats version 1's 0.2000 on the same test manifest beyond the interval"),
+        (0.1, 0.2, _gap(-0.2, 0.01), False, "but not beyond the interval (-0.095 WER [-0.200, 0.010] (includes 0"),
+        (0.1, 0.2, None, False, "there is no interval to say it is beyond noise"),
+        (0.2, 0.2, _gap(-0.1, 0.1), False, "does not beat its 0.2000"),  # a tie keeps the champion
+        (0.3, 0.2, _gap(0.05, 0.15), False, "does not beat its 0.2000"),
     ],
 )
-def test_the_champion_rule(new, held, moves, why):
+def test_the_champion_rule(new, held, interval, moves, why):
     figure = Figure("test_wer", new, Direction.MINIMIZE, "test.json", "abc")
     champion = None if held is None else _version("1", Figure("test_wer", held, Direction.MINIMIZE, "test.json", "abc"))
-    move, note = champion_decision("m", "2", figure, champion, "sqlite:///x.db")
+    move, note = champion_decision("m", "2", figure, champion, "sqlite:///x.db", interval)
     assert move is moves and why in note
+
+
+def test_a_higher_is_better_figure_moves_the_champion_only_beyond_its_interval():
+    held = _version("1", Figure("test_bleu", 0.40, Direction.MAXIMIZE, "test.json", "abc"))
+    figure = Figure("test_bleu", 0.50, Direction.MAXIMIZE, "test.json", "abc")
+    assert champion_decision("m", "2", figure, held, "u", _gap(0.02, 0.18))[0]
+    assert not champion_decision("m", "2", figure, held, "u", _gap(-0.01, 0.2))[0]
 
 
 def test_figures_that_do_not_compare_keep_the_champion():
@@ -317,7 +356,7 @@ def test_figures_that_do_not_compare_keep_the_champion():
         (Figure("test_wer", 0.5, Direction.MINIMIZE, "old.json", "def"), "measured on another test manifest"),
         (None, "it records no figure to compare"),
     ]:
-        move, note = champion_decision("m", "2", wer, _version("1", held), "sqlite:///x.db")
+        move, note = champion_decision("m", "2", wer, _version("1", held), "sqlite:///x.db", _gap(-0.5, -0.3))
         assert not move and why in note and "set_registered_model_alias('m', 'champion', '2')" in note
-    move, note = champion_decision("m", "2", None, _version("1", wer), "sqlite:///x.db")
+    move, note = champion_decision("m", "2", None, _version("1", wer), "sqlite:///x.db", None)
     assert not move and "version 2 has no figure to compare" in note

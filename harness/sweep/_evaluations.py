@@ -37,7 +37,7 @@ from harness.sweep._process import Launcher, trial_result, worker_alive
 from harness.tracking import BASELINE_ROLE, REPRODUCTION_ROLE, Tracker
 from harness.trial import Result
 from harness.trial_dir import TrialDir
-from harness.trial_record import TrialRecord
+from harness.trial_record import TrialRecord, model_params
 
 
 @dataclass
@@ -92,32 +92,35 @@ class Evaluations:
         best = best_trial(self.study)
         if best is None or self.spec.data.test is None:
             return None
-        metrics = self._test_the_best(best)
+        metrics = self._test_trial(best, TEST_ATTR, TEST_DIR, "best_", run_name(best.number))
         if metrics is not None:
             self._test_baseline()
-            self._test_runner_up()
+            runner = runner_up(self.study)  # kept where `training.keep_checkpoints` kept it
+            if runner is not None:
+                who = f"the runner-up {run_name(runner.number)}"
+                self._test_trial(runner, TEST_RUNNER_UP_ATTR, TEST_RUNNER_UP_DIR, "runner_up_", who)
         return metrics
 
-    def _test_the_best(self, best: FrozenTrial) -> dict | None:
-        if self.study.user_attrs.get(TEST_ATTR, {}).get("trial") == best.number:
-            return self.study.user_attrs[TEST_ATTR]["metrics"]
-        checkpoint = TrialDir.of(self.spec, best.number).model
-        if not checkpoint.is_file():
-            self.log(f"[yellow]No checkpoint of {run_name(best.number)} here ({checkpoint}); test set skipped.[/]")
+    def _test_trial(self, trial: FrozenTrial, attr: str, folder: str, prefix: str, who: str) -> dict | None:
+        """`trial`'s kept checkpoint on the test set, once per trial: `test_*` on its run, `<prefix>test_*` on the
+        parent, the figures in study attribute `attr` (the best trial and the runner-up alike)."""
+        if self.study.user_attrs.get(attr, {}).get("trial") == trial.number:
+            return self.study.user_attrs[attr]["metrics"]
+        checkpoint, run_id = TrialDir.of(self.spec, trial.number).model, TrialRecord.of(trial).mlflow_run_id
+        if not checkpoint.is_file() or run_id is None:
+            kept = f"training.keep_checkpoints: {self.spec.training.keep_checkpoints}"
+            why = f"no checkpoint at {checkpoint} ({kept})" if run_id else "no MLflow run recorded"
+            self.log(f"[yellow]{who}: {why}; its test-set score skipped.[/]")
             return None
-        self.log(f"Scoring {run_name(best.number)} on the test set {self.spec.data.test} ...")
-        run_id = TrialRecord.of(best).mlflow_run_id
-        if run_id is None:
-            self.log(f"[yellow]{run_name(best.number)} has no MLflow run recorded; test set skipped.[/]")
-            return None
+        self.log(f"Scoring {who} on the test set {self.spec.data.test} ...")
         result = self.run_blocking(
-            TrialDir.of(self.spec, TEST_DIR), run_id=run_id, mode="test", nemo=checkpoint, end_status=None
+            TrialDir.of(self.spec, folder), run_id=run_id, mode="test", nemo=checkpoint, end_status=None
         )
         if result is None:
             return None
-        self.tracker.log_metrics(self.parent_run, {f"best_{k}": v for k, v in result.final.items()})
-        self.study.set_user_attr(TEST_ATTR, {"trial": best.number, "metrics": result.final})
-        self.log(f"Test set ({run_name(best.number)}): {metrics_text(result.final)}")
+        self.tracker.log_metrics(self.parent_run, {f"{prefix}{k}": v for k, v in result.final.items()})
+        self.study.set_user_attr(attr, {"trial": trial.number, "metrics": result.final})
+        self.log(f"Test set ({who}): {metrics_text(result.final)}")
         return result.final
 
     def _test_baseline(self) -> None:
@@ -142,27 +145,6 @@ class Evaluations:
             self.tracker.log_metrics(self.parent_run, {f"baseline_{k}": v for k, v in result.final.items()})
             self.study.set_user_attr(TEST_BASELINE_ATTR, {"metrics": result.final})
             self.log(f"Test set (zero-shot baseline): {metrics_text(result.final)}")
-
-    def _test_runner_up(self) -> None:
-        """The runner-up's checkpoint (`study.runner_up`) on the test set (`test_*` on its run, `runner_up_test_*`
-        on the parent), where `training.keep_checkpoints` kept it."""
-        runner = runner_up(self.study)
-        if runner is None or self.study.user_attrs.get(TEST_RUNNER_UP_ATTR, {}).get("trial") == runner.number:
-            return
-        name, checkpoint = run_name(runner.number), TrialDir.of(self.spec, runner.number).model
-        run_id = TrialRecord.of(runner).mlflow_run_id
-        if not checkpoint.is_file() or run_id is None:
-            kept = f"training.keep_checkpoints: {self.spec.training.keep_checkpoints}"
-            self.log(f"[yellow]No checkpoint of the runner-up {name} ({kept}); its test-set score skipped.[/]")
-            return
-        self.log(f"Scoring the runner-up {name} on the test set {self.spec.data.test} ...")
-        result = self.run_blocking(
-            TrialDir.of(self.spec, TEST_RUNNER_UP_DIR), run_id=run_id, mode="test", nemo=checkpoint, end_status=None
-        )
-        if result is not None:
-            self.tracker.log_metrics(self.parent_run, {f"runner_up_{k}": v for k, v in result.final.items()})
-            self.study.set_user_attr(TEST_RUNNER_UP_ATTR, {"trial": runner.number, "metrics": result.final})
-            self.log(f"Test set ({name}, runner-up): {metrics_text(result.final)}")
 
     def log_intervals(self) -> None:
         """The best trial against the zero-shot baseline and the runner-up, on the validation and test sets:
@@ -202,14 +184,14 @@ class Evaluations:
             self.parent_run,
             name=f"{name}-reproduction",
             role=REPRODUCTION_ROLE,
-            params={**trial.params, "trial_number": trial.number, "seed": seed},
+            params={**model_params(trial), "trial_number": trial.number, "seed": seed},
             tags={
                 "harness.reproduction_of": name,
                 "optuna.trial_number": str(trial.number),
                 "mlflow.note.content": f"Reproduction of {name} from its recorded params and seed {seed}.",
             },
         )
-        self.log(f"Reproducing {name}: {params_text(trial.params)} seed={seed}")
+        self.log(f"Reproducing {name}: {params_text(model_params(trial))} seed={seed}")
         differs = self._cannot_recreate(name, recorded, seed)
         trial_dir = TrialDir.of(self.spec, f"{name}-reproduction")
         result = self.run_blocking(
@@ -221,6 +203,7 @@ class Evaluations:
             seed=seed,
             max_steps=self.spec.budget.max_steps if record.steps is None else record.steps,
             recreate=recorded,
+            merge_alphas=() if record.merge_alpha is None else (record.merge_alpha,),  # merged as it was, no choice
         )
         if result is None:
             raise TrialsFailedError(f"The reproduction of {name} failed; see {trial_dir}.")
@@ -282,9 +265,11 @@ class Evaluations:
         max_steps: int = 0,
         end_status: str | None = "FINISHED",
         recreate: Numerics | None = None,
+        merge_alphas: tuple[float, ...] | None = None,
     ) -> Result | None:
         """One process on slot 0, waited for; its run is closed unless `end_status` is None. `recreate`: a
-        recorded trial's numerics whose threads the process runs with."""
+        recorded trial's numerics whose threads the process runs with; `merge_alphas`: the merges it judges
+        (`Launcher.start`)."""
         seed = self.spec.training.seed if seed is None else seed
         proc, log = self.launcher.start(
             trial_dir,
@@ -296,6 +281,7 @@ class Evaluations:
             mode=mode,
             nemo=nemo,
             recreate=recreate,
+            merge_alphas=merge_alphas,
         )
         self.in_flight = (proc, run_id, "zero-shot baseline" if mode == "baseline" else f"{mode} run")
         try:
