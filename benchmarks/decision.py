@@ -127,7 +127,9 @@ def search(pool: Pool, trials: int, seed: int, draws: list[list[float]]) -> list
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(4, trials))
     study = optuna.create_study(sampler=sampler)
     study.enqueue_trial({"setting": 0})
-    space = {"setting": optuna.distributions.CategoricalDistribution(list(range(len(pool.params))))}
+    space: dict[str, optuna.distributions.BaseDistribution] = {
+        "setting": optuna.distributions.CategoricalDistribution(list(range(len(pool.params))))
+    }
     seen: dict[int, float] = {}
     for _ in range(trials):
         trial = study.ask(space)
@@ -165,7 +167,10 @@ def confirmed(pool: Pool, found: list[tuple[int, float]], draws: list[list[float
         study.add_trial(run)
     decision = decide(study, spec)
     assert decision is not None
-    return tuple(pool.params.index({k: s.params[k] for k in KNOBS}) for s in (decision.setting, decision.settings[0]))
+    chosen, best_mean = (
+        pool.params.index({k: s.params[k] for k in KNOBS}) for s in (decision.setting, decision.settings[0])
+    )
+    return chosen, best_mean
 
 
 def replay(pool: Pool, plan: tuple[int, int, int], seed: int, spec) -> dict[str, Choice]:
@@ -200,7 +205,7 @@ def spread(values: Sequence[float]) -> str:
 
 def report(pool: Pool, results: dict[tuple, list[dict[str, Choice]]]) -> list[Verdict]:
     print(f"pool: {len(pool.params)} settings, runs per setting {[len(v) for v in pool.values]} ({pool.source})")
-    rows = []
+    rows: list[tuple] = []
     for i, (params, values) in enumerate(zip(pool.params, pool.values, strict=True)):
         text = " ".join(f"{k}={v}" for k, v in params.items())
         rows.append(
@@ -218,7 +223,7 @@ def report(pool: Pool, results: dict[tuple, list[dict[str, Choice]]]) -> list[Ve
         rows = []
         for name in replays[0]:
             regrets = [r[name].regret for r in replays]
-            unseen = [r[name].unseen_regret for r in replays if r[name].unseen_regret is not None]
+            unseen = [u for r in replays if (u := r[name].unseen_regret) is not None]
             picked_best = sum(r == 0 for r in regrets) / len(regrets)
             rows.append(
                 (
@@ -259,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (args.collect or args.runs_file):
         raise SystemExit("give --collect FILE (train the pool, then replay) or --runs-file FILE (replay a pool)")
     pool = collect(args, args.collect) if args.collect else read_pool(args.runs_file)
-    with Project("decision-replay", data=args.data, **smoke_lines(args)) as project:
+    with Project("decision-replay", data=args.data, keep=False, **smoke_lines(args)) as project:
         runs = min(len(v) for v in pool.values)
         plans = [p for p in PLANS if 1 + p[2] < runs] or [(2, 2, 1)]
         results = {}

@@ -27,6 +27,9 @@ PREFERRED_PARAMS: dict[str, Any] = {
     "freeze": "none",
     "use_loss_mask_for_prompt": True,
 }
+# The levers against forgetting (issue 22): the demo searches them, but a benchmark of anything else keeps its
+# trials to the new domain alone, as before they came (`Project(levers=...)` keeps those it measures).
+LEVERS = ("replay_fraction", "merge_alpha")
 WORKER = "bench"  # a fixed worker name (trial ownership); sampler seeds follow the sweep seed and trial number
 
 
@@ -71,7 +74,8 @@ def smoke_lines(args: argparse.Namespace) -> dict[str, int | None]:
 
 class Project:
     """A throwaway project dir under /tmp as CWD (sweeps/, search_spaces/, mlruns/), so nothing lands in the
-    repo's mlruns/. With `train_lines`/`validation_lines` the manifests are cut to their first lines."""
+    repo's mlruns/. With `train_lines`/`validation_lines` the manifests are cut to their first lines. Its search
+    space is the demo's without the `LEVERS` not named in `levers`."""
 
     def __init__(
         self,
@@ -81,11 +85,13 @@ class Project:
         train_lines: int | None = None,
         validation_lines: int | None = None,
         keep: bool = False,
+        levers: tuple[str, ...] = (),
     ) -> None:
         self.name = name
         self.data = Path(data).resolve()
         self.lines = {"train": train_lines, "validation": validation_lines}
         self.keep = keep
+        self.dropped = set(LEVERS) - set(levers)
 
     def __enter__(self) -> Project:
         self.root = Path(tempfile.mkdtemp(prefix=f"bench-{self.name}-", dir="/tmp"))
@@ -93,7 +99,7 @@ class Project:
         for sub in ("sweeps", "search_spaces", "probe", "probes", "bare"):
             (self.root / sub).mkdir()
         self.search_space = self.root / "search_spaces" / demo_search_space().name
-        shutil.copy(demo_search_space(), self.search_space)
+        self._copy_search_space()
         (self.root / "probe" / "sitecustomize.py").write_text(SITECUSTOMIZE)
         self.manifests = {split: self._manifest(split) for split in ("train", "validation")}
         os.chdir(self.root)
@@ -110,6 +116,15 @@ class Project:
         else:
             shutil.rmtree(self.root, ignore_errors=True)
 
+    def _copy_search_space(self) -> None:
+        import yaml
+
+        space = yaml.safe_load(demo_search_space().read_text())
+        if self.dropped & set(space):
+            self.search_space.write_text(yaml.safe_dump({k: v for k, v in space.items() if k not in self.dropped}))
+        else:  # as shipped, comments included
+            shutil.copy(demo_search_space(), self.search_space)
+
     def _manifest(self, split: str) -> Path:
         source = self.data / f"{split}.json"
         if not source.is_file():
@@ -123,8 +138,9 @@ class Project:
 
     def spec(self, name: str, **overrides: Any) -> Any:
         """The demo sweep spec (sweeps/canary-tiny.yaml) on this project's data, sections merged with `overrides`
-        (a `pruner` given replaces the demo's whole); no test manifest, retention sets, seed confirmation or
-        registration (not what these benchmarks measure), unless `budget` gives a `confirm`."""
+        (a `pruner` given replaces the demo's whole); no test manifest, retention sets (nor their limit), seed
+        confirmation or registration (not what these benchmarks measure), unless `budget` gives a `confirm`; replay
+        data and the levers' params in `start_from` only for the levers the project keeps."""
         import yaml
 
         from harness.spec import load_spec
@@ -133,6 +149,11 @@ class Project:
         raw["data"] = {**raw["data"], **{split: str(path) for split, path in self.manifests.items()}}
         raw["data"].pop("test", None)
         raw["data"].pop("retention", None)  # scoring what a fine-tune forgets is not what these measure
+        (raw.get("objective") or {}).pop("retention_max_wer_increase", None)  # a limit needs the retention data
+        if "replay_fraction" in self.dropped:
+            raw["data"].pop("replay", None)  # the knob and the data come together
+        entries = [{k: v for k, v in entry.items() if k not in self.dropped} for entry in raw.get("start_from") or []]
+        raw["start_from"] = [entry for entry in entries if entry]
         raw["search_space"] = f"search_spaces/{self.search_space.name}"
         for key, value in overrides.items():
             merge = isinstance(value, dict) and key != "pruner"

@@ -20,6 +20,7 @@ from harness.batching import apply_batch_duration
 from harness.behaviours import CONFIG_KEY as BEHAVIOURS_KEY
 from harness.behaviours import ORIGINAL_SOURCE_LANG, declaration
 from harness.errors import ModelError
+from harness.replay import apply_replay, replay_fraction
 from harness.spec import BehaviourSpec, BudgetSpec, DataSpec, TrainingSpec
 
 # WER on ASR samples, BLEU on translation samples. No spaces inside a constraint: NeMo's
@@ -121,6 +122,7 @@ def trial_config(
         _apply_data(cfg, data, training, seed)
         _reset_released_keys(cfg)
         apply_batch_duration(cfg.train_ds, float(params.get("batch_duration", _base_batch_duration(base))), training)
+        apply_replay(cfg.train_ds, data, replay_fraction(params))  # after the released `input_cfg` is reset
         _apply_optim(cfg, params, budget)
         if "use_loss_mask_for_prompt" in params:
             cfg.use_loss_mask_for_prompt = bool(params["use_loss_mask_for_prompt"])
@@ -183,7 +185,7 @@ def _apply_data(cfg: DictConfig, data: DataSpec, training: TrainingSpec, seed: i
 # (NeMo 3.0's Lhotse dataloader, `common/data/lhotse/dataloader.py`, and `setup_training_data`).
 # In validation_ds the augmentations would alter the audio every figure is scored on.
 RELEASED_DATA_KEYS: dict[str, Any] = {
-    "input_cfg": None,  # a blend of data sets, read instead of manifest_filepath
+    "input_cfg": None,  # a blend of data sets, read instead of manifest_filepath (a trial's own: harness.replay)
     "cuts_path": None,  # Lhotse manifests, read instead of manifest_filepath
     "shar_path": None,  # Lhotse Shar shards, likewise
     "tarred_audio_filepaths": None,  # audio read from tar shards instead of the manifest's files

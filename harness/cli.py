@@ -61,9 +61,24 @@ def _launch(args: argparse.Namespace, console: Console) -> int:
 
 
 def _report(args: argparse.Namespace, console: Console) -> int:
-    from harness.spec import load_spec
+    from harness.sweep_lookup import find_sweep
 
-    _publish(load_spec(args.sweep), console, html=not args.no_html)
+    _publish(find_sweep(args.sweep), console, html=not args.no_html)
+    return 0
+
+
+def _status(args: argparse.Namespace, console: Console) -> int:
+    """One view of the sweep from its stores; `--watch` redraws it until Ctrl-C (130) or SIGTERM (143)."""
+    from harness.status import show_status
+    from harness.stopping import reason_of, stop_requests
+    from harness.sweep_lookup import find_sweep
+
+    spec = find_sweep(args.sweep, storage=args.storage, tracking_uri=args.tracking_uri)
+    try:
+        with stop_requests():
+            show_status(spec, console, watch=args.every if args.watch else None)
+    except KeyboardInterrupt as stop:  # only --watch waits; nothing to record, the sweep runs on
+        return EXIT_CODES[reason_of(stop)]
     return 0
 
 
@@ -89,12 +104,12 @@ def _export(args: argparse.Namespace, console: Console) -> int:
     """Copy the chosen trial's `.nemo` (`--out`), register it in the MLflow Model Registry (`--register`), or both."""
     from harness.errors import UsageError
     from harness.export import export_model
-    from harness.spec import load_spec
+    from harness.sweep_lookup import find_sweep
     from harness.tracking import run_name
 
     if args.out is None and args.register is None:
         raise UsageError("`harness export` needs `--out PATH` (a .nemo file or a folder), `--register NAME`, or both.")
-    spec = load_spec(args.sweep)
+    spec = find_sweep(args.sweep)
     if args.out is not None:
         trial, path = export_model(spec, args.trial, args.out)
         console.print(f"Exported {run_name(trial.number)} to {path}", highlight=False)
@@ -106,10 +121,10 @@ def _export(args: argparse.Namespace, console: Console) -> int:
 
 
 def _reproduce(args: argparse.Namespace, console: Console) -> int:
-    from harness.spec import load_spec
     from harness.sweep import reproduce_trial
+    from harness.sweep_lookup import find_sweep
 
-    reproduce_trial(load_spec(args.sweep), args.trial, console)
+    reproduce_trial(find_sweep(args.sweep), args.trial, console)
     return 0
 
 
@@ -176,6 +191,30 @@ def _add_launch(sub) -> None:
     launch.set_defaults(func=_launch)
 
 
+SWEEP_HELP = "sweep name (sweeps/<name>.yaml, or the YAML its study ran from) or a YAML path"
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a positive number of seconds (`--every 0` would poll the store in a busy loop)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, not {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {text}")
+    return value
+
+
+def _add_status(sub) -> None:
+    status = sub.add_parser("status", help="one view of a sweep running anywhere: trials, best, budget, ETA, jobs")
+    status.add_argument("sweep", help=SWEEP_HELP)
+    status.add_argument("--storage", help="the Optuna storage the sweep runs on ($HARNESS_STORAGE)")
+    status.add_argument("--tracking-uri", help="its MLflow tracking store ($HARNESS_TRACKING_URI)")
+    status.add_argument("--watch", action="store_true", help="refresh the view until Ctrl-C (every --every seconds)")
+    status.add_argument("--every", type=_seconds, default=5.0, metavar="SECONDS", help="refresh period (default 5)")
+    status.set_defaults(func=_status)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description="Optuna sweeps that fine-tune NeMo Canary models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -194,14 +233,15 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--workers", type=_count, help="trials at once on this machine (default: one per visible GPU)")
     worker.set_defaults(func=_sweep)
     _add_launch(sub)
+    _add_status(sub)
     report = sub.add_parser("report", help="best trial, evidence and provenance: mlruns/reports/<sweep>/")
-    report.add_argument("sweep")
+    report.add_argument("sweep", help=SWEEP_HELP)
     report.add_argument("--no-html", action="store_true", help="write report.md only, no report.html")
     report.set_defaults(func=_report)
     export = sub.add_parser(
         "export", help="copy the best (or a chosen) trial's fine-tuned model.nemo, or register it in MLflow"
     )
-    export.add_argument("sweep")
+    export.add_argument("sweep", help=SWEEP_HELP)
     export.add_argument("--trial", type=_trial_number, help="trial number (default: the best trial)")
     export.add_argument("--out", type=Path, help="target .nemo file, or a directory")
     export.add_argument(
@@ -211,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.set_defaults(func=_export)
     reproduce = sub.add_parser("reproduce", help="re-run a trial from its recorded params and seed")
-    reproduce.add_argument("sweep")
+    reproduce.add_argument("sweep", help=SWEEP_HELP)
     reproduce.add_argument("--trial", type=_trial_number, help="trial number (default: the best trial)")
     reproduce.set_defaults(func=_reproduce)
     decode = sub.add_parser("transcribe", help="decode audio with a (fine-tuned) .nemo and its custom behaviours")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import optuna
@@ -33,6 +34,17 @@ from harness.trial_record import TrialRecord
 
 def is_confirmation(trial: FrozenTrial | optuna.Trial) -> bool:
     return TrialRecord.of(trial).confirms is not None
+
+
+def budget_used(trials: Iterable[FrozenTrial]) -> int:
+    """Search trials that count against `budget.trials`: decided ones (out of memory too; a re-queued failure
+    does not) and running ones. Confirmation runs have their own budget (`budget.confirm`)."""
+    counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+    return sum(
+        not is_confirmation(t)
+        and (t.state in counted or (t.state == TrialState.FAIL and not TrialRecord.of(t).requeued))
+        for t in trials
+    )
 
 
 def _key(params: dict) -> tuple:

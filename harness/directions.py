@@ -63,12 +63,14 @@ FIGURES = {
 }
 
 
-def objective_directions(metric: str) -> list[Direction]:
+def objective_directions(metric: str, *, retention: bool = False) -> list[Direction]:
     """One direction per objective of `objective.metric`: `pareto` minimises WER and maximises BLEU, `mix`
-    (WER minus weighted BLEU) is minimised."""
+    (WER minus weighted BLEU) is minimised; `retention` (`objective.pareto_retention`) adds the retention WER's."""
     if metric == "pareto":
-        return [Direction.MINIMIZE, Direction.MAXIMIZE]
-    return [Direction.MAXIMIZE if metric == "bleu" else Direction.MINIMIZE]
+        directions = [Direction.MINIMIZE, Direction.MAXIMIZE]
+    else:
+        directions = [Direction.MAXIMIZE if metric == "bleu" else Direction.MINIMIZE]
+    return [*directions, Direction.MINIMIZE] if retention else directions
 
 
 def figure_direction(name: str, objective: Direction | None = None) -> Direction:

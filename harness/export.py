@@ -1,7 +1,9 @@
 """`harness export <sweep>`: hand over the fine-tuned checkpoint of the best (or a chosen) trial.
 
 The sweep keeps `model.nemo` only for the trials `training.keep_checkpoints` says to keep (by
-default the best one); exporting any other trial is an error that says how to keep them all.
+default the best one); exporting any other trial is an error that says how to keep them all. A trial that
+judged merges with the pretrained model saved its model merged at its `merge_alpha` (`harness.merging`):
+the export is the model its figures were scored on.
 """
 
 from __future__ import annotations

@@ -18,6 +18,9 @@ TEST_RUNNER_UP_ATTR = "test_runner_up"  # {"trial": number, "metrics": {...}}: t
 BASELINE_DIR = "baseline"  # the zero-shot baseline on the validation set
 TEST_DIR, TEST_BASELINE_DIR, TEST_RUNNER_UP_DIR = "test", "test-baseline", "test-runner-up"  # on the test set
 DECISION_ATTR = "decision"  # the seed-confirmed decision (`confirmation.Decision.record`): which trial is the best
+SPEC_FILE_ATTR = "spec_file"  # the sweep spec's file, relative to the project root where inside it (`sweep_lookup`)
+# The jobs `harness launch` submitted: [{"executor", "job_id", "tasks", "submitted", "log_dir"}] (`harness status`)
+LAUNCH_JOBS_ATTR = "launch_jobs"
 
 
 def run_name(number: int) -> str:

@@ -16,9 +16,25 @@ from collections.abc import Mapping
 
 from harness.spec import ObjectiveSpec
 
+RETENTION_WER = "retention_wer"  # `objective.pareto_retention`'s second objective (`harness.retention.WER`)
+
 
 def objective_values(metrics: Mapping[str, float], objective: ObjectiveSpec) -> list[float]:
-    """The numbers Optuna sees, one per objective. NaN (no samples for it) is an error, not a silent zero."""
+    """The numbers Optuna sees, one per objective. NaN (no samples for it) is an error, not a silent zero.
+    With `pareto_retention` the last is the retention WER, scored once after training (`harness.retention`)."""
+    values = _metric_values(metrics, objective)
+    if objective.pareto_retention:
+        values.append(metrics.get(RETENTION_WER, math.nan))
+        if math.isnan(values[-1]):
+            raise ValueError(
+                "objective `pareto_retention` is undefined: the retention sets have no source_lang==target_lang "
+                "lines to score a WER on"
+            )
+    return values
+
+
+def _metric_values(metrics: Mapping[str, float], objective: ObjectiveSpec) -> list[float]:
+    """`objective.metric`'s numbers, from one validation's figures."""
     wer, bleu = metrics.get("val_wer", math.nan), metrics.get("val_bleu", math.nan)
     values = {
         "wer": [wer],
@@ -36,14 +52,17 @@ def objective_values(metrics: Mapping[str, float], objective: ObjectiveSpec) -> 
 
 
 def objective_value(metrics: Mapping[str, float], objective: ObjectiveSpec) -> float:
-    """The primary objective (WER for `pareto`): what pruning reports and what "best" means."""
-    return objective_values(metrics, objective)[0]
+    """The primary objective (WER for `pareto`): what pruning reports and what "best" means; a validation's
+    figures are enough (the retention WER of `pareto_retention` is never primary)."""
+    return _metric_values(metrics, objective)[0]
 
 
 def objective_names(objective: ObjectiveSpec) -> list[str]:
     """The name of each of `objective_values`' numbers, as the study records them (optuna-dashboard's titles)."""
     if objective.metric == "pareto":
-        return ["wer", "bleu"]
-    if objective.metric == "mix":
-        return [f"wer - {objective.bleu_weight:g} * bleu"]
-    return [objective.metric]
+        names = ["wer", "bleu"]
+    elif objective.metric == "mix":
+        names = [f"wer - {objective.bleu_weight:g} * bleu"]
+    else:
+        names = [objective.metric]
+    return [*names, RETENTION_WER] if objective.pareto_retention else names

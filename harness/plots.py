@@ -227,6 +227,76 @@ def retention_tradeoff(points: Sequence[tuple[float, float, bool]], direction: D
     return _save(fig, "retention_tradeoff", title, out)
 
 
+@dataclass(frozen=True)
+class FrontPoint:
+    """One judged model (a trial merged at `alpha`, 1: as trained): its objective and retention WER."""
+
+    alpha: float
+    objective: float
+    retention: float
+    on_front: bool
+    best: bool  # the model the sweep hands over
+
+
+def merge_front(
+    points: Sequence[FrontPoint],
+    objective_label: str,
+    zero_shot: tuple[float, float] | None,
+    limit: float | None,
+    out: Path,
+) -> Plot:
+    """Every judged model, coloured by its merge alpha, the front (no model better on both) joined in red, the
+    model handed over starred, the pretrained model and the highest retention WER the limit allows."""
+    title = "New domain against old: every trial at every merge alpha"
+    if not points:
+        return Plot("merge_front", title, None, note="no complete trial with an objective and a retention WER")
+    fig, (ax,) = _figure(WIDE)
+    shown = ax.scatter(
+        [p.objective for p in points],
+        [p.retention for p in points],
+        c=[p.alpha for p in points],
+        cmap="viridis",
+        vmin=0.0,
+        vmax=1.0,
+        zorder=3,
+    )
+    fig.colorbar(shown, ax=ax, label="merge_alpha (1: the fine-tune as trained)")
+    front = sorted((p for p in points if p.on_front), key=lambda p: p.objective)
+    ax.plot(
+        [p.objective for p in front],
+        [p.retention for p in front],
+        color="tab:red",
+        linewidth=1.5,
+        marker="o",
+        markerfacecolor="none",
+        markersize=11,
+        drawstyle="steps-post",  # the staircase bounding what the front's models beat
+        label="Pareto front",
+        zorder=4,
+    )
+    for best in (p for p in points if p.best):
+        ax.scatter(
+            [best.objective],
+            [best.retention],
+            marker="*",
+            s=260,
+            color="tab:orange",
+            edgecolor="black",
+            label="handed over",
+            zorder=5,
+        )
+    if zero_shot is not None:
+        ax.scatter([zero_shot[0]], [zero_shot[1]], marker="s", color="black", label="zero-shot (alpha 0)", zorder=5)
+    if limit is not None:
+        ax.axhline(limit, color="tab:gray", linestyle="--", linewidth=1, label="retention limit")
+    ax.set_xlabel(objective_label)
+    ax.set_ylabel("retention WER (lower is better)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return _save(fig, "merge_front", title, out)
+
+
 def _figure(size: tuple[float, float], panels: int = 1) -> tuple[Figure, list]:
     """A pyplot-free figure (no global state, safe in any process) of an exact pixel size, `panels` side by side."""
     fig = Figure(figsize=size, dpi=DPI, layout="constrained")

@@ -7,8 +7,9 @@ that do not match the audio (`duration_mismatch`), empty transcripts, a text fie
 languages the tokenizer cannot produce, prompt fields the prompt format requires, custom behaviours
 (tokens the tokenizer has, a switch on every line, no decoder context they would break), and a
 validation set with no samples for the objective.
-Retention manifests (`data.retention`) are checked like the others; their lines may omit a behaviour's
-field (see `harness.behaviours`).
+Retention manifests (`data.retention`) and replay manifests (`data.replay`, old-domain training data) are
+checked like the others, replay lines against `training.max_duration` like training lines, and no retention
+line may replay a replay line's audio; the lines of both may omit a behaviour's field (see `harness.behaviours`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ TEXT_FIELD_CANDIDATES = ("text", "answer", "transcript", "sentence", "pred_text"
 DURATION_TOLERANCE_S = 0.1
 DURATION_TOLERANCE_SHARE = 0.01
 DURATION_TOLERANCE_MAX_S = 0.5
+TRAINED = ("train", "replay")  # manifests a trial trains on (`replay`, `replay[1]`, ...)
+OLD_DOMAIN = ("retention", "replay")  # the model's old domain: a behaviour's field may be left out
 
 
 def check_spec(spec: SweepSpec) -> list[Problem]:
@@ -115,7 +118,7 @@ def _check_entry(path: Path, entry: Entry, spec: SweepSpec, info: CheckpointInfo
         problems += _check_audio(where, resolve_audio(path, audio), known, data.get("offset"), model_sample_rate(info))
     if duration_problem:
         problems.append(Problem(where, duration_problem))
-    elif split == "train" and duration is not None and duration > spec.training.max_duration:
+    elif split.startswith(TRAINED) and duration is not None and duration > spec.training.max_duration:
         problems.append(
             Problem(
                 where,
@@ -131,7 +134,7 @@ def _check_entry(path: Path, entry: Entry, spec: SweepSpec, info: CheckpointInfo
         spec,
         prompt_format=info.prompt_format,
         tokenizer_kind=info.tokenizer_kind,
-        retention=split.startswith("retention"),
+        retention=split.startswith(OLD_DOMAIN),
     )
     return problems
 
@@ -300,11 +303,39 @@ def _check_retention_samples(manifests: dict[str, list[Entry]], spec: SweepSpec)
     ]
 
 
+def _check_replay_held_out(manifests: dict[str, list[Entry]], spec: SweepSpec) -> list[Problem]:
+    """A retention line must not be a replay line: trials would train on what it scores as kept."""
+    replayed = _clips(manifests, spec, "replay")
+    return [
+        Problem(
+            where,
+            f"the same audio as the replay line {replayed[clip]}: trials would train on what the retention set "
+            "scores; hold retention lines out of `data.replay`",
+        )
+        for clip, where in _clips(manifests, spec, "retention").items()
+        if clip in replayed
+    ]
+
+
+def _clips(manifests: dict[str, list[Entry]], spec: SweepSpec, name: str) -> dict[tuple[Path, object], str]:
+    """Each clip (audio file, offset) of the `data.<name>` manifests, with the location of its first line."""
+    paths = _manifest_keys(spec)
+    found: dict[tuple[Path, object], str] = {}
+    for split, entries in manifests.items():
+        for entry in entries if split.startswith(name) else ():
+            audio = entry.data.get("audio_filepath")
+            if isinstance(audio, str):
+                clip = (resolve_audio(Path(str(paths[split])), audio).resolve(), entry.data.get("offset"))
+                found.setdefault(clip, f"{paths[split]}:{entry.line}")
+    return found
+
+
 def _manifest_keys(spec: SweepSpec) -> dict[str, str | None]:
     """Each manifest by its key under `data` (`retention[1]` for the second of several)."""
     keys: dict[str, str | None] = {"train": spec.data.train, "validation": spec.data.validation, "test": spec.data.test}
-    many = len(spec.data.retention) > 1
-    keys |= {f"retention[{i}]" if many else "retention": path for i, path in enumerate(spec.data.retention)}
+    for name in OLD_DOMAIN:
+        paths = getattr(spec.data, name)
+        keys |= {f"{name}[{i}]" if len(paths) > 1 else name: path for i, path in enumerate(paths)}
     return keys
 
 
@@ -322,6 +353,7 @@ def preflight(spec: SweepSpec, info: CheckpointInfo) -> dict[str, list[Entry]]:
         problems += found
     problems += _check_objective_samples(Path(spec.data.validation), manifests.get("validation", []), spec)
     problems += _check_retention_samples(manifests, spec)
+    problems += _check_replay_held_out(manifests, spec)
     if problems:
         shown = "\n".join(f"  {p}" for p in problems[:SHOWN])
         more = f"\n  ... and {len(problems) - SHOWN} more" if len(problems) > SHOWN else ""

@@ -194,4 +194,5 @@ def cpu_model() -> str:
 def _manifests(spec: SweepSpec) -> list[tuple[str, str]]:
     data = spec.data
     roles = [("train", data.train), ("validation", data.validation), ("test", data.test)]
-    return [(role, path) for role, path in [*roles, *(("retention", p) for p in data.retention)] if path]
+    old_domain = [*(("retention", p) for p in data.retention), *(("replay", p) for p in data.replay)]
+    return [(role, path) for role, path in [*roles, *old_domain] if path]

@@ -46,7 +46,7 @@ def score_retention(model, spec: SweepSpec, *, baseline: bool) -> dict[str, floa
 
     model.to(inference_device(spec.training))  # Lightning moves the model to the CPU when fit() ends
     transcripts = []
-    with _alone(model), inference_context(spec.training):
+    with alone(model), inference_context(spec.training):
         for manifest in manifests:
             transcripts += decode_manifest(
                 model, Path(manifest), spec.data.text_field, batch_size=spec.training.validation_batch_size
@@ -55,7 +55,7 @@ def score_retention(model, spec: SweepSpec, *, baseline: bool) -> dict[str, floa
 
 
 @contextlib.contextmanager
-def _alone(model) -> Iterator[None]:
+def alone(model) -> Iterator[None]:
     """Decode every line in this process, the only one left after a DDP fit (the other ranks end when
     training does): NeMo's dataloader would give it only its shard (`_setup_dataloader_from_config` reads
     the model's `world_size`), and the encoder would wait in an all-reduce for the ended ranks
@@ -78,6 +78,12 @@ def wer_increase(final: Mapping[str, float], baseline: Mapping[str, float] | Non
     if not baseline or WER not in baseline or WER not in final:
         return None
     return final[WER] - baseline[WER]
+
+
+def preference(sign: int, objective: float, retention_wer: float, alpha: float) -> tuple[float, float, float]:
+    """How models that keep within the limit rank, best first (`min`): the better objective (`sign`: the study's
+    direction), then the lower retention WER, then the larger merge alpha (nearer the fine-tune as trained)."""
+    return (sign * objective, retention_wer, -alpha)
 
 
 def forgets_text(increase: float, limit: float) -> str:

@@ -21,6 +21,7 @@ from harness.errors import SpecError
 from harness.spec import read_yaml
 
 FREEZE_MODES = ("none", "encoder", "encoder_bn_se", "all_but_bn_se")
+MERGE_ALPHA = "merge_alpha"
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Knob:
     values: str  # the accepted values, in words for error messages
     accepts: Callable[[Any], bool]
     numeric: bool = True  # numbers may come as float/int ranges; the others only as choices
+    judged: bool = False  # not sampled: every value is judged after a trial trains (`merge_alphas`)
 
 
 # Config surgery (harness.canary) and freezing (harness.freezing) apply each one.
@@ -51,23 +53,85 @@ KNOBS = {
         lambda v: isinstance(v, bool),
         numeric=False,
     ),
+    MERGE_ALPHA: Knob(
+        "weight of the fine-tuned model in its merge with the pretrained one, (1 - a) x pretrained + a x "
+        "fine-tuned; every value is judged after training, none sampled (harness.merging)",
+        "a number from 0 to 1",
+        lambda v: 0 <= v <= 1,
+        judged=True,
+    ),
     "weight_decay": Knob("optim.weight_decay", "a number >= 0", lambda v: v >= 0),
     "warmup_fraction": Knob(
         "share of max_steps spent warming up the learning rate", "a number >= 0 and below 1", lambda v: 0 <= v < 1
+    ),
+    "replay_fraction": Knob(
+        "share of training cuts drawn from the old-domain `data.replay` manifests (harness.replay)",
+        "a number >= 0 and below 1",
+        lambda v: 0 <= v < 1,
     ),
 }
 KNOWN_PARAMS = {name: knob.meaning for name, knob in KNOBS.items()}
 
 
 def load_search_space(path: str | Path) -> dict[str, od.BaseDistribution]:
-    """Read a search-space YAML into `{param: distribution}`, validating every entry."""
+    """Read a search-space YAML into `{param: distribution}` for the knobs Optuna samples, validating every
+    entry (the judged ones too: `merge_alphas` reads those)."""
+    path, raw = _read(path)
+    judged = {name: _values(name, entry, path) for name, entry in raw.items() if _judged(name)}
+    return {name: _distribution(name, entry, path) for name, entry in raw.items() if name not in judged}
+
+
+def merge_alphas(path: str | Path) -> tuple[float, ...]:
+    """The `merge_alpha` values a complete trial is judged at, ascending; empty when the space has none.
+
+    `{type: categorical, choices: [0.5, 0.75]}`, or `{type: float, low: 0.25, high: 1.0, grid: 4}`: `grid`
+    evenly spaced values from low to high (0.25, 0.5, 0.75, 1.0). 1 (the fine-tuned model unmerged, whose
+    figures training already gives) is always among them: the choice without a retention limit."""
+    path, raw = _read(path)
+    if MERGE_ALPHA not in raw:
+        return ()
+    return tuple(sorted({*_values(MERGE_ALPHA, raw[MERGE_ALPHA], path), 1.0}))
+
+
+def _read(path: str | Path) -> tuple[Path, dict]:
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"Search space {path} does not exist (set `search_space:` in the sweep spec).")
     raw = read_yaml(path) or {}
     if not isinstance(raw, dict) or not raw:
         raise SpecError(f"{path} must map parameter names to {{type: ..., ...}} entries.")
-    return {name: _distribution(name, entry, path) for name, entry in raw.items()}
+    return path, raw
+
+
+def _judged(name: str) -> bool:
+    knob = KNOBS.get(name)
+    return knob is not None and knob.judged
+
+
+def _values(name: str, entry: Any, path: Path) -> tuple[float, ...]:
+    """A judged knob's values: its choices, or `grid` evenly spaced values over a float range."""
+    fields = dict(entry) if isinstance(entry, dict) else entry
+    grid = fields.pop("grid", None) if isinstance(fields, dict) else None
+    dist = _distribution(name, fields, path)
+    if isinstance(dist, od.CategoricalDistribution):
+        if grid is not None:
+            raise SpecError(f"{path}: `{name}` has `grid` and `choices`; a grid belongs to a float range.")
+        return tuple(sorted({float(choice) for choice in dist.choices if isinstance(choice, int | float)}))
+    if not isinstance(dist, od.FloatDistribution) or dist.log or dist.step is not None:
+        raise SpecError(
+            f"{path}: `{name}` is judged at every value after training, not sampled: write "
+            "`{type: float, low: ..., high: ..., grid: N}` or `{type: categorical, choices: [...]}`."
+        )
+    if not isinstance(grid, int) or isinstance(grid, bool) or grid < 1 or (grid == 1 and dist.low != dist.high):
+        raise SpecError(
+            f"{path}: `{name}.grid` is {grid!r}; give the number of evenly spaced values from low to high "
+            "(an integer >= 2, e.g. `grid: 4`), or list `choices`."
+        )
+    step = (dist.high - dist.low) / max(grid - 1, 1)
+    values = tuple(sorted({round(dist.low + i * step, 6) for i in range(grid)}))
+    if len({format_param(v) for v in values}) < len(values):  # the record and MLflow name each by 4 digits
+        raise SpecError(f"{path}: `{name}.grid` {grid} puts values closer than 4 significant digits; use fewer.")
+    return values
 
 
 def _distribution(name: str, entry: Any, path: Path) -> od.BaseDistribution:

@@ -12,21 +12,23 @@ import contextlib
 import fcntl
 import random
 import ssl
+import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import sqlalchemy
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 from sqlalchemy.exc import SQLAlchemyError
 
 from harness.disk_space import causes, disk_full, free_bytes, full_file, quiet_full_disk_logs, space_left
 from harness.errors import HarnessError, StoreError
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 T = TypeVar("T")
 
@@ -149,7 +151,7 @@ def full_store_text(exc: BaseException, *, storage_url: str, tracking_uri: str) 
     if file is not None:
         return f"The disk under {file} is full ({space_left(file)}): free space there"
     chain = list(causes(exc))
-    if any(isinstance(c, MlflowException) for c in chain):
+    if any(mlflow_error(c) for c in chain):
         return out_of_space(MLFLOW_STORE, tracking_uri, TRACKING_SETTING)
     if any(type(c).__module__.startswith("optuna") for c in chain):
         return out_of_space(OPTUNA_STORE, storage_url, STORAGE_SETTING)
@@ -159,6 +161,13 @@ def full_store_text(exc: BaseException, *, storage_url: str, tracking_uri: str) 
         if emptier == tracking_uri:
             return out_of_space(MLFLOW_STORE, tracking_uri, TRACKING_SETTING)
     return out_of_space(OPTUNA_STORE, storage_url, STORAGE_SETTING)
+
+
+def mlflow_error(exc: BaseException) -> bool:
+    """An MLflow exception, told without importing MLflow (seconds; `harness status` never needs it): a process
+    that never imported it cannot have met one."""
+    module = sys.modules.get("mlflow.exceptions")
+    return module is not None and isinstance(exc, module.MlflowException)
 
 
 @contextlib.contextmanager
@@ -172,9 +181,9 @@ def reported(store: str, url: str, setting: str) -> Iterator[None]:
     except Exception as exc:
         if disk_full(exc):
             raise StoreError(f"{out_of_space(store, url, setting)}, then run the same command.") from None
-        if not isinstance(exc, SQLAlchemyError | MlflowException | OSError):
+        if not (isinstance(exc, SQLAlchemyError | OSError) or mlflow_error(exc)):
             raise
-        if isinstance(exc, MlflowException) and HOST_REFUSED in str(exc):
+        if mlflow_error(exc) and HOST_REFUSED in str(exc):
             raise StoreError(host_refused(url)) from None
         raise StoreError(
             f"The {store} {redact(url)} failed: {reason(exc)}. Check that it is the right store and reachable "
@@ -277,6 +286,8 @@ def probe_tracking_server(uri: str) -> None:
 
 def open_mlflow(uri: str) -> MlflowClient:
     """An MLflow client whose store is known to be reachable (a server) or a sane file (SQLite)."""
+    from mlflow.tracking import MlflowClient  # here: importing MLflow takes seconds, which readers of a study skip
+
     quiet_full_disk_logs()
     path = sqlite_path(uri)
     if uri.startswith(("http://", "https://")):

@@ -22,10 +22,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from harness.definition import check_study, save_definition
 from harness.directions import Direction
 from harness.errors import StoreError
-from harness.names import DECISION_ATTR
+from harness.names import DECISION_ATTR, SPEC_FILE_ATTR
 from harness.objective import objective_names
 from harness.samplers import MEMORY_CONSTRAINT, TrialSeededSampler, make_sampler
-from harness.spec import SweepSpec
+from harness.spec import SweepSpec, project_path
 from harness.start_from import enqueue_start_from
 from harness.stores import (
     OPTUNA_STORE,
@@ -110,14 +110,24 @@ def open_study(
             except (DuplicatedStudyError, SQLAlchemyError):  # it exists, or another worker created it just now
                 study = None
             else:
+                _record_spec_file(study, spec)  # first: a reader may look the sweep up by name at once
                 save_definition(study, spec, space)
                 enqueue_start_from(study, spec, space)  # only here: once per study, whatever the workers
                 _name_objectives(study, spec)
         if study is None:
             study = _load(spec, storage, pruner)
             check_study(spec, study, space, adopt=space is not None)
+            if space is not None:
+                _record_spec_file(study, spec)
     study.sampler = TrialSeededSampler(lambda seed: make_sampler(spec, seed), spec.sampler.seed)
     return study
+
+
+def _record_spec_file(study: optuna.Study, spec: SweepSpec) -> None:
+    """The spec file the sweep (last) ran from, so that `harness export NAME` finds `path/to/NAME.yaml`
+    (`harness.sweep_lookup`); written only when it changed."""
+    if spec.source and study.user_attrs.get(SPEC_FILE_ATTR) != project_path(spec.source):
+        study.set_user_attr(SPEC_FILE_ATTR, project_path(spec.source))
 
 
 def _name_objectives(study: optuna.Study, spec: SweepSpec) -> None:

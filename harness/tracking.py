@@ -185,8 +185,16 @@ class Tracker:
         self.client.log_artifact(run_id, str(path), artifact_path)
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        """MLflow's SQL store sets a tag by reading, then inserting: two workers setting the same tag of the parent
+        run at once (the best trial at a shared sweep's end) can both insert, and the second fails on the unique
+        key. Retried once, it finds the tag and updates it."""
         for key, value in tags.items():
-            self.client.set_tag(run_id, key, value)
+            try:
+                self.client.set_tag(run_id, key, value)
+            except MlflowException as exc:
+                if not re.search(r"UNIQUE constraint|duplicate key|IntegrityError", str(exc)):
+                    raise
+                self.client.set_tag(run_id, key, value)
 
     def end_run(self, run_id: str, status: str) -> None:
         """status: FINISHED, KILLED (pruned or interrupted) or FAILED."""

@@ -17,6 +17,7 @@ from lightning.pytorch.plugins.environments import LightningEnvironment
 from lightning.pytorch.strategies import DDPStrategy, Strategy
 from omegaconf import DictConfig
 
+from harness.replay import REPLAY_SOURCE, cut_source
 from harness.spec import TrainingSpec
 
 log = logging.getLogger(__name__)
@@ -109,10 +110,12 @@ class BatchStats(Callback):
     Fill is real audio over padded audio (cuts x longest cut): how much of each batch's compute
     trains on speech rather than zeros. Sample counts stay on the batch's device until the
     summary (reading them every step would make a GPU wait for each batch); a tensor's shape is
-    known on the host, so the padded size costs nothing."""
+    known on the host, so the padded size costs nothing. A blend of sources (`harness.replay`) also counts
+    its cuts by source: `train_replay_share`, the share of replay cuts in the batches trained on."""
 
     def __init__(self) -> None:
         self.cuts: list[int] = []
+        self.sources: dict[str, int] = {}
         self.padded: list[int] = []
         self.samples: list[torch.Tensor] = []
         self.sample_rate = 16000
@@ -122,6 +125,10 @@ class BatchStats(Callback):
         self.cuts.append(int(batch.audio.shape[0]))
         self.padded.append(int(batch.audio.shape[0]) * int(batch.audio.shape[-1]))
         self.samples.append(batch.audio_lens.detach().sum())
+        for cut in batch.cuts or ():
+            source = cut_source(cut)
+            if source is not None:
+                self.sources[source] = self.sources.get(source, 0) + 1
 
     @property
     def seconds(self) -> list[float]:
@@ -139,4 +146,8 @@ class BatchStats(Callback):
             "train_audio_seconds": sum(seconds),
             "train_audio_seconds_per_step": sum(seconds) / len(seconds),
             "train_batch_fill": sum(seconds) * self.sample_rate / max(1, sum(self.padded)),
-        }
+        } | self._replay_share()
+
+    def _replay_share(self) -> dict[str, float]:
+        blended = sum(self.sources.values())
+        return {"train_replay_share": self.sources.get(REPLAY_SOURCE, 0) / blended} if blended else {}

@@ -19,10 +19,13 @@ import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from harness.spec import SweepSpec, load_spec
 from harness.trial_dir import TrialDir
+
+if TYPE_CHECKING:  # torch and Lightning load in the trial process only, where they are needed
+    from harness.merging import Merges
 
 EXIT_OOM = 3
 State = Literal["complete", "pruned", "fail"]
@@ -48,6 +51,7 @@ class Job:
     tracking_uri: str | None = None
     threads: int | None = None  # torch's intra-op threads; a reproduction sets its trial's (`harness.numerics`)
     confirm: bool = False  # a seed-confirmation run (`harness.confirmation`): never pruned, its checkpoint saved
+    merge_alphas: list[float] = field(default_factory=list)  # judged after training (`harness.merging`); empty: none
 
     def write(self, trial_dir: TrialDir) -> None:
         trial_dir.job.write_text(json.dumps(asdict(self), indent=2))
@@ -72,6 +76,8 @@ class Result:
     reason: str | None = None
     wall_seconds: float = 0.0
     numerics: dict = field(default_factory=dict)  # what the figures depend on (`harness.numerics.Numerics`)
+    merge_alpha: float | None = None  # `final` and the saved model are this merge (`harness.merging`)
+    merges: dict = field(default_factory=dict)  # every judged alpha ("0.5") -> its figures
 
     def write(self, trial_dir: TrialDir, rank: int = 0) -> None:
         trial_dir.result(rank).write_text(json.dumps(asdict(self), indent=2))
@@ -118,6 +124,7 @@ class _Reporting:
     pruning: Any | None
     study: Any | None
     callbacks: list
+    pretrained: Any | None = None  # theta_0 for the merges (`harness.merging.PretrainedWeights`)
 
 
 def _reporting(job: Job, spec: SweepSpec, trial_dir: TrialDir) -> _Reporting:
@@ -160,14 +167,21 @@ def _reporting(job: Job, spec: SweepSpec, trial_dir: TrialDir) -> _Reporting:
         handle = trial_handle(study, job.trial_id) if study is not None else None
         pruning = PruningReporter(handle, lambda m: objective_value(collect(m), spec.objective))
         callbacks.append(pruning)
+    pretrained = None
+    if job.merge_alphas and job.mode == "train":  # theta_0 of what trains, copied when training starts
+        from harness.merging import PretrainedWeights
+
+        pretrained = PretrainedWeights()
+        callbacks.append(pretrained)
     callbacks += injected_faults()  # the test hook; empty in every real run
-    return _Reporting(tracker, transcripts, history, batches, pruning, study, callbacks)
+    return _Reporting(tracker, transcripts, history, batches, pruning, study, callbacks, pretrained)
 
 
 def _train_or_validate(job: Job, spec: SweepSpec, trial_dir: TrialDir) -> Result:
     """Restore under the trial config; fine-tune (reporting to Optuna and MLflow) or only validate."""
     from omegaconf import DictConfig, OmegaConf
 
+    from harness.replay import shuffle_blend
     from harness.training import build_trainer, restore_model
 
     reporting = _reporting(job, spec, trial_dir)
@@ -180,6 +194,7 @@ def _train_or_validate(job: Job, spec: SweepSpec, trial_dir: TrialDir) -> Result
     )
     config = OmegaConf.load(trial_dir.config)
     assert isinstance(config, DictConfig), "the supervisor writes a mapping"
+    shuffle_blend(config.train_ds, trial_dir.blend, job.seed)  # with replay: each source in the seed's order
     model = restore_model(Path(job.nemo), config, trainer)
     if job.mode == "baseline":
         trainer.validate(model, verbose=False)  # its on_validation_end hooks record the history
@@ -191,9 +206,10 @@ def _train_or_validate(job: Job, spec: SweepSpec, trial_dir: TrialDir) -> Result
 def _conclude(
     job: Job, spec: SweepSpec, trial_dir: TrialDir, reporting: _Reporting, model, *, steps_trained: int
 ) -> Result:
-    """Predictions artifact, checkpoint, retention figures, MLflow summary metrics and the result."""
+    """Retention figures, the merges, predictions artifact, checkpoint, MLflow summary metrics and the result."""
     from harness.objective import objective_values
     from harness.retention import score_retention
+    from harness.scoring import write_predictions
     from harness.stopping import trial_rank
     from harness.system_metrics import peak_memory
 
@@ -203,18 +219,24 @@ def _conclude(
     print(f"harness rank {trial_rank()} pid={os.getpid()} ended at step {steps_trained}", flush=True)
     if trial_rank() != 0:  # rank 0 holds the same gathered figures and records them once
         return Result(state="pruned" if pruned else "complete", final=final, steps=steps_trained)
-    if reporting.transcripts.transcripts:  # the last validation's hypotheses, to read beside the figures
-        predictions = reporting.transcripts.write(trial_dir.predictions)
+    transcripts = reporting.transcripts.transcripts  # the last validation's hypotheses
+    retention = {} if pruned else score_retention(model, spec, baseline=job.mode == "baseline")  # old domain
+    merges = None if pruned or reporting.pretrained is None else _merge(job, spec, reporting, model, final, retention)
+    if merges is not None:  # the trial's figures are the merge it hands over
+        final = {"step": steps_trained, **merges.chosen.validation}
+        retention, transcripts = merges.chosen.retention, merges.chosen.transcripts
+    if transcripts:  # to read beside the figures
+        predictions = write_predictions(trial_dir.predictions, transcripts, with_behaviours=bool(spec.behaviours))
         reporting.tracker.log_artifact(job.run_id, predictions, "predictions")
-    values = objective_values(final, spec.objective)
+    values = objective_values(final | retention, spec.objective)
     keep = job.confirm or _may_be_kept(spec, reporting.study, values[0])  # the decision may pick any confirmed run
     if not pruned and job.mode == "train" and job.save_model and keep:
-        model.save_to(str(trial_dir.model))
+        model.save_to(str(trial_dir.model))  # merged at the chosen alpha, if any: what `export` hands over
     summary = {f"final_{k}": v for k, v in final.items() if k != "step"}
     summary |= {f"best_{k}": v for k, v in history.best.items() if k != "step"}
     summary |= {"objective": values[0], "steps_trained": steps_trained, **reporting.batches.summary()}
     summary |= peak_memory()  # which batch_duration fits, beside the params in the MLflow UI
-    retention = {} if pruned else score_retention(model, spec, baseline=job.mode == "baseline")  # old domain
+    summary |= merges.metrics() if merges is not None else {}
     reporting.tracker.log_metrics(job.run_id, summary | retention, step=steps_trained)
     return Result(
         state="pruned" if pruned else "complete",
@@ -225,7 +247,45 @@ def _conclude(
         batches=reporting.batches.summary(),
         steps=steps_trained,
         pruned_at=pruning.pruned_at if pruning else None,
+        merge_alpha=None if merges is None else merges.alpha,
+        merges={} if merges is None else merges.record(),
     )
+
+
+def _merge(job: Job, spec: SweepSpec, reporting: _Reporting, model, final: dict, retention: dict) -> Merges:
+    """Judge the job's `merge_alphas` (`harness.merging`), leave the model merged at the chosen one and record
+    that alpha as the run's `merge_alpha` param."""
+    from harness.merging import Judged, judge_merges
+
+    assert reporting.pretrained is not None, "judged only where theta_0 was taken"
+    tuned = Judged({k: v for k, v in final.items() if k != "step"}, retention, reporting.transcripts.transcripts)
+    merges = judge_merges(
+        model,
+        reporting.pretrained.tensors,
+        spec,
+        job.merge_alphas,
+        tuned,
+        reporting.transcripts,
+        _baseline(spec, reporting.study),
+    )
+    reporting.tracker.log_params(job.run_id, {"merge_alpha": merges.alpha})
+    print(
+        f"harness merges: alphas {', '.join(map(str, sorted(merges.judged)))} judged over {merges.changed} changed "
+        f"tensors in {merges.seconds:.1f} s; merge_alpha {merges.alpha}",
+        flush=True,
+    )
+    return merges
+
+
+def _baseline(spec: SweepSpec, study) -> dict | None:
+    """The zero-shot baseline's figures, which the retention limit is measured from; None without a limit."""
+    if spec.objective.retention_max_wer_increase is None:
+        return None
+    from harness.names import BASELINE_ATTR
+    from harness.study import find_study
+
+    study = study if study is not None else find_study(spec)
+    return None if study is None else study.user_attrs.get(BASELINE_ATTR)
 
 
 def _may_be_kept(spec: SweepSpec, study, value: float) -> bool:

@@ -46,6 +46,7 @@ class TrialDir:
     log_tail = _File("trial-log-tail.txt")  # the log's last lines, an artifact of a failed run
     progress = _File("progress.json")  # the last validation's report, read by the live view
     predictions = _File("predictions.jsonl")  # the last validation's (a test run's) transcripts, a JSON line each
+    blend = _File("blend")  # with replay, the blend's sources in the trial's own order (`harness.replay.shuffle_blend`)
     model = _File("model.nemo")  # the fine-tuned checkpoint, where `training.keep_checkpoints` keeps it
 
     @classmethod

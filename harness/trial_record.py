@@ -2,7 +2,8 @@
 
 A trial's record lives in its Optuna `user_attrs`: who runs it (seed, host, pid, worker,
 heartbeat, trial_pid), its MLflow run, how it ended (final metrics, steps, pruned_at,
-fail_reason, requeued), whose retry it is (retry_of, attempt), which `start_from` entry gave its
+fail_reason, requeued; the `merge_alpha` its model was merged at and every judged alpha's figures,
+`merges`), whose retry it is (retry_of, attempt), which `start_from` entry gave its
 params, whose result answered it (repeat_of), which setting it confirms (confirms), and what its
 figures depend on (numerics: threads, device, precision, determinism, versions). Every read goes through
 `TrialRecord.of` and every write through `TrialRecord.write` (or `TrialRecord.attrs` for a trial
@@ -60,6 +61,8 @@ class TrialRecord:
     repeat_of: int | None = None  # the finished trial with the same params whose result it was told (none trained)
     confirms: int | None = None  # a seed-confirmation run of the setting of this search trial (`confirmation`)
     numerics: dict[str, Any] = field(default_factory=dict)  # what its figures depend on (`harness.numerics`)
+    merge_alpha: float | None = None  # its model and `final` are this merge with the pretrained one (`harness.merging`)
+    merges: dict[str, dict[str, float]] = field(default_factory=dict)  # every judged alpha ("0.5") -> its figures
 
     @classmethod
     def of(cls, trial: FrozenTrial | optuna.Trial) -> TrialRecord:
@@ -84,6 +87,8 @@ class TrialRecord:
             repeat_of=_maybe(int, attrs.get("repeat_of")),
             confirms=_maybe(int, attrs.get("confirms")),
             numerics=dict(attrs.get("numerics") or {}),
+            merge_alpha=_maybe(float, attrs.get("merge_alpha")),
+            merges={str(k): dict(v) for k, v in (attrs.get("merges") or {}).items()},
         )
 
     @property
@@ -107,6 +112,15 @@ class TrialRecord:
 
 
 KEYS = tuple(f.name for f in fields(TrialRecord))  # the user-attr keys of a trial record
+
+
+def model_params(trial: FrozenTrial | optuna.Trial) -> dict[str, Any]:
+    """The params of the model a trial hands over: its sampled params, and the `merge_alpha` it was merged at,
+    judged after training rather than sampled, so a user attr and not an Optuna param (the report, `best.yaml`,
+    MLflow and `harness reproduce` show it as one). Seed confirmation groups settings by the sampled params alone:
+    the alpha is an outcome of each run."""
+    alpha = TrialRecord.of(trial).merge_alpha
+    return dict(trial.params) | ({"merge_alpha": alpha} if alpha is not None else {})
 
 
 def _maybe(kind: type, value: Any) -> Any:

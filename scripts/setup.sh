@@ -7,14 +7,15 @@ VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 
-# `setup.sh test` also needs Chromium (the HTML report is rendered headless in a test).
+# `setup.sh test` also needs Chromium (the HTML report is rendered headless in a test), and as root Slurm and
+# munge: tests/test_slurm.py starts a single-node Slurm of its own (without root those tests skip).
 packages=(espeak-ng sox)
 [ "${1:-}" = test ] && packages+=(chromium chromium-driver)
+[ "${1:-}" = test ] && [ "$(id -u)" = 0 ] && packages+=(slurm-wlm munge)
+declare -A programs=([chromium-driver]=chromedriver [slurm-wlm]=slurmctld [munge]=munged)
 missing=()
 for package in "${packages[@]}"; do
-    program=$package
-    [ "$package" = chromium-driver ] && program=chromedriver
-    command -v "$program" >/dev/null || missing+=("$package")
+    command -v "${programs[$package]:-$package}" >/dev/null || missing+=("$package")
 done
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

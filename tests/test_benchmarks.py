@@ -12,7 +12,7 @@ import pytest
 
 # The ones that train (or time) trials take minutes together: `make test-extended` runs them (marker
 # `extended`), keeping `make test` under its 15 minutes; batch_fill runs in every `make test`.
-TRAINING = ["overhead", "throughput", "pruning", "memory", "samplers", "startup", "decision"]
+TRAINING = ["overhead", "throughput", "pruning", "memory", "samplers", "startup", "decision", "status"]
 SIDE_BY_SIDE = {"overhead", "throughput", "startup"}
 BENCHMARKS = [pytest.param(name, marks=pytest.mark.extended) for name in TRAINING] + ["batch_fill"]
 RESULT = re.compile(r"^RESULT .+ = -?\d+\.\d+.* \(target .+\): (met|NOT met)$")
@@ -205,3 +205,37 @@ def test_decision_replay_judges_each_choice_by_true_means_and_never_reuses_a_run
             if single.setting == 1:  # it drew the lucky run: the three it never saw average 0.52
                 assert single.unseen_regret == pytest.approx(0.52 - means[0])
     assert 0 < fooled < 12
+
+
+def test_benchmarks_train_without_the_forgetting_levers_unless_they_measure_them(terse_data, tmp_path, monkeypatch):
+    """The demo may search `replay_fraction` and `merge_alpha` with `data.replay` and a retention limit; a
+    benchmark's project keeps its trials to the new domain alone, or keeps the levers it names."""
+    import yaml
+
+    import benchmarks.project as project_module
+    from benchmarks.project import Project, demo_search_space
+    from harness.search_space import load_search_space, merge_alphas
+
+    space = yaml.safe_load(demo_search_space().read_text())
+    levers = {"replay_fraction": {"type": "float", "low": 0.0, "high": 0.5}}
+    levers["merge_alpha"] = {"type": "categorical", "choices": [0.5]}
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(space | levers))
+    old = str(terse_data["validation"])  # any manifest: the spec is loaded, never run
+    demo = yaml.safe_load(project_module.DEMO_SPEC.read_text())
+    demo["search_space"] = str(tmp_path / "space.yaml")  # absolute: the repo's folder is not joined to it
+    demo["data"] |= {"replay": [old], "retention": [old]}
+    demo["objective"] = {**demo["objective"], "retention_max_wer_increase": 0.1}
+    given = demo["start_from"][0]
+    demo["start_from"] = [{**given, "replay_fraction": 0.25}, {"replay_fraction": 0.5}]
+    (tmp_path / "demo.yaml").write_text(yaml.safe_dump(demo))
+    monkeypatch.setattr(project_module, "DEMO_SPEC", tmp_path / "demo.yaml")
+
+    with Project("plain", data=terse_data["train"].parent) as project:
+        spec = project.spec("plain")
+        assert (set(load_search_space(spec.search_space)), merge_alphas(spec.search_space)) == (set(space), ())
+    assert (spec.data.replay, spec.data.retention, spec.objective.retention_max_wer_increase) == ([], [], None)
+    assert spec.start_from == [given]  # an entry of levers alone is dropped
+    with Project("levers", data=terse_data["train"].parent, levers=("replay_fraction", "merge_alpha")) as project:
+        spec = project.spec("levers")
+        assert "replay_fraction" in load_search_space(spec.search_space) and merge_alphas(spec.search_space)
+    assert spec.data.replay == [old] and spec.start_from == demo["start_from"]

@@ -1,7 +1,8 @@
 """`harness launch`: worker jobs through submitit on one shared study; the Slurm script; refusals.
 
 The local runs start real submitit jobs (each a `harness worker` process) on SQLite stores; the Slurm
-tests only print the script, which needs neither `sbatch` nor any store.
+tests here only print the script, which needs neither `sbatch` nor any store (tests/test_slurm.py submits
+to a real Slurm).
 """
 
 from __future__ import annotations
@@ -135,7 +136,9 @@ def test_ctrl_c_stops_every_local_worker_and_records_their_trials(project, speec
 
 
 def test_slurm_dry_run_prints_the_sbatch_script(project, speech_data, capsys, monkeypatch, tmp_path_factory):
-    spec = spec_dict(speech_data, storage=PG, tracking={"uri": MLFLOW}, training={"devices": 2}, launch=SLURM)
+    tmp = tmp_path_factory.getbasetemp()  # the checkout and the manifests: the container must see them (test_slurm.py)
+    launch = {**SLURM, "container_mounts": [*SLURM["container_mounts"], f"{tmp}:{tmp}"]}
+    spec = spec_dict(speech_data, storage=PG, tracking={"uri": MLFLOW}, training={"devices": 2}, launch=launch)
     write_spec(project, "canary", spec)
     monkeypatch.setenv("PATH", str(tmp_path_factory.mktemp("no-slurm")))  # no sbatch, no srun
     before = sorted(project.rglob("*"))
@@ -150,12 +153,13 @@ def test_slurm_dry_run_prints_the_sbatch_script(project, speech_data, capsys, mo
         "#SBATCH --gpus-per-node=2",
         "#SBATCH --array=0-3%4",
         "#SBATCH --cpus-per-task=8",
+        "#SBATCH --requeue",
         "export NCCL_DEBUG=WARN",
         "source /shared/venv/bin/activate",
     ):
         assert line in out.splitlines(), line
     (srun,) = [line for line in out.splitlines() if line.startswith("srun ")]
-    assert "--container-image=nvcr.io/nvidia/nemo:25.04 --container-mounts=/shared:/shared" in srun
+    assert f"--container-image=nvcr.io/nvidia/nemo:25.04 --container-mounts=/shared:/shared,{tmp}:{tmp}" in srun
     assert srun.endswith(f"python -u -m submitit.core._submit {project}/mlruns/launch/canary")
     (worker,) = [line for line in out.splitlines() if "-m harness worker" in line]
     redacted = "'postgresql://***@db.example:5432/optuna'"  # a URL's user and password stay out of scripts
@@ -164,7 +168,7 @@ def test_slurm_dry_run_prints_the_sbatch_script(project, speech_data, capsys, mo
     assert out.index("source /shared/venv/bin/activate") < out.index("srun ")
     assert sorted(project.rglob("*")) == before  # nothing written, nothing submitted
 
-    write_spec(project, "canary", {**spec, "launch": {**SLURM, "array": False}})
+    write_spec(project, "canary", {**spec, "launch": {**launch, "array": False}})
     assert main(["launch", "canary", "--dry-run", "--partition", "debug", "--time-minutes", "30"]) == 0
     out = capsys.readouterr().out
     assert out.count("#!/bin/bash") == 4 and "--array" not in out

@@ -72,7 +72,7 @@ def test_sweep_records_every_trial_in_optuna_and_mlflow(report_sweep, monkeypatc
     baseline_test = study.user_attrs["test_baseline"]["metrics"]
     assert metrics["baseline_test_wer"] == baseline_run.data.metrics["test_wer"] == baseline_test["test_wer"]
     assert "test_runner_up" not in study.user_attrs and not any(k.startswith("runner_up_") for k in metrics)
-    assert re.search(r"No checkpoint of the runner-up trial-000\d \(training.keep_checkpoints: best\)", console)
+    assert re.search(r"runner-up trial-000\d: no checkpoint kept \(training.keep_checkpoints: best\)", console)
     for folder in ("test", "test-baseline"):  # the test runs' transcripts, one line per test manifest line
         lines = TrialDir.of(spec, folder).predictions.read_text().splitlines()
         assert len(lines) == len(Path(spec.data.test).read_text().splitlines()), folder

@@ -9,7 +9,9 @@ fails to import (leptonai 0.47 lacks `leptonai.api.v1`).
 Callers import from here; the private modules are one concern each: `_submit` (the checks, then local or
 Slurm), `_jobs` (what every job runs: `python -m harness worker SPEC --storage URL --tracking-uri URI` in
 the job's own Python process), `_local` (jobs on this machine, awaited), `_slurm` (jobs submitted with
-`sbatch`; the study and MLflow show the progress).
+`sbatch`; the study and MLflow show the progress), and for Slurm `_partition` (a request the partition
+cannot satisfy, refused), `_container` (what a container job must see) and `_record` (the study opened
+before submitting, the jobs recorded on it for `harness status`).
 """
 
 from harness.launch._submit import INSTALL_HINT, launch

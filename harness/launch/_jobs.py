@@ -50,7 +50,7 @@ def run_worker(argv: list[str], cwd: str, text: str) -> int:
     worker stops cleanly, its trial re-queued for the others, before the scheduler kills it."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGUSR2, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
+    signal.signal(signal.SIGUSR2, _time_limit_warning)
     os.chdir(cwd)
     print(f"harness launch: this job runs `{text}`", flush=True)
     sys.argv[1:] = argv
@@ -62,6 +62,12 @@ def run_worker(argv: list[str], cwd: str, text: str) -> int:
     if code:
         raise WorkerFailed(f"harness worker exited with {code}")
     return 0
+
+
+def _time_limit_warning(signum: int, frame: object) -> None:
+    """Slurm's warning (`--signal=USR2@90`): the job's time limit is near; the worker stops as on SIGTERM."""
+    print(f"harness launch: the job's time limit is {STOP_WARNING_SECONDS} s away (SIGUSR2): stopping", flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def worker_command(spec: SweepSpec, *, gpus: int, python: str) -> WorkerCommand:

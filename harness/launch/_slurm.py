@@ -1,9 +1,14 @@
-"""Worker jobs on Slurm: the `sbatch` parameters (job array, pyxis container), submission, the dry run's script."""
+"""Worker jobs on Slurm: the `sbatch` parameters (job array, pyxis container, requeue), submission, the dry run.
+
+Before `sbatch`: the request is checked against the partition (`_partition`), the container against the paths
+the job needs (`_container`, also in a dry run), and the study is opened as a worker would (`_record`), so a
+launch that could never run is one line, not jobs pending or failing on the cluster. After: the jobs are
+recorded on the study for `harness status`.
+"""
 
 from __future__ import annotations
 
 import shlex
-import shutil
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -12,6 +17,8 @@ from rich.console import Console
 
 from harness.errors import LaunchError
 from harness.launch._jobs import STOP_WARNING_SECONDS, WorkerCommand, log_dir, run_worker, worker_command
+from harness.launch._partition import check_request, read_partition, require_slurm_commands, worker_cpus
+from harness.launch._record import open_launch_study, record_jobs
 from harness.spec import SweepSpec
 
 
@@ -31,8 +38,9 @@ def check_shared_stores(spec: SweepSpec) -> None:
         )
 
 
-def slurm_parameters(spec: SweepSpec, command: WorkerCommand) -> dict:
-    """`SlurmExecutor.update_parameters` keywords: one task per job, `gpus_per_worker` GPUs on its node.
+def slurm_parameters(spec: SweepSpec, command: WorkerCommand, *, cpus: int) -> dict:
+    """`SlurmExecutor.update_parameters` keywords: one task per job, `cpus` CPUs and `gpus_per_worker` GPUs on
+    its node; `--requeue` (`launch.requeue`) lets Slurm restart a preempted job, whose worker resumes the study.
 
     `env` and `setup` become the script's lines before `srun` (srun passes the environment on, into a
     pyxis container too); the container is `srun --container-image` (pyxis/enroot). The script's
@@ -50,7 +58,7 @@ def slurm_parameters(spec: SweepSpec, command: WorkerCommand) -> dict:
         "time": launch.time_minutes,
         "nodes": 1,
         "ntasks_per_node": 1,
-        "cpus_per_task": launch.cpus_per_worker,
+        "cpus_per_task": cpus,
         "gpus_per_node": launch.gpus_per_worker or None,
         "mem": f"{launch.mem_gb}GB" if launch.mem_gb else None,
         "partition": launch.partition,
@@ -60,6 +68,7 @@ def slurm_parameters(spec: SweepSpec, command: WorkerCommand) -> dict:
         "srun_args": srun_args or None,
         "stderr_to_stdout": True,  # one log per worker
         "signal_delay_s": STOP_WARNING_SECONDS,
+        "additional_parameters": {"requeue" if launch.requeue else "no-requeue": True},
     }
     return {key: value for key, value in parameters.items() if value is not None}
 
@@ -78,13 +87,13 @@ def submit_slurm(submitit: ModuleType, spec: SweepSpec, *, dry_run: bool, consol
     command = worker_command(spec, gpus=launch.gpus_per_worker, python=python)
     if dry_run:
         return _slurm_dry_run(submitit, spec, folder, command)
-    if shutil.which("sbatch") is None or shutil.which("srun") is None:
-        raise LaunchError(
-            "No `sbatch`/`srun` on this machine: run `harness launch` on a Slurm login node "
-            "(`harness launch --dry-run` prints the job script anywhere)."
-        )
+    require_slurm_commands()
+    partition = read_partition(launch.partition)
+    cpus = worker_cpus(spec, partition)
+    check_request(spec, partition, cpus=cpus)
+    study = open_launch_study(spec)
     executor = submitit.SlurmExecutor(folder=folder, python=python)
-    executor.update_parameters(**slurm_parameters(spec, command))
+    executor.update_parameters(**slurm_parameters(spec, command, cpus=cpus))
     count, args = launch.workers, (command.argv, command.cwd, command.text)
     try:
         if launch.array:
@@ -93,18 +102,38 @@ def submit_slurm(submitit: ModuleType, spec: SweepSpec, *, dry_run: bool, consol
             jobs = [executor.submit(run_worker, *args) for _ in range(count)]
     except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError) as exc:
         raise LaunchError(f"sbatch refused the job: {str(exc).strip().splitlines()[-1]}") from None
-    console.print(f"Submitted {count} worker job(s) for sweep {spec.name}:", highlight=False)
+    job_ids = list(dict.fromkeys(job.job_id.split("_")[0] for job in jobs))  # an array's tasks share its id
+    record_jobs(study, job_ids, tasks=count if launch.array else 1, log_dir=folder)
+    _print_submitted(spec, jobs, job_ids, command, partition=partition.name, cpus=cpus, console=console)
+    return 0
+
+
+def _print_submitted(
+    spec: SweepSpec,
+    jobs: list,
+    job_ids: list[str],
+    command: WorkerCommand,
+    *,
+    partition: str,
+    cpus: int,
+    console: Console,
+) -> None:
+    """What was queued where, each task's log, and how to follow and stop the jobs."""
+    launch = spec.launch
+    unset = "" if launch.cpus_per_worker is not None else " (`launch.cpus_per_worker` unset)"
+    console.print(
+        f"Submitted {launch.workers} worker job(s) for sweep {spec.name} to partition {partition}, "
+        f"{cpus} CPUs{unset} and {launch.gpus_per_worker} GPUs each:",
+        highlight=False,
+    )
     for job in jobs:
         console.print(f"  job {job.job_id}  log {job.paths.stdout}", highlight=False)
     console.print(f"Each runs: {command.text}", highlight=False, markup=False, soft_wrap=True)
-    main_id = jobs[0].job_id.split("_")[0]
     console.print(
-        f"Logs: {folder}. Follow with `squeue --me`, `harness report {spec.name}` or the MLflow UI; "
-        f"stop with `scancel {main_id if launch.array else ' '.join(j.job_id for j in jobs)}` "
-        "(workers record the stop and re-queue their trials).",
+        f"Logs: {log_dir(spec)}. Follow with `harness status {spec.name}`, `squeue --me` or the MLflow UI; "
+        f"stop with `scancel {' '.join(job_ids)}` (workers record the stop and re-queue their trials).",
         highlight=False,
     )
-    return 0
 
 
 def _slurm_dry_run(submitit: ModuleType, spec: SweepSpec, folder: Path, command: WorkerCommand) -> int:
@@ -122,7 +151,7 @@ def _slurm_dry_run(submitit: ModuleType, spec: SweepSpec, folder: Path, command:
 
     launch = spec.launch
     executor = OfflineSlurmExecutor(folder=folder, python=command.python)
-    executor.update_parameters(**slurm_parameters(spec, command))
+    executor.update_parameters(**slurm_parameters(spec, command, cpus=worker_cpus(spec, None)))
     as_array = launch.array and launch.workers > 1
     if as_array:
         executor.parameters["map_count"] = launch.workers
@@ -130,6 +159,8 @@ def _slurm_dry_run(submitit: ModuleType, spec: SweepSpec, folder: Path, command:
     scripts = 1 if as_array or launch.workers == 1 else launch.workers
     what = f"one job array of {launch.workers} tasks" if as_array else f"{scripts} job(s)"
     print(f"# harness launch --dry-run: sbatch would get {what}; nothing was written or submitted.")
+    if launch.cpus_per_worker is None:
+        print("# `launch.cpus_per_worker` is unset: a submit asks for 8 CPUs, or a node's CPUs where nodes have fewer.")
     for index in range(scripts):
         print(f"# ---- sbatch script {index + 1} of {scripts} ----")
         print(script)

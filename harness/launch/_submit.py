@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import ModuleType
 
 from rich.console import Console
 
 from harness.errors import LaunchError
+from harness.launch._container import check_container_paths
+from harness.launch._jobs import log_dir
 from harness.launch._local import run_local
 from harness.launch._slurm import check_shared_stores, submit_slurm
 from harness.spec import SweepSpec, check_values
@@ -31,6 +34,7 @@ def launch(spec: SweepSpec, *, dry_run: bool, console: Console) -> int:
     submitit = import_submitit()
     if spec.launch.executor == "slurm":
         check_shared_stores(spec)
+        check_container_paths(spec, checkout=Path.cwd(), log_dir=log_dir(spec))
         return submit_slurm(submitit, spec, dry_run=dry_run, console=console)
     return run_local(submitit, spec, dry_run=dry_run, console=console)
 

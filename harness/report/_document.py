@@ -20,14 +20,15 @@ from harness.report._behaviours import behaviour_blocks, behaviour_metrics
 from harness.report._blocks import Block, Code, Heading, Image, Table, Text
 from harness.report._comparison import COMPARISON_HEADERS, comparison_rows, figure_names
 from harness.report._confirmation import confirmation_blocks, decision_text
+from harness.report._front import front_blocks, merge_text
 from harness.report._intervals import interval_blocks
 from harness.report._retention import retention_rows, retention_verdict
 from harness.report._summary import MEMORY_HEADERS, SweepSummary, baseline_verdict, memory_rows, pruning_savings
 from harness.report._trials import trial_rows
-from harness.search_space import format_param, load_search_space
+from harness.search_space import MERGE_ALPHA, format_param, load_search_space, merge_alphas
 from harness.spec import SweepSpec
 from harness.study import no_best_reason
-from harness.trial_record import TrialRecord
+from harness.trial_record import TrialRecord, model_params
 
 # -- the page, section by section ----------------------------------------------------------------
 
@@ -48,6 +49,7 @@ def build_blocks(
     blocks += confirmation_blocks(spec, summary)
     blocks += _against_baseline(spec, summary)
     blocks += _retention(spec, summary)
+    blocks += front_blocks(spec, summary)
     blocks += behaviour_blocks(spec, summary)
     blocks += _test_set(spec, summary)
     blocks += interval_blocks(spec, summary)
@@ -88,7 +90,8 @@ def _decision(spec: SweepSpec, summary: SweepSummary, best_config: Path | None) 
         Text(lead),
         Text(f"The decision was made on {spec.objective.meaning}, at each trial's final validation."),
         *([Text(retention)] if retention else []),
-        Table(["param", "value"], [[k, format_param(v)] for k, v in best.params.items()]),
+        Table(["param", "value"], [[k, format_param(v)] for k, v in model_params(best).items()]),
+        *([Text(merge_text(best))] if merge_text(best) else []),
         Text("Re-run it, or take its fine-tuned checkpoint:"),
         Code(f"{reproduce_command(spec, best.number)}\n{export_command(spec, best.number)}", "bash"),
     ]
@@ -185,6 +188,10 @@ def _spec_sections(spec: SweepSpec) -> list[Block]:
     if not space.is_file():
         return [*blocks, Text(f"`{spec.search_space}` is gone.")]
     rows = [[name, _describe(dist)] for name, dist in load_search_space(space).items()]
+    alphas = merge_alphas(space)
+    if alphas:
+        judged = ", ".join(format_param(a) for a in alphas)
+        rows.append([MERGE_ALPHA, f"every one of {judged} judged after training (not sampled)"])
     return [
         *blocks,
         Text(f"`{spec.search_space}`:"),

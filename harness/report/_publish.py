@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import shutil
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from harness.names import PARENT_ATTR, run_name
 from harness.number_text import params_text
 from harness.report._confirmation import decision_text
 from harness.report._document import build_blocks, objective_text, reproduce_command
+from harness.report._front import front_plot, merge_text, shows_front
 from harness.report._render import to_html, to_markdown
 from harness.report._retention import retention_points, shows_retention
 from harness.report._summary import SweepSummary, ordered_trials, summarize
@@ -30,7 +32,7 @@ from harness.stores import creation_lock
 from harness.tracking import Tracker
 from harness.trial import Result
 from harness.trial_dir import TrialDir
-from harness.trial_record import TrialRecord
+from harness.trial_record import TrialRecord, model_params
 
 REPORTS_DIR = "reports"
 ARTIFACT_PATH = "report"
@@ -84,7 +86,8 @@ def _write_files(spec: SweepSpec, out: Path, *, html_report: bool) -> ReportFile
 
 
 def make_plots(spec: SweepSpec, summary: SweepSummary, out: Path) -> list[plots.Plot]:
-    """Every figure of the report; the Pareto front only for a multi-objective study."""
+    """Every figure of the report; the Pareto front only for a multi-objective study, the front of every judged
+    merge only where trials judged merges or the retention WER is an objective."""
     trials = summary.trials
     figures = [
         plots.objective_history(trials, summary.direction, out),
@@ -92,10 +95,12 @@ def make_plots(spec: SweepSpec, summary: SweepSummary, out: Path) -> list[plots.
         plots.objective_vs_params(trials, _distributions(spec, trials), out),
         plots.learning_curves(_curves(spec, summary), out, metric=_curve_metric(spec)),
     ]
-    if summary.multi_objective:
+    if summary.multi_objective and not spec.objective.pareto_retention:  # that front is `front_plot`'s, with merges
         figures.append(plots.pareto_front(summary.study, out))
     if shows_retention(summary):
         figures.append(plots.retention_tradeoff(retention_points(summary), summary.direction, out))
+    if shows_front(spec, summary):
+        figures.append(front_plot(spec, summary, out))
     return figures
 
 
@@ -149,8 +154,9 @@ def write_best_config(spec: SweepSpec, summary: SweepSummary, out: Path) -> Path
     header = (
         f"# Resolved NeMo config of {run_name(best.number)}, the best trial of sweep `{spec.name}`\n"
         + (f"# {confirmed}\n" if confirmed else "")
-        + f"# ({objective_text(spec, best)}; params: {params_text(best.params)}).\n"
-        f"# Re-run it: {reproduce_command(spec, best.number)}\n"
+        + f"# ({objective_text(spec, best)}; params: {params_text(model_params(best))}).\n"
+        + "".join(f"# {line}\n" for line in textwrap.wrap(merge_text(best), 110))
+        + f"# Re-run it: {reproduce_command(spec, best.number)}\n"
     )
     target.write_text(header + source.read_text())
     return target

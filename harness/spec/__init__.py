@@ -10,7 +10,15 @@ names) are refused on load too (`check_values`).
 `_values` checks the values; callers import from `harness.spec` only.
 """
 
-from harness.spec._loading import build, load_spec, read_yaml
+from harness.spec._loading import (
+    build,
+    is_spec_path,
+    known_sweeps,
+    load_spec,
+    project_path,
+    read_yaml,
+    spec_candidates,
+)
 from harness.spec._schema import (
     STATE_DIR,
     BehaviourSpec,
@@ -22,6 +30,7 @@ from harness.spec._schema import (
     SweepSpec,
     TrackingSpec,
     TrainingSpec,
+    default_storage,
     store_uris,
 )
 from harness.spec._values import check_values, registry_name_problem
@@ -39,8 +48,13 @@ __all__ = [
     "TrainingSpec",
     "build",
     "check_values",
+    "default_storage",
+    "is_spec_path",
+    "known_sweeps",
     "load_spec",
+    "project_path",
     "read_yaml",
     "registry_name_problem",
+    "spec_candidates",
     "store_uris",
 ]

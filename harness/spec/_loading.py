@@ -19,20 +19,39 @@ from harness.spec._values import check_values
 SWEEPS_DIR = Path("sweeps")
 
 
-def find_spec_file(name_or_path: str) -> Path:
-    """`canary-tiny` -> `sweeps/canary-tiny.yaml`; an explicit YAML path is taken as is."""
+def spec_candidates(name_or_path: str) -> list[Path]:
+    """`canary-tiny` -> `sweeps/canary-tiny.yaml` (or `.yml`); an explicit YAML path is taken as is."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml"):
-        candidates = [path]
-    else:
-        candidates = [SWEEPS_DIR / f"{name_or_path}.yaml", SWEEPS_DIR / f"{name_or_path}.yml"]
+    if is_spec_path(name_or_path):
+        return [path]
+    return [SWEEPS_DIR / f"{name_or_path}.yaml", SWEEPS_DIR / f"{name_or_path}.yml"]
+
+
+def is_spec_path(name_or_path: str) -> bool:
+    """A YAML path (`path/to/x.yaml`), not a sweep's name."""
+    return Path(name_or_path).suffix in (".yaml", ".yml")
+
+
+def known_sweeps() -> str:
+    """The names under sweeps/, for messages."""
+    known = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml")) if SWEEPS_DIR.is_dir() else []
+    return ", ".join(known) or "none"
+
+
+def find_spec_file(name_or_path: str) -> Path:
+    """The spec's file (`spec_candidates`), or an error naming where it was looked for."""
+    candidates = spec_candidates(name_or_path)
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    known = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml")) if SWEEPS_DIR.is_dir() else []
-    raise SpecError(
-        f"No sweep spec {candidates[0]} (run from the project root; known sweeps: {', '.join(known) or 'none'})."
-    )
+    raise SpecError(f"No sweep spec {candidates[0]} (run from the project root; known sweeps: {known_sweeps()}).")
+
+
+def project_path(source: str) -> str:
+    """A spec's path as a study records it (`names.SPEC_FILE_ATTR`): relative to the project root (the CWD every
+    `harness` verb runs in) when inside it, so a job that mounts the checkout elsewhere records the same path."""
+    path = Path(source).resolve()
+    return str(path.relative_to(Path.cwd().resolve())) if path.is_relative_to(Path.cwd().resolve()) else str(path)
 
 
 def load_spec(name_or_path: str) -> SweepSpec:

@@ -25,12 +25,15 @@ class DataSpec:
     """The user's NeMo manifests and which fields hold the target text and language.
 
     `retention`: manifests of what the model must keep doing (its old domain), scored after every
-    complete trial and on the baseline (`harness.retention`); one path or a list."""
+    complete trial and on the baseline (`harness.retention`); one path or a list.
+    `replay`: old-domain training manifests (a sample of the pretraining data), blended into a trial's
+    batches at its `replay_fraction` (`harness.replay`); one path or a list."""
 
     train: str
     validation: str
     test: str | None = None
     retention: list[str] = field(default_factory=list, metadata={ONE_OR_LIST: True})
+    replay: list[str] = field(default_factory=list, metadata={ONE_OR_LIST: True})
     text_field: str = "text"
     lang_field: str = "target_lang"
 
@@ -64,17 +67,24 @@ class ObjectiveSpec:
     """What Optuna optimises: WER as written (minimise), `wer_normalized` (WER after Whisper's English
     normaliser with OpenAI's spelling table for English, then lower-casing and stripping punctuation;
     minimise), BLEU (maximise), `wer - bleu_weight * bleu`, or `pareto`: WER and BLEU at once (a
-    multi-objective study; its trials are not pruned)."""
+    multi-objective study; its trials are not pruned). `pareto_retention` adds the retention WER
+    (`data.retention`, minimised) as a second objective: a Pareto study of the new domain against the old."""
 
     metric: Literal["wer", "wer_normalized", "bleu", "mix", "pareto"] = "wer"
     bleu_weight: float = 1.0
     # A complete trial whose retention WER exceeds the baseline's by more than this (0.05 = 5 WER points)
     # is infeasible: never the best, and TPE steers away (`harness.retention`).
     retention_max_wer_increase: float | None = None
+    pareto_retention: bool = False  # the retention WER as a second objective (with a single-figure `metric`)
 
     @property
     def meaning(self) -> str:
         """What the decision was made on, in words for the report."""
+        retention = " and the retention WER together (Pareto front)" if self.pareto_retention else ""
+        return self._metric_meaning + retention
+
+    @property
+    def _metric_meaning(self) -> str:
         wer = "WER on the text as written (case and punctuation count)"
         return {
             "wer": wer,
@@ -161,7 +171,7 @@ class LaunchSpec:
     executor: Literal["local", "slurm"] = "local"
     workers: int = 2  # worker jobs; each runs one trial per `training.devices` of its GPUs
     gpus_per_worker: int = 1  # Slurm's --gpus-per-node; 0: CPU workers
-    cpus_per_worker: int = 8
+    cpus_per_worker: int | None = None  # null: 8, or fewer where the partition's nodes have fewer
     mem_gb: int | None = None
     time_minutes: int = 240  # a worker stops cleanly 90 s before this, its trial re-queued for the others
     partition: str | None = None
@@ -172,6 +182,7 @@ class LaunchSpec:
     env: dict[str, str] = field(default_factory=dict)  # e.g. NCCL settings; never credentials
     setup: list[str] = field(default_factory=list)  # shell lines before the worker, e.g. activating a venv
     array: bool = True  # one Slurm job array of `workers` tasks, else that many jobs
+    requeue: bool = True  # Slurm may requeue a preempted job (--requeue); its worker resumes the study
     log_dir: str | None = None  # null: mlruns/launch/<sweep name>
     python: str | None = None  # the jobs' interpreter; null: this one, or `python` inside `container_image`
 
@@ -235,8 +246,9 @@ class SweepSpec:
 
     @property
     def directions(self) -> list[Direction]:
-        """One direction per objective; `pareto` minimises WER and maximises BLEU."""
-        return objective_directions(self.objective.metric)
+        """One direction per objective; `pareto` minimises WER and maximises BLEU, `pareto_retention` adds the
+        retention WER's (minimised)."""
+        return objective_directions(self.objective.metric, retention=self.objective.pareto_retention)
 
     @property
     def direction(self) -> Direction:
@@ -261,6 +273,11 @@ def store_uris(spec: SweepSpec, *, storage: str | None = None, tracking_uri: str
     tracking URI is always explicit: MLflow 3 refuses the plain ./mlruns file store)."""
     state = spec.state_dir
     return StoreURIs(
-        storage or spec.storage or os.environ.get(ENV_STORAGE) or f"sqlite:///{state / 'optuna.db'}",
+        storage or spec.storage or default_storage(),
         tracking_uri or spec.tracking.uri or os.environ.get(ENV_TRACKING_URI) or f"sqlite:///{state / 'mlflow.db'}",
     )
+
+
+def default_storage() -> str:
+    """The Optuna storage of a spec that names none: $HARNESS_STORAGE, else `mlruns/optuna.db` (`store_uris`)."""
+    return os.environ.get(ENV_STORAGE) or f"sqlite:///{STATE_DIR.resolve() / 'optuna.db'}"

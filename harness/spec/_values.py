@@ -10,7 +10,10 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from harness.errors import SpecError
 from harness.spec._schema import LaunchSpec, PrunerSpec, SweepSpec, TrainingSpec
@@ -25,6 +28,8 @@ def check_values(spec: SweepSpec, *, where: str) -> None:
     _check_launch_env(spec.launch, where=where)
     _check_behaviour_names(spec, where=where)
     _check_retention_limit(spec, where=where)
+    _check_replay(spec, where=where)
+    _check_pareto_retention(spec, where=where)
     _check_confirm(spec, where=where)
     _check_registry(spec, where=where)
 
@@ -67,7 +72,7 @@ _LIMITS: dict[str, tuple[Callable[[float], bool], str]] = {
     "training.min_duration": (lambda v: v >= 0, "a number of seconds >= 0"),
     "launch.workers": (lambda v: v >= 1, "at least 1 (worker jobs)"),
     "launch.gpus_per_worker": (lambda v: v >= 0, "at least 0 (0: CPU workers)"),
-    "launch.cpus_per_worker": (lambda v: v >= 1, "at least 1"),
+    "launch.cpus_per_worker": (lambda v: v >= 1, "at least 1, or null for 8 (fewer where nodes have fewer)"),
     "launch.mem_gb": (lambda v: v >= 1, "at least 1 (GB per worker job), or null for the partition's default"),
     "launch.time_minutes": (lambda v: v >= 1, "at least 1 (minutes per worker job)"),
 }
@@ -137,12 +142,63 @@ def _check_retention_limit(spec: SweepSpec, *, where: str) -> None:
         )
 
 
+def _check_pareto_retention(spec: SweepSpec, *, where: str) -> None:
+    """The retention WER as a second objective needs retention sets, and one new-domain figure beside it."""
+    if not spec.objective.pareto_retention:
+        return
+    if not spec.data.retention:
+        raise SpecError(
+            f"{where}: `objective.pareto_retention` makes the retention WER an objective, but there is no "
+            "`data.retention` to score it on: add manifests of the model's old domain, or remove the key."
+        )
+    if spec.objective.metric == "pareto":
+        raise SpecError(
+            f"{where}: `objective.pareto_retention` sets the retention WER against one new-domain figure, but "
+            "`objective.metric` is `pareto` (two already): choose `wer`, `wer_normalized`, `bleu` or `mix`."
+        )
+
+
+REPLAY_KNOB = "replay_fraction"  # harness.replay.PARAM (harness.replay imports this package)
+
+
+def _check_replay(spec: SweepSpec, *, where: str) -> None:
+    """`replay_fraction` blends the `data.replay` manifests into training: either without the other would
+    tune nothing. The search space is read for its keys only; `harness.search_space` checks its entries."""
+    keys = _space_keys(spec.search_space)
+    if keys is None:
+        return
+    knob = REPLAY_KNOB in keys
+    if knob and not spec.data.replay:
+        raise SpecError(
+            f"{where}: the search space {spec.search_space} has `{REPLAY_KNOB}`, but `data.replay` names no "
+            "manifests to blend in: add `data.replay` (old-domain training manifests, e.g. a sample of the "
+            f"pretraining data), or remove `{REPLAY_KNOB}`."
+        )
+    if spec.data.replay and not knob:
+        raise SpecError(
+            f"{where}: `data.replay` is set, but the search space {spec.search_space} has no `{REPLAY_KNOB}`, so "
+            f"no trial would train on it: add `{REPLAY_KNOB}` (e.g. {{type: float, low: 0.0, high: 0.5}}), or "
+            "remove `data.replay`."
+        )
+
+
+def _space_keys(path: str) -> set[str] | None:
+    """The parameter names of a search-space YAML; None when it is missing or unreadable (loading the
+    space says why, naming the file)."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return set(raw) if isinstance(raw, dict) else None
+
+
 def _check_confirm(spec: SweepSpec, *, where: str) -> None:
     """A confirmed winner is the best mean of one figure; a Pareto front has no single mean to rank."""
     if spec.budget.confirm is not None and spec.multi_objective:
+        pareto = "`objective.pareto_retention` is true" if spec.objective.pareto_retention else "`metric` is `pareto`"
         raise SpecError(
-            f"{where}: `budget.confirm` ranks settings by the mean of one objective, but `objective.metric` is "
-            "`pareto`: choose `wer`, `wer_normalized`, `bleu` or `mix`, or remove `budget.confirm`."
+            f"{where}: `budget.confirm` ranks settings by the mean of one objective, but {pareto}: choose one "
+            "(`wer`, `wer_normalized`, `bleu` or `mix`, without `pareto_retention`), or remove `budget.confirm`."
         )
 
 

@@ -8,10 +8,12 @@ from harness.speech.datasets import (
     PRETRAIN_RATES,
     PRETRAIN_SPLITS,
     PRETRAIN_VOICES,
+    REPLAY_LINES,
     RETENTION_LINES,
     build_corpus,
     build_demo_data,
     build_pretrain_data,
+    build_replay_data,
     build_retention_data,
 )
 from harness.speech.synth import synthesize
@@ -27,6 +29,7 @@ __all__ = [
     "PRETRAIN_RATES",
     "PRETRAIN_SPLITS",
     "PRETRAIN_VOICES",
+    "REPLAY_LINES",
     "RETENTION_LINES",
     "Grammar",
     "Pair",
@@ -34,6 +37,7 @@ __all__ = [
     "build_corpus",
     "build_demo_data",
     "build_pretrain_data",
+    "build_replay_data",
     "build_retention_data",
     "shuffled_pairs",
     "split_pairs",

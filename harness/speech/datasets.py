@@ -28,6 +28,10 @@ DEMO_SPLITS = {"train": 800, "validation": 48, "test": 96}
 DEMO_TRANSLATE_FRACTION = 0.5
 PRETRAIN_SPLITS = {"train": 3000, "validation": 64, "test": 200}
 RETENTION_LINES = 48  # the demo's retention set: canary-tiny's pretraining domain, unseen sentences
+# The demo's replay set: a sample of canary-tiny's pretraining data. 800 lines, as many as the demo's training
+# set: at replay_fraction 0.5 an 800-step trial (~7 cuts a step at batch_duration 20) meets each about 3.5
+# times, no more often than it meets each new-domain line.
+REPLAY_LINES = 800
 
 STAMP_NAME = "corpus-stamp.json"
 _FORMAT_VERSION = 1  # bump when the layout of the output changes, to invalidate old caches
@@ -110,8 +114,9 @@ def build_corpus(
 
 
 def build_demo_data(out_dir: Path) -> dict[str, Path]:
-    """The fine-tuning demo: the `home` domain spoken by voices the pretrained twin never heard, and the
-    retention set (`retention.json`): what fine-tuning must not make the twin forget."""
+    """The fine-tuning demo: the `home` domain spoken by voices the pretrained twin never heard, the
+    retention set (`retention.json`): what fine-tuning must not make the twin forget, and the replay set
+    (`replay.json`): old-domain training data to blend in so that it does not."""
     manifests = build_corpus(
         "home",
         out_dir,
@@ -122,7 +127,7 @@ def build_demo_data(out_dir: Path) -> dict[str, Path]:
         seed=0,
         terse_fraction=0.5,
     )
-    return manifests | {"retention": build_retention_data(out_dir)}
+    return manifests | {"retention": build_retention_data(out_dir), "replay": build_replay_data(out_dir)}
 
 
 def build_retention_data(out_dir: Path, *, lines: int = RETENTION_LINES) -> Path:
@@ -131,17 +136,33 @@ def build_retention_data(out_dir: Path, *, lines: int = RETENTION_LINES) -> Path
     the slice right after its pretraining splits (`build_pretrain_data`, seed 0, the shipped twin's).
     Only these lines are synthesised, into `<out_dir>/retention/` (a corpus of its own, cached); the
     manifest is `<out_dir>/retention.json`, beside the demo's (its audio paths are absolute)."""
+    return _old_domain_set(out_dir, "retention", split="retention", lines=lines, offset=sum(PRETRAIN_SPLITS.values()))
+
+
+def build_replay_data(out_dir: Path, *, lines: int = REPLAY_LINES) -> Path:
+    """canary-tiny's old domain as replay data (`data.replay`): the first `lines` of its pretraining training
+    split, the same sentences, voices, rates and tasks (seed 0, the shipped twin's), as a user would replay
+    a sample of the pretraining data; none of them is a retention sentence. Synthesised into
+    `<out_dir>/replay/` (cached); the manifest is `<out_dir>/replay.json`."""
+    if lines > PRETRAIN_SPLITS["train"]:
+        raise ValueError(f"{lines} replay lines; the pretraining training split has {PRETRAIN_SPLITS['train']}.")
+    return _old_domain_set(out_dir, "replay", split="train", lines=lines, offset=0)
+
+
+def _old_domain_set(out_dir: Path, name: str, *, split: str, lines: int, offset: int) -> Path:
+    """`lines` of the twin's pretraining domain from sentence `offset` on, spoken as in pretraining, as the
+    corpus `<out_dir>/<name>/` and its manifest copied to `<out_dir>/<name>.json`."""
     built = build_corpus(
         "commands",
-        Path(out_dir) / "retention",
-        splits={"retention": lines},
+        Path(out_dir) / name,
+        splits={split: lines},
         voices=PRETRAIN_VOICES,
         rates=PRETRAIN_RATES,
         translate_fraction=0.5,
         seed=0,
-        offset=sum(PRETRAIN_SPLITS.values()),
-    )["retention"]
-    manifest = built.parent.parent / "retention.json"
+        offset=offset,
+    )[split]
+    manifest = built.parent.parent / f"{name}.json"
     if not manifest.is_file() or manifest.read_bytes() != built.read_bytes():
         shutil.copyfile(built, manifest)
     return manifest

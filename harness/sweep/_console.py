@@ -34,7 +34,9 @@ def print_outcome(view: SweepView, outcome: Outcome, *, best: FrozenTrial | None
     elif outcome.state == TrialState.COMPLETE:
         final = outcome.result.final if outcome.result is not None else {}
         metrics = {k: v for k, v in final.items() if k != "step"}
-        view.log(f"  {name} [green]COMPLETE[/] objective={value_text(outcome.value)} {metrics_text(metrics)}")
+        alpha = outcome.result.merge_alpha if outcome.result is not None else None
+        merged = "" if alpha is None else f" (merged: merge_alpha={alpha:g})"  # `harness.merging`
+        view.log(f"  {name} [green]COMPLETE[/] objective={value_text(outcome.value)}{merged} {metrics_text(metrics)}")
         if outcome.reason:  # infeasible (retention limit), or not judged
             view.log(f"  {name} [yellow]{escape(outcome.reason)}[/]")
     elif outcome.out_of_memory:

@@ -109,7 +109,7 @@ class Evaluations:
         checkpoint, run_id = TrialDir.of(self.spec, trial.number).model, TrialRecord.of(trial).mlflow_run_id
         if not checkpoint.is_file() or run_id is None:
             kept = f"training.keep_checkpoints: {self.spec.training.keep_checkpoints}"
-            why = f"no checkpoint at {checkpoint} ({kept})" if run_id else "no MLflow run recorded"
+            why = f"no checkpoint kept ({kept})" if run_id else "no MLflow run recorded"
             self.log(f"[yellow]{who}: {why}; its test-set score skipped.[/]")
             return None
         self.log(f"Scoring {who} on the test set {self.spec.data.test} ...")

@@ -6,7 +6,8 @@ Outcomes map one to one: COMPLETE/FINISHED, PRUNED/KILLED, FAIL/FAILED (with a r
 again) but an infeasible point: PRUNED with its memory constraint violated in Optuna, so the
 sampler steers away (`harness.study.tell_out_of_memory`), FAILED with `oom` in MLflow, never re-queued.
 A complete trial that forgot too much of its old domain (`objective.retention_max_wer_increase`) is
-COMPLETE and infeasible: its retention constraint is set before it is told.
+COMPLETE and infeasible: its retention constraint is set before it is told. A trial that judged merges with
+the pretrained model (`harness.merging`) is judged on the merge it hands over, whose alpha it records.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from harness.confirmation import is_confirmation
+from harness.confirmation import budget_used
 from harness.names import BASELINE_ATTR
 from harness.retention import forgets_text, wer_increase
 from harness.spec import SweepSpec
@@ -65,6 +66,8 @@ class OutcomeWriter:
             TrialRecord.write(trial, final={k: v for k, v in result.final.items() if k != "step"}, steps=result.steps)
         if result.numerics:  # what `harness reproduce` re-creates (threads) or names (device, versions, ...)
             TrialRecord.write(trial, numerics=result.numerics)
+        if result.merge_alpha is not None:  # judged after training, not sampled: a record, not an Optuna param
+            TrialRecord.write(trial, merge_alpha=result.merge_alpha, merges=result.merges)
         if result.state == "complete":
             note = self.judge_retention(trial, result.final)
             self.study.tell(trial, result.objective)
@@ -146,18 +149,8 @@ class OutcomeWriter:
 
     def budget_used(self) -> int:
         """Search trials that count against the budget: decided ones (out of memory too; a re-queued failure
-        does not) and running ones. Confirmation runs have their own budget (`budget.confirm`)."""
-        used = 0
-        for t in self.study.get_trials(deepcopy=False):
-            if is_confirmation(t):
-                continue
-            if (
-                t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-                or t.state == TrialState.FAIL
-                and not TrialRecord.of(t).requeued
-            ):
-                used += 1
-        return used
+        does not) and running ones (`confirmation.budget_used`)."""
+        return budget_used(self.study.get_trials(deepcopy=False))
 
     def repeated_failure(self) -> list[FrozenTrial]:
         """The failed trials, once the sweep's first `SAME_FAILURES_TO_STOP` or more decided trials all

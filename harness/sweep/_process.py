@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -20,9 +21,11 @@ from typing import IO
 import optuna
 from omegaconf import OmegaConf
 
+from harness import search_space
 from harness.canary import CheckpointInfo, trial_config
 from harness.numerics import Numerics, recreate_env
 from harness.provenance import AUDIO_HASHES_FILE
+from harness.replay import replay_fraction
 from harness.spec import DataSpec, SweepSpec
 from harness.stopping import RANK_VARIABLES, die_with_parent
 from harness.tokenizers import extract_tokenizers
@@ -77,15 +80,19 @@ class Launcher:
         nemo: Path | None = None,
         confirm: bool = False,
         recreate: Numerics | None = None,
+        merge_alphas: Sequence[float] | None = None,
     ) -> tuple[subprocess.Popen, IO]:
         """Write the config and job, and start `python -m harness.trial` on `slot` (`confirm`: a seed-confirmation
         run, never pruned, its checkpoint saved; `recreate`: a recorded trial's numerics, whose threads a
-        reproduction runs with)."""
+        reproduction runs with; `merge_alphas`: the merges it judges after training, by default the search
+        space's for a training run, `harness.merging`)."""
+        if merge_alphas is None:
+            merge_alphas = search_space.merge_alphas(self.spec.search_space) if mode == "train" else ()
         trial_dir.path.mkdir(parents=True, exist_ok=True)
         for stale in (trial_dir.progress, *(trial_dir.result(rank) for rank in range(self.spec.training.devices))):
             stale.unlink(missing_ok=True)
         self._write_config(trial_dir, params, run_id=run_id, seed=seed, mode=mode)
-        self.tracker.log_manifests(run_id, self._manifests(mode), self.spec.state_dir / AUDIO_HASHES_FILE)
+        self.tracker.log_manifests(run_id, self._manifests(mode, params), self.spec.state_dir / AUDIO_HASHES_FILE)
         Job(
             spec=self.spec.source,
             nemo=str(nemo or self.nemo),
@@ -101,6 +108,7 @@ class Launcher:
             storage=self.spec.storage_url,
             tracking_uri=self.spec.tracking_uri,
             threads=None if recreate is None else recreate.threads,
+            merge_alphas=list(merge_alphas),
         ).write(trial_dir)
         log = trial_dir.log.open("w")
         proc = subprocess.Popen(
@@ -147,13 +155,15 @@ class Launcher:
         """The baseline reads the plain copies (no behaviour tokens); training and the test set the trials' set."""
         return trial_data(self.spec, baseline=True) if mode in PRETRAINED_MODES else self.data
 
-    def _manifests(self, mode: str) -> dict[str, str | list[str] | None]:
+    def _manifests(self, mode: str, params: dict) -> dict[str, str | list[str] | None]:
         """The manifests the process reads, by MLflow dataset context (its run's Dataset column): the user's
-        where the copy differs only by its line numbers (the same content hash), so the UI shows their names."""
+        where the copy differs only by its line numbers (the same content hash), so the UI shows their names.
+        A trial blending replay also reads `data.replay` (in its own order: the same content, another hash)."""
         data = self.data if self.spec.behaviours and mode not in PRETRAINED_MODES else self.spec.data
         if mode in TEST_MODES:
             return {"test": data.test}
         read: dict[str, str | list[str] | None] = {} if mode == "baseline" else {"training": data.train}
+        read |= {"replay": data.replay} if mode != "baseline" and replay_fraction(params) > 0 else {}
         return read | {"validation": data.validation, "retention": data.retention}
 
 

@@ -41,6 +41,8 @@ def answer_repeat(study: optuna.Study, trial: optuna.Trial, worker: str) -> Outc
         return None
     record = TrialRecord.of(earlier)
     TrialRecord.write(trial, worker=worker, repeat_of=earlier.number, final=record.final)
+    if record.merge_alpha is not None:  # its figures are a merge with the pretrained model (`harness.merging`)
+        TrialRecord.write(trial, merge_alpha=record.merge_alpha)
     for name, excess in earlier.constraints.items():  # a repeat of a trial that forgot too much is infeasible too
         trial.set_constraint(name, excess)
     if earlier.state == TrialState.COMPLETE:

@@ -1,4 +1,5 @@
-"""`harness reproduce`: a recorded trial re-run from its params, seed and thread count, shown beside its record."""
+"""`harness reproduce`: a recorded trial re-run from its params, seed and thread count (and merged at its recorded
+`merge_alpha`, `harness.merging`), shown beside its record."""
 
 from __future__ import annotations
 
@@ -20,8 +21,12 @@ def reproduce_trial(spec: SweepSpec, number: int | None, console: Console) -> tu
     supervisor = Supervisor(spec, console=console, slots=default_slots(1, devices=spec.training.devices))
     reproduction = supervisor.reproduce(number)
     trial, again = reproduction.trial, reproduction.figures
-    original = TrialRecord.of(trial).final
-    table = Table(title=f"{run_name(trial.number)}: recorded vs reproduced", caption=_caption(reproduction.differs))
+    record = TrialRecord.of(trial)
+    original = record.final
+    alpha = record.merge_alpha
+    merged = "" if alpha is None else f", both merged with the pretrained model at alpha {alpha:g}"
+    title = f"{run_name(trial.number)}: recorded vs reproduced{merged}"
+    table = Table(title=title, caption=_caption(reproduction.differs))
     for column in ("metric", "recorded", "reproduced", "difference"):
         table.add_column(column)
     for key in sorted(set(original) | set(again)):
