@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from benchmarks.probe import PROBE_ENV, SITECUSTOMIZE
 
@@ -64,7 +64,14 @@ def fixed_params(space_path: Path) -> dict:
     return params
 
 
-def smoke_lines(args: argparse.Namespace) -> dict[str, int | None]:
+class Lines(TypedDict, total=False):
+    """`Project`'s manifest cuts, as keywords."""
+
+    train_lines: int | None
+    validation_lines: int | None
+
+
+def smoke_lines(args: argparse.Namespace) -> Lines:
     """`Project` manifest cuts: smoke runs train and validate on the first lines of the manifests only;
     `--validation-lines` cuts validation (autoregressive decoding of an early model is slow on a loaded CPU)."""
     if args.smoke:
