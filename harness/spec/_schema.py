@@ -41,10 +41,13 @@ class DataSpec:
 @dataclass
 class ConfirmSpec:
     """Seed confirmation (`harness.confirmation`): after the search, each of the `top` best settings trains
-    `seeds` more times with new training seeds, full length and unpruned; the winner is the best mean."""
+    `seeds` more times with new training seeds, full length and unpruned; the winner is the best mean. A cheaper
+    setting (frozen, smaller batch_duration) that cannot be told apart from it and whose mean is within
+    `cheaper_within` of it (relative) is chosen instead; 0 turns that off (benchmarks/RESULTS.md, decision)."""
 
     top: int = 2
     seeds: int = 2
+    cheaper_within: float = 0.1
 
 
 @dataclass

@@ -56,6 +56,7 @@ _LIMITS: dict[str, tuple[Callable[[float], bool], str]] = {
     "budget.max_retries": (lambda v: v >= 0, "at least 0"),
     "budget.confirm.top": (lambda v: v >= 1, "at least 1 (settings whose seeds are confirmed)"),
     "budget.confirm.seeds": (lambda v: v >= 1, "at least 1 (new training seeds per setting)"),
+    "budget.confirm.cheaper_within": (lambda v: 0 <= v <= 1, "from 0 (never) to 1 (a relative gap of the means)"),
     "objective.bleu_weight": (lambda v: v >= 0, "at least 0"),
     # Below 0 it demands that fine-tuning on a new domain improve the old one: every trial would be infeasible.
     "objective.retention_max_wer_increase": (
