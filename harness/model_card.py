@@ -17,7 +17,7 @@ from harness.number_text import metrics_text, params_text
 from harness.objective import objective_names
 from harness.report import report_dir
 from harness.spec import SweepSpec
-from harness.trial_record import TrialRecord
+from harness.trial_record import TrialRecord, model_params
 
 
 def description(
@@ -42,7 +42,7 @@ def description(
         f"{run_name(trial.number)} of sweep `{spec.name}` (Optuna study `{spec.name}`), fine-tuned from "
         f"`{spec.model}`.",
         "",
-        f"- setting: {params_text(trial.params)}",
+        f"- setting: {params_text(model_params(trial))}",
         f"- objective ({', '.join(objective_names(spec.objective))}): {trial.values}",
         f"- validation: {metrics_text(record.final) or 'none recorded'}",
         f"- test: {metrics_text(test) or 'not scored'}",

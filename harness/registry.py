@@ -56,7 +56,7 @@ from harness.spec import SweepSpec, registry_name_problem
 from harness.stores import MLFLOW_STORE, TRACKING_SETTING, open_mlflow, reported
 from harness.study import require_study
 from harness.tracking import Tracker
-from harness.trial_record import TrialRecord
+from harness.trial_record import TrialRecord, model_params
 
 REGISTRATION_ROLE = "registration"
 MODEL_NAME = "model"  # the pyfunc's name on the registration run
@@ -144,7 +144,7 @@ def register_model(spec: SweepSpec, number: int | None, name: str) -> Registrati
         parent,
         name=f"{run_name(trial.number)}-registration",
         role=REGISTRATION_ROLE,
-        params={**trial.params, "trial_number": trial.number},
+        params={**model_params(trial), "trial_number": trial.number},
         tags={
             "harness.registers": run_name(trial.number),
             "harness.registered_model": name,
@@ -163,7 +163,7 @@ def register_model(spec: SweepSpec, number: int | None, name: str) -> Registrati
         TRIAL_TAG: str(trial.number),
         TRIAL_RUN_TAG: record.mlflow_run_id or "",
         REGISTRATION_RUN_TAG: run_id,
-        PARAMS_TAG: json.dumps(trial.params, sort_keys=True, default=str),
+        PARAMS_TAG: json.dumps(model_params(trial), sort_keys=True, default=str),
         OBJECTIVE_TAG: json.dumps(trial.values),
         VAL_TAG: json.dumps(record.final, sort_keys=True),
         TEST_TAG: json.dumps(test, sort_keys=True),

@@ -228,9 +228,12 @@ def report_sweep(tmp_path_factory, speech_data, retention_data) -> Iterator[Shar
         yield SharedSweep(project, uri, out.getvalue())
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`), tests that share an expensive fixture
-    run on one worker, so it is built once: the shared sweep's tests, and each module with a module fixture."""
+    run on one worker, so it is built once: the shared sweep's tests, and each module with a module fixture.
+    First among the hooks: xdist reads the `xdist_group` markers in its own hook (without `tryfirst` it ran
+    before this one and the shared sweep was built on both workers, ~165 s twice)."""
     for item in items:
         definitions = item._fixtureinfo.name2fixturedefs
         if "report_sweep" in definitions:

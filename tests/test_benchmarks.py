@@ -182,7 +182,7 @@ def test_replay_prunes_as_the_harness_pruner_would_on_one_slot_and_not_before_a_
     assert none.pruned_at == {} and none.saved == 0 and none.gap == 0
 
 
-def test_decision_replay_judges_each_choice_by_true_means_and_never_reuses_a_run():
+def test_decision_replay_judges_each_choice_by_true_means_and_never_reuses_a_run(terse_data):
     """Two settings: a steady one (true mean 0.115) and one with a lucky seed (0.01) among bad ones (true mean
     0.3925). The single best run falls for the lucky seed whenever the search drew it; the best mean over two runs
     never does; and a run is drawn once, so the runs a choice never saw exclude what it drew."""
@@ -193,7 +193,7 @@ def test_decision_replay_judges_each_choice_by_true_means_and_never_reuses_a_run
     pool = Pool(params[:2], [[0.10, 0.11, 0.12, 0.13], [0.01, 0.50, 0.52, 0.54]], "hand-made")
     means = [0.115, 0.3925]
     fooled = 0
-    with Project("decision-check") as project:
+    with Project("decision-check", data=terse_data["train"].parent) as project:
         spec = project.spec("plan", budget={"confirm": {"top": 2, "seeds": 1}})
         for seed in range(12):
             choices = replay(pool, (2, 2, 1), seed, spec)
@@ -216,7 +216,8 @@ def test_benchmarks_train_without_the_forgetting_levers_unless_they_measure_them
     from benchmarks.project import Project, demo_search_space
     from harness.search_space import load_search_space, merge_alphas
 
-    space = yaml.safe_load(demo_search_space().read_text())
+    levers_shipped = ("replay_fraction", "merge_alpha")  # the demo's own space may already search them
+    space = {k: v for k, v in yaml.safe_load(demo_search_space().read_text()).items() if k not in levers_shipped}
     levers = {"replay_fraction": {"type": "float", "low": 0.0, "high": 0.5}}
     levers["merge_alpha"] = {"type": "categorical", "choices": [0.5]}
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(space | levers))

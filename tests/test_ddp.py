@@ -58,6 +58,8 @@ def _running(pid: int) -> bool:
     return state != "Z"
 
 
+# ~110 s: `make test` keeps the freeze-mode DDP test; this end to end one runs in `make test-extended`
+@pytest.mark.extended
 def test_a_two_rank_trial_trains_on_both_and_records_once(project, speech_data, shared_clips, retention_data):
     # Validation lines that share clips and file names (one cut id for several lines), 9 of them in batches
     # of 4: the last round has one cut, which Lhotse pads with a `_dup` copy for rank 1.

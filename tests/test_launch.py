@@ -59,6 +59,8 @@ def _parent_runs(spec) -> list:
     return [r for r in runs if r.data.tags.get("harness.role") == "sweep"]
 
 
+# ~60 s: `make test-extended` (beside its four-worker test) keeps `make test` under 15 minutes
+@pytest.mark.extended
 def test_local_workers_share_one_study(project, speech_data, capsys):
     # 4 validation lines, not 12: an untrained decode runs to its length limit, the slowest part on 2 CPU cores
     validation = project / "validation.json"
