@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -213,3 +214,20 @@ CPU_TRIAL = Numerics(
     seed=300_000,
     versions=VERSIONS,
 )
+
+
+POSTGRES = "postgresql://postgres@127.0.0.1:5432"  # this machine's server (trust auth): the multi-host tests' storage
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A new, uniquely named database on this machine's PostgreSQL; dropped (connections forced out) afterwards."""
+    import psycopg
+
+    name = f"harness_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+        try:
+            yield f"{POSTGRES}/{name}"
+        finally:
+            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")

@@ -16,7 +16,6 @@ import shutil
 import subprocess
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -30,7 +29,6 @@ PARTITION = "harness"
 MAX_MINUTES = 30  # the partition's MaxTime: `launch.time_minutes` above it is refused
 UP_SECONDS = 60
 ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE")
-PG = "postgresql://postgres@127.0.0.1:5432"
 
 
 def missing() -> str | None:
@@ -144,20 +142,6 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
         for daemon in reversed(daemons):
             _stop(daemon)
         shutil.rmtree(root, ignore_errors=True)
-
-
-@contextmanager
-def postgres_database() -> Iterator[str]:
-    """A new database on this machine's PostgreSQL (127.0.0.1:5432, trust auth); dropped afterwards."""
-    import psycopg
-
-    name = f"harness_slurm_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-        try:
-            yield f"{PG}/{name}"
-        finally:
-            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 def _munge_dir(root: Path) -> Path:

@@ -11,11 +11,8 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from contextlib import contextmanager
 from pathlib import Path
 
-import psycopg
 import pytest
 from optuna.trial import TrialState
 
@@ -24,10 +21,9 @@ from harness.stores import open_mlflow
 from harness.trial_dir import TrialDir
 from harness.trial_record import TrialRecord
 from tests.conftest import spec_dict, write_spec
-from tests.helpers import ctrl_c_default, load_study, mlflow_server, wait_for
+from tests.helpers import ctrl_c_default, load_study, mlflow_server, postgres_database, wait_for
 
 HARNESS = [sys.executable, "-m", "harness.cli"]
-PG = "postgresql://postgres@127.0.0.1:5432"
 
 
 STARTED: list[subprocess.Popen] = []
@@ -148,18 +144,6 @@ def test_four_local_workers_share_one_study(project, speech_data):
     assert "database is locked" not in logs and "OperationalError" not in logs
 
 
-@contextmanager
-def _postgres_database():
-    """A uniquely named database on the machine's PostgreSQL, dropped afterwards."""
-    name = f"harness_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-        try:
-            yield f"{PG}/{name}"
-        finally:
-            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
-
-
 def test_two_hosts_share_a_study_on_postgres_and_an_mlflow_server(project, speech_data):
     spec_path = write_spec(
         project,
@@ -170,7 +154,7 @@ def test_two_hosts_share_a_study_on_postgres_and_an_mlflow_server(project, speec
     )
     # Workers reach the server by a name other than localhost, as hosts do: MLflow must be told to accept it.
     server = mlflow_server(project / "mlflow", host="127.0.0.2", allowed_hosts="127.0.0.2:*,localhost:*")
-    with _postgres_database() as storage, server as tracking:
+    with postgres_database() as storage, server as tracking:
         args = ["worker", spec_path, "--storage", storage, "--tracking-uri", tracking]
         workers = [_start(args, project, project / f"worker{i}.log") for i in range(2)]
         for i, worker in enumerate(workers):

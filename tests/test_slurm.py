@@ -36,8 +36,8 @@ from harness.stores import open_mlflow
 from harness.trial_dir import TrialDir
 from harness.trial_record import TrialRecord
 from tests.conftest import spec_dict, write_spec
-from tests.helpers import load_study, mlflow_server, wait_for
-from tests.slurm_cluster import SlurmCluster, missing, postgres_database, slurm_cluster
+from tests.helpers import load_study, mlflow_server, postgres_database, wait_for
+from tests.slurm_cluster import SlurmCluster, missing, slurm_cluster
 
 pytestmark = pytest.mark.xdist_group("slurm")  # one cluster per session: every test here on one pytest worker
 
