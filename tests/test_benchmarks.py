@@ -226,7 +226,7 @@ def test_benchmarks_train_without_the_forgetting_levers_unless_they_measure_them
     demo["search_space"] = str(tmp_path / "space.yaml")  # absolute: the repo's folder is not joined to it
     demo["data"] |= {"replay": [old], "retention": [old]}
     demo["objective"] = {**demo["objective"], "retention_max_wer_increase": 0.1}
-    given = demo["start_from"][0]
+    given = {k: v for k, v in demo["start_from"][0].items() if k not in levers_shipped}
     demo["start_from"] = [{**given, "replay_fraction": 0.25}, {"replay_fraction": 0.5}]
     (tmp_path / "demo.yaml").write_text(yaml.safe_dump(demo))
     monkeypatch.setattr(project_module, "DEMO_SPEC", tmp_path / "demo.yaml")

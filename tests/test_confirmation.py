@@ -173,6 +173,8 @@ def test_confirmation_needs_a_single_objective(project):
         _spec(project, seeds=0)
 
 
+# ~75-95 s end to end: `make test-extended` (the demo confirms too); the units above run in `make test`
+@pytest.mark.extended
 def test_a_sweep_confirms_its_best_setting_resumes_and_hands_over_the_confirmed_run(project, speech_data):
     """Two search trials, then the best setting retrains with one new seed; a resume with `seeds: 2` adds one."""
     from harness.sweep import Supervisor

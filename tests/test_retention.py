@@ -21,6 +21,8 @@ IMPOSSIBLE = 0.0
 FORGETFUL = {"lr": 3e-3, "batch_duration": 20, "freeze": "none", "use_loss_mask_for_prompt": True}
 
 
+# ~50 s end to end: `make test-extended` (the shared sweep keeps a limit every trial meets in `make test`)
+@pytest.mark.extended
 def test_a_trial_over_the_retention_limit_is_infeasible_and_never_the_best(
     project, speech_data, retention_data, capsys
 ):
