@@ -26,9 +26,11 @@ test:
 	wait $$installing || { cat .venv-py3.12.log; exit 1; }; \
 	[ $$suite -eq 0 ] && scripts/test-python.sh 3.12
 
-# End-to-end runs that train many trials (about 10 minutes on 2 CPU cores), beyond `make test`'s budget:
-# the behaviour-learning sweep, four local workers, pareto, reproduce, the v1/v2 twins, trials that all
-# fail alike, repeat proposals end to end, a pruned 2-rank DDP trial, six benchmark smokes.
+# End-to-end runs that train many trials (roughly 30 minutes on 2 CPU cores, not measured as a whole), beyond
+# `make test`'s budget: the behaviour-learning sweep, local workers, pareto, reproduce, the v1/v2 twins, trials
+# that all fail alike, repeat proposals, 2-rank DDP trials, seed confirmation and the retention limit end to end,
+# replay and merges end to end, `harness status` on a running sweep, the real-Slurm launches (array, scancel,
+# time limit, requeue), the benchmark smokes.
 test-extended: setup
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m extended
 
